@@ -1,0 +1,44 @@
+"""The Driftline event contract: models, Avro schemas, the wire codec, topic names."""
+
+from __future__ import annotations
+
+from driftline.events.codec import Codec, Envelope
+from driftline.events.models import (
+    BY_TYPE,
+    EVENT_MODELS,
+    DatasetIngested,
+    DatasetUploaded,
+    DriftChecked,
+    DriftDetected,
+    Event,
+    LabelsReceived,
+    ModelDeployed,
+    ModelRegistered,
+    ModelRejected,
+    ModelTrained,
+    ScoreCompleted,
+    ScoreRequested,
+)
+from driftline.events.topics import DLQ_SUFFIX, EVENT_TOPICS, dlq_topic
+
+__all__ = [
+    "BY_TYPE",
+    "DLQ_SUFFIX",
+    "EVENT_MODELS",
+    "EVENT_TOPICS",
+    "Codec",
+    "DatasetIngested",
+    "DatasetUploaded",
+    "DriftChecked",
+    "DriftDetected",
+    "Envelope",
+    "Event",
+    "LabelsReceived",
+    "ModelDeployed",
+    "ModelRegistered",
+    "ModelRejected",
+    "ModelTrained",
+    "ScoreCompleted",
+    "ScoreRequested",
+    "dlq_topic",
+]

@@ -1,0 +1,163 @@
+"""Events on the wire: the CloudEvents Kafka binding in binary mode, Avro single-object values.
+
+Headers carry the CloudEvents attributes (``ce_id``, ``ce_type``, ``ce_source``,
+``ce_time``, ``ce_specversion``, ``ce_subject``, ``content-type``) and ``traceparent``.
+The value is Avro single-object encoding: ``C3 01``, the writer schema's 8-byte
+CRC-64-AVRO fingerprint, then the Avro body. A reader looks the fingerprint up among the
+current and historical schemas (``schemas/history/``) and resolves it against the
+current schema, so events written by older producers still decode.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from pydantic import ValidationError as PydanticValidationError
+
+from driftline.events.avro import SCHEMA_DIR, fingerprint, load_schema, schema_path
+from driftline.events.models import BY_TYPE, EVENT_MODELS, Event
+from driftline.runtime.errors import DecodeError
+
+MAGIC = b"\xc3\x01"
+CONTENT_TYPE = "application/avro"
+SPECVERSION = b"1.0"
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded event with its CloudEvents attributes."""
+
+    id: str
+    type: str
+    source: str
+    time: datetime
+    data: Event
+    traceparent: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Schema:
+    model: type[Event]
+    parsed: Any
+    fingerprint: bytes
+
+
+class Codec:
+    """Encodes and decodes every event type; one per process is enough (it is immutable)."""
+
+    def __init__(self) -> None:
+        self._current: dict[str, _Schema] = {}
+        self._by_fp: dict[bytes, tuple[_Schema, Any]] = {}
+        for model in EVENT_MODELS:
+            raw = load_schema(schema_path(model))
+            cur = _Schema(model, parse_schema(raw), fingerprint(raw))
+            self._current[model.TYPE] = cur
+            self._by_fp[cur.fingerprint] = (cur, cur.parsed)
+        for path in sorted((SCHEMA_DIR / "history").glob("*.avsc")):
+            event_type = path.name.split("@")[0]
+            raw = load_schema(path)
+            cur = self._current[event_type]
+            self._by_fp.setdefault(fingerprint(raw), (cur, parse_schema(raw)))
+
+    def known_fingerprints(self) -> set[bytes]:
+        return set(self._by_fp)
+
+    def encode_value(self, event: Event) -> bytes:
+        schema = self._current[event.TYPE]
+        buf = io.BytesIO()
+        buf.write(MAGIC)
+        buf.write(schema.fingerprint)
+        schemaless_writer(buf, schema.parsed, event.model_dump())
+        return buf.getvalue()
+
+    def encode(
+        self,
+        event: Event,
+        *,
+        id: str | None = None,
+        source: str = "driftline",
+        time: datetime | None = None,
+        traceparent: str | None = None,
+    ) -> tuple[bytes, Headers]:
+        """The Kafka value and headers for an event."""
+        when = (time or datetime.now(timezone.utc)).isoformat()
+        headers: Headers = [
+            ("ce_specversion", SPECVERSION),
+            ("ce_id", (id or str(uuid.uuid4())).encode()),
+            ("ce_type", event.TYPE.encode()),
+            ("ce_source", source.encode()),
+            ("ce_time", when.encode()),
+            ("ce_subject", event.model.encode()),
+            ("content-type", CONTENT_TYPE.encode()),
+            ("traceparent", (traceparent or new_traceparent()).encode()),
+        ]
+        return self.encode_value(event), headers
+
+    def decode_value(self, value: bytes, event_type: str | None = None) -> Event:
+        if len(value) < 10 or value[:2] != MAGIC:
+            raise DecodeError("value is not Avro single-object encoded (no C3 01 marker)")
+        entry = self._by_fp.get(bytes(value[2:10]))
+        if entry is None:
+            raise DecodeError(f"unknown writer schema fingerprint {value[2:10].hex()}")
+        schema, writer = entry
+        if event_type is not None and schema.model.TYPE != event_type:
+            raise DecodeError(f"ce_type is {event_type!r} but the value is a {schema.model.TYPE}")
+        try:
+            if writer is schema.parsed:
+                record = schemaless_reader(io.BytesIO(value[10:]), writer, None)
+            else:
+                record = schemaless_reader(io.BytesIO(value[10:]), writer, schema.parsed)
+        except Exception as exc:  # fastavro raises many kinds on truncated or garbage bodies
+            raise DecodeError(f"Avro body unreadable: {type(exc).__name__}: {exc}") from exc
+        try:
+            return schema.model.model_validate(record)
+        except PydanticValidationError as exc:
+            raise DecodeError(f"{schema.model.TYPE} invalid: {exc}") from exc
+
+    def decode(
+        self, value: bytes, headers: Headers, *, topic: str = "?", partition: int = -1, offset: int = -1
+    ) -> Envelope:
+        """Decode one record; any problem raises :class:`DecodeError` naming where it was."""
+        try:
+            attrs = {k: v.decode() for k, v in headers if k.startswith("ce_") or k == "traceparent"}
+            missing = [k for k in ("ce_id", "ce_type") if k not in attrs]
+            if missing:
+                raise DecodeError(f"missing CloudEvents header(s) {', '.join(missing)}")
+            if attrs["ce_type"] not in BY_TYPE:
+                raise DecodeError(f"unknown event type {attrs['ce_type']!r}")
+            data = self.decode_value(value, attrs["ce_type"])
+            when = attrs.get("ce_time")
+            return Envelope(
+                id=attrs["ce_id"],
+                type=attrs["ce_type"],
+                source=attrs.get("ce_source", ""),
+                time=datetime.fromisoformat(when) if when else datetime.now(timezone.utc),
+                data=data,
+                traceparent=attrs.get("traceparent"),
+            )
+        except DecodeError as exc:
+            raise DecodeError(exc.reason, topic=topic, partition=partition, offset=offset) from exc
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise DecodeError(f"bad header: {exc}", topic=topic, partition=partition, offset=offset) from exc
+
+
+def new_traceparent() -> str:
+    """A fresh W3C traceparent (sampled)."""
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+def child_traceparent(parent: str | None) -> str:
+    """Same trace as ``parent``, new span id; a fresh trace when there is no valid parent."""
+    parts = (parent or "").split("-")
+    if len(parts) == 4 and len(parts[1]) == 32:
+        return f"{parts[0]}-{parts[1]}-{os.urandom(8).hex()}-{parts[3]}"
+    return new_traceparent()

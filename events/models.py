@@ -1,0 +1,220 @@
+"""The event contract: one pydantic model per event type.
+
+Each model's ``TYPE`` is its CloudEvents type and the name of the topic it travels on.
+The wire schema (``schemas/<type>.avsc``) is derived from the model and checked in; a
+test keeps the two in agreement. Envelope attributes (id, source, time, traceparent) are
+not fields here: they travel as CloudEvents headers (see :mod:`driftline.events.codec`).
+
+Fields only ever get added with a default, so readers with a newer schema can still read
+events written with an older one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+"""A point in time, always UTC-aware (naive inputs are taken as UTC)."""
+
+def _nan_for_none(value: object) -> object:
+    return float("nan") if value is None else value
+
+
+Value = Annotated[float, BeforeValidator(_nan_for_none)]
+"""A feature value: a float, with a missing value (JSON null) carried as NaN."""
+
+Rows = list[list[Value]]
+"""Rows of feature values, column order given by the event's ``columns``.
+
+Columnar names plus plain double arrays keep Avro decoding cheap (a map per row costs
+several times more per value in fastavro)."""
+
+
+class Event(BaseModel):
+    """Base of every event: frozen, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    TYPE: ClassVar[str] = ""
+
+    model: str = Field(description="Name of the model (spec) this event is about; the partition key.")
+
+
+class DatasetUploaded(Event):
+    """A data file landed in the object store (upload, webhook or bucket watcher)."""
+
+    TYPE: ClassVar[str] = "dataset.uploaded"
+    key: str = Field(description="Object-store key of the uploaded file.")
+    size: int = Field(default=0, description="Size in bytes, when known.")
+    etag: str | None = Field(default=None, description="The store's etag, when known.")
+    kind: Literal["training", "feedback"] = Field(
+        default="training", description="training: labeled rows to learn from."
+    )
+
+
+class DatasetIngested(Event):
+    """An uploaded file was validated and written as a dataset version."""
+
+    TYPE: ClassVar[str] = "dataset.ingested"
+    dataset_version: str = Field(description="Id of the dataset version written.")
+    key: str = Field(description="Object-store key of the validated rows (Parquet).")
+    source_key: str = Field(description="Object-store key of the uploaded file.")
+    rows: int = Field(description="Rows accepted.")
+    quarantined_rows: int = Field(default=0, description="Rows refused by validation.")
+    quarantine_key: str | None = Field(default=None, description="Where refused rows and reasons went.")
+    time_min: Timestamp | None = Field(default=None, description="Earliest event time in the rows.")
+    time_max: Timestamp | None = Field(default=None, description="Latest event time in the rows.")
+    initial: bool = Field(default=False, description="Train a first version right away if none exists.")
+
+
+class ModelTrained(Event):
+    """A candidate was trained, exported to ONNX and checked against sklearn."""
+
+    TYPE: ClassVar[str] = "model.trained"
+    run_id: str = Field(description="Id of the training run (stable for a redelivered trigger).")
+    artifact_key: str = Field(description="Object-store key of the ONNX file.")
+    sha256: str = Field(description="sha256 of the ONNX bytes.")
+    reference_key: str = Field(description="Object-store key of the reference sample (Parquet).")
+    holdout_key: str = Field(description="Object-store key of the most recent labeled holdout.")
+    metrics: dict[str, float] = Field(description="Validation metrics on the holdout.")
+    dataset_versions: list[str] = Field(default_factory=list, description="Datasets trained on.")
+    parent_version: int | None = Field(default=None, description="Production version at trigger time.")
+    trigger: str = Field(default="initial", description="initial, drift:<cause> or manual.")
+    train_start: Timestamp | None = Field(default=None, description="First event time trained on.")
+    train_end: Timestamp | None = Field(default=None, description="Last event time trained on.")
+    rows: int = Field(default=0, description="Training rows.")
+    trainer: str = Field(default="", description="Estimator and device that trained it.")
+    input_signature: list[str] = Field(default_factory=list, description="Feature names, in order.")
+
+
+class ModelRegistered(Event):
+    """A candidate passed the gate and became a registry version."""
+
+    TYPE: ClassVar[str] = "model.registered"
+    version: int = Field(description="Registry version number (1, 2, ...).")
+    run_id: str
+    artifact_key: str
+    sha256: str
+    reference_key: str
+    metrics: dict[str, float]
+    dataset_versions: list[str] = Field(default_factory=list)
+    parent_version: int | None = None
+    trigger: str = "initial"
+    train_start: Timestamp | None = None
+    train_end: Timestamp | None = None
+    input_signature: list[str] = Field(default_factory=list)
+    gate: str = Field(default="", description="What the promotion gate compared, in words.")
+
+
+class ModelRejected(Event):
+    """A candidate lost to the champion at the promotion gate, or failed its checks."""
+
+    TYPE: ClassVar[str] = "model.rejected"
+    run_id: str
+    reason: str = Field(description="Why, in words a person can act on.")
+    metric: str = Field(default="", description="Gate metric name.")
+    candidate: float | None = Field(default=None, description="Candidate's gate metric.")
+    champion: float | None = Field(default=None, description="Champion's gate metric.")
+
+
+class ModelDeployed(Event):
+    """A version became the production alias (promotion or rollback)."""
+
+    TYPE: ClassVar[str] = "model.deployed"
+    version: int
+    artifact_key: str
+    sha256: str
+    previous_version: int | None = None
+    reason: str = Field(default="promotion", description="promotion or rollback.")
+    effective_time: Timestamp | None = Field(
+        default=None, description="Event time (data time) from which this version serves."
+    )
+
+
+class ScoreRequested(Event):
+    """Rows to score with the model's production version."""
+
+    TYPE: ClassVar[str] = "score.requested"
+    request_id: str
+    columns: list[str] = Field(description="Feature names, the order of values in each row.")
+    rows: Rows = Field(description="Feature values, one list per row.")
+    event_time: Timestamp | None = Field(default=None, description="Data time of the rows.")
+
+
+class ScoreCompleted(Event):
+    """Predictions for one request, with the version that made them."""
+
+    TYPE: ClassVar[str] = "score.completed"
+    request_id: str
+    version: int
+    predictions: list[float]
+    columns: list[str] = Field(default_factory=list, description="Feature names of ``rows``.")
+    rows: Rows = Field(default_factory=list, description="The scored features (for drift).")
+    event_time: Timestamp | None = None
+
+
+class LabelsReceived(Event):
+    """Delayed ground truth for an earlier request, in row order."""
+
+    TYPE: ClassVar[str] = "labels.received"
+    request_id: str
+    labels: list[float]
+    event_time: Timestamp | None = None
+
+
+class DriftChecked(Event):
+    """Figures of one closed window, drifted or not."""
+
+    TYPE: ClassVar[str] = "drift.checked"
+    version: int
+    window: str = Field(description="Window id (start of the window, ISO).")
+    window_start: Timestamp
+    window_end: Timestamp
+    rows: int
+    labeled_rows: int = 0
+    drift_share: float | None = Field(default=None, description="Share of drifted features.")
+    metric: str = ""
+    metric_value: float | None = None
+    baseline_metric: float | None = None
+    drifted: bool = False
+    cause: str | None = None
+    detected: bool = Field(default=False, description="Whether a drift.detected was emitted.")
+    report_key: str | None = Field(default=None, description="HTML report, drifted windows only.")
+
+
+class DriftDetected(Event):
+    """Drift that passed every guard: triggers a retrain."""
+
+    TYPE: ClassVar[str] = "drift.detected"
+    version: int
+    cause: Literal["data", "performance"]
+    window: str
+    window_end: Timestamp
+    drift_share: float | None = None
+    metric_value: float | None = None
+    idempotency_key: str = Field(description="One per (model version, window).")
+
+
+EVENT_MODELS: tuple[type[Event], ...] = (
+    DatasetUploaded,
+    DatasetIngested,
+    ModelTrained,
+    ModelRegistered,
+    ModelRejected,
+    ModelDeployed,
+    ScoreRequested,
+    ScoreCompleted,
+    LabelsReceived,
+    DriftChecked,
+    DriftDetected,
+)
+"""Every event type, in loop order."""
+
+BY_TYPE: dict[str, type[Event]] = {m.TYPE: m for m in EVENT_MODELS}

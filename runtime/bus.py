@@ -1,0 +1,109 @@
+"""The Bus: topics, partitions, offsets and consumer groups, behind one small interface.
+
+Two implementations share this contract and one test suite
+(``tests/runtime/test_bus_contract.py``):
+
+- :class:`driftline.runtime.embedded_bus.EmbeddedBus`: one SQLite file, one process;
+- :class:`driftline.runtime.kafka_bus.KafkaBus`: any Kafka-protocol broker, via kafka-python.
+
+Offsets follow Kafka's meaning: a committed offset is the offset of the *next* record
+the group will read.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record read from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default_factory=list)
+    timestamp_ms: int = 0
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    def header(self, name: str) -> bytes | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+class Producer(abc.ABC):
+    """Sends records; :meth:`flush` returns only when everything sent is durable."""
+
+    @abc.abstractmethod
+    def send(
+        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers | None = None
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def flush(self, timeout_s: float = 30.0) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class Consumer(abc.ABC):
+    """A member of one consumer group, subscribed to some topics.
+
+    Partitions are assigned by the group; a new group starts at the earliest offset.
+    """
+
+    @abc.abstractmethod
+    def poll(self, timeout_s: float, max_records: int = 500) -> list[Record]: ...
+
+    @abc.abstractmethod
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit, for each partition, the offset of the next record to read."""
+
+    @abc.abstractmethod
+    def committed(self, tp: TopicPartition) -> int | None: ...
+
+    @abc.abstractmethod
+    def assignment(self) -> set[TopicPartition]: ...
+
+    @abc.abstractmethod
+    def pause(self, partitions: Iterable[TopicPartition]) -> None: ...
+
+    @abc.abstractmethod
+    def resume(self, partitions: Iterable[TopicPartition]) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class Bus(abc.ABC):
+    """Factory for producers and consumers on one cluster (or one SQLite file)."""
+
+    @abc.abstractmethod
+    def create_topics(self, names: Sequence[str], partitions: int | None = None) -> None:
+        """Create topics that do not exist yet (existing ones are left alone)."""
+
+    @abc.abstractmethod
+    def producer(self) -> Producer: ...
+
+    @abc.abstractmethod
+    def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

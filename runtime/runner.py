@@ -1,0 +1,364 @@
+"""The runner: hosts functions on a bus, at least once, with idempotent outputs.
+
+For each function, one thread and one consumer in the function's group:
+
+1. poll a batch; hand it to a worker thread, so a slow handler (training) never blocks
+   the poll loop: after ``pause_after_s`` the partitions are paused and the loop keeps
+   polling (keeping group membership alive) until the batch is done;
+2. per record: decode (undecodable → DLQ), drop duplicates (input id seen before), call
+   the handler with tenacity retries (only retryable errors, exponential backoff with
+   jitter), a handler past its timeout is abandoned and its record dead-lettered;
+3. encode outputs with ids derived from (input id, function, position): a redelivered
+   input produces the same ids, so duplicates can be dropped downstream;
+4. flush the producer, then commit. If the bus fails, nothing is committed: the consumer
+   is recreated at the committed offsets, so the uncommitted records come again.
+
+SIGTERM (via :meth:`Runner.stop`) finishes the batch in hand, flushes and commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from driftline.events.codec import Codec, Envelope, child_traceparent
+from driftline.events.models import Event
+from driftline.events.topics import dlq_topic
+from driftline.runtime.bus import Bus, Consumer, Producer, Record, TopicPartition
+from driftline.runtime.context import Context
+from driftline.runtime.errors import BusError, DecodeError, DriftlineError, PermanentError
+from driftline.runtime.function import FunctionSpec, Handler, spec_of
+from driftline.runtime.stats import FunctionStats
+
+log = logging.getLogger("driftline.runner")
+
+ID_NAMESPACE = uuid.UUID("6f1c3c1e-4d0b-5a8e-9a43-3c2b8d0f7a11")
+
+
+def output_id(input_id: str, function: str, position: int) -> str:
+    """The id of a function's ``position``-th output for an input: stable across redelivery."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"{input_id}/{function}/{position}"))
+
+
+class HandlerTimeoutError(PermanentError):
+    """The handler ran past its function's timeout."""
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return bool(getattr(exc, "retryable", False))
+
+
+class _Seen:
+    """A bounded set of recently handled input ids (duplicate detection)."""
+
+    def __init__(self, size: int = 100_000):
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+
+class _Batch:
+    """Records handed to the worker thread; the poll loop can abandon it on a timeout."""
+
+    def __init__(self, records: list[Record]):
+        self.records = records
+        self.position = 0
+        self.started = time.monotonic()
+        self.abandoned = False
+        self.offsets: dict[TopicPartition, int] = {}
+
+
+class FunctionWorker:
+    """One function on one bus: the poll loop and its worker thread."""
+
+    def __init__(self, spec: FunctionSpec, bus: Bus, codec: Codec, ctx: Context, *,
+                 poll_timeout_s: float = 0.5, pause_after_s: float = 1.0, max_records: int = 500):
+        self.spec = spec
+        self.bus = bus
+        self.codec = codec
+        self.ctx = ctx
+        self.stats = FunctionStats()
+        self.poll_timeout_s = poll_timeout_s
+        self.pause_after_s = pause_after_s
+        self.max_records = max_records
+        self._types = {t.TYPE: t for t in spec.input_types}
+        self._emits = set(spec.emits)
+        self._seen = _Seen()
+        self._stop = threading.Event()
+        self._source = f"driftline/{spec.name}"
+        self._retrying = Retrying(
+            stop=stop_after_attempt(spec.retry.attempts),
+            wait=wait_exponential_jitter(spec.retry.initial_backoff_s, spec.retry.max_backoff_s,
+                                         jitter=spec.retry.jitter_s),
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"fn-{spec.name}")
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self.thread = threading.Thread(target=self._run, name=f"runner-{spec.name}", daemon=True)
+
+    def _count_retry(self, _state: Any) -> None:
+        self.stats.retried += 1
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._connect()
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout_s: float | None = None) -> None:
+        self.thread.join(timeout_s)
+
+    def _connect(self) -> None:
+        self._consumer = self.bus.consumer(self.spec.group, list(self.spec.subscribes))
+        self._producer = self.bus.producer()
+
+    def _reconnect(self, backoff_s: float) -> None:
+        for client in (self._consumer, self._producer):
+            try:
+                if client is not None:
+                    client.close()
+            except Exception:  # a broken client may fail to close; we drop it either way
+                log.debug("close failed", exc_info=True)
+        self._consumer = self._producer = None
+        self._stop.wait(backoff_s)
+        if not self._stop.is_set():
+            self._connect()
+
+    def _run(self) -> None:
+        backoff = 0.5
+        pending: list[Record] = []
+        while not self._stop.is_set():
+            try:
+                if self._consumer is None:
+                    self._connect()
+                assert self._consumer is not None
+                records = pending or self._consumer.poll(self.poll_timeout_s, self.max_records)
+                pending = []
+                if records:
+                    pending = self._handle(records)
+                backoff = 0.5
+            except BusError as exc:
+                log.warning("%s: bus error, reconnecting in %.1fs: %s", self.spec.name, backoff, exc)
+                pending = []
+                self._reconnect(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception:  # never let one bad batch kill the runner thread
+                log.exception("%s: unexpected error in the poll loop", self.spec.name)
+                pending = []
+                self._reconnect(backoff)
+                backoff = min(backoff * 2, 30.0)
+        self._close()
+
+    def _close(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:
+                    log.debug("close failed", exc_info=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- one batch ------------------------------------------------------------------------
+    def _handle(self, records: list[Record]) -> list[Record]:
+        """Process a batch beside the poll loop; returns records polled meanwhile."""
+        assert self._consumer is not None and self._producer is not None
+        batch = _Batch(records)
+        future = self._executor.submit(self._work, batch)
+        late: list[Record] = []
+        paused: set[TopicPartition] = set()
+        while True:
+            try:
+                future.result(timeout=self.pause_after_s if not paused else 0.2)
+                break
+            except TimeoutError:
+                batch, future = self._check_timeout(batch, future)
+                if not paused:
+                    paused = self._consumer.assignment()
+                    self._consumer.pause(paused)
+                late.extend(self._consumer.poll(0, self.max_records))  # keeps the group alive
+        if paused:
+            self._consumer.resume(paused)
+        self._producer.flush()
+        if batch.offsets:
+            self._consumer.commit(batch.offsets)
+        return late
+
+    def _check_timeout(self, batch: _Batch, future: Future[None]) -> tuple[_Batch, Future[None]]:
+        if time.monotonic() - batch.started <= self.spec.timeout_s or future.done():
+            return batch, future
+        record = batch.records[batch.position]
+        batch.abandoned = True
+        log.error("%s: handler passed its %.0fs timeout on %s[%d]@%d; dead-lettering it",
+                  self.spec.name, self.spec.timeout_s, record.topic, record.partition, record.offset)
+        self._dead_letter(record, HandlerTimeoutError(f"handler ran past {self.spec.timeout_s}s"), 1)
+        batch.offsets[record.tp] = record.offset + 1
+        rest = _Batch(batch.records[batch.position + 1:])
+        rest.offsets = batch.offsets
+        self._executor.shutdown(wait=False)  # the stuck thread is left to finish alone
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"fn-{self.spec.name}")
+        return rest, self._executor.submit(self._work, rest)
+
+    def _work(self, batch: _Batch) -> None:
+        for i, record in enumerate(batch.records):
+            if batch.abandoned:
+                return
+            batch.position = i
+            batch.started = time.monotonic()
+            self._process(record, batch)
+            if batch.abandoned:
+                return
+            batch.offsets[record.tp] = record.offset + 1
+
+    def _process(self, record: Record, batch: _Batch) -> None:
+        self.stats.consumed += 1
+        try:
+            envelope = self.codec.decode(record.value, record.headers, topic=record.topic,
+                                         partition=record.partition, offset=record.offset)
+            if envelope.type not in self._types:
+                raise DecodeError(f"{self.spec.name} does not take {envelope.type} events",
+                                  topic=record.topic, partition=record.partition, offset=record.offset)
+        except DecodeError as exc:
+            log.warning("%s: %s", self.spec.name, exc)
+            self._dead_letter(record, exc, 0)
+            return
+        if envelope.id in self._seen:
+            self.stats.duplicates += 1
+            return
+        attempts = 0
+        started = time.perf_counter()
+        try:
+            for attempt in self._retrying:
+                with attempt:
+                    attempts += 1
+                    outputs = self._call(envelope)
+        except Exception as exc:
+            self.stats.observe(time.perf_counter() - started)
+            if batch.abandoned:
+                return
+            log.warning("%s: %s after %d attempt(s): %s", self.spec.name, type(exc).__name__, attempts, exc)
+            self._dead_letter(record, exc, attempts)
+            self._seen.add(envelope.id)
+            return
+        self.stats.observe(time.perf_counter() - started)
+        if batch.abandoned:
+            return
+        self._send(envelope, outputs)
+        self._seen.add(envelope.id)
+        self.stats.succeeded += 1
+
+    def _call(self, envelope: Envelope) -> list[Event]:
+        ctx = self.ctx
+        ctx.begin(envelope.id, envelope.type, envelope.time, envelope.traceparent)
+        result = self.spec.handler(envelope.data, ctx)
+        outputs = list(ctx.outputs)
+        if result is not None:
+            outputs.extend(result if isinstance(result, (list, tuple)) else [result])
+        for out in outputs:
+            if not isinstance(out, Event) or out.TYPE not in self._emits:
+                raise PermanentError(
+                    f"{self.spec.name} returned {type(out).__name__}, but declares emits={sorted(self._emits)}"
+                )
+        return outputs
+
+    def _send(self, envelope: Envelope, outputs: list[Event]) -> None:
+        assert self._producer is not None
+        now = datetime.now(timezone.utc)
+        for i, out in enumerate(outputs):
+            value, headers = self.codec.encode(
+                out, id=output_id(envelope.id, self.spec.name, i), source=self._source,
+                time=now, traceparent=child_traceparent(envelope.traceparent),
+            )
+            self._producer.send(out.TYPE, value, key=out.model.encode(), headers=headers)
+
+    def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
+        assert self._producer is not None
+        headers = [h for h in record.headers if not h[0].startswith("dlq_")]
+        headers += [
+            ("dlq_error_type", type(exc).__name__.encode()),
+            ("dlq_error", str(exc).encode()[:4000]),
+            ("dlq_function", self.spec.name.encode()),
+            ("dlq_topic", record.topic.encode()),
+            ("dlq_partition", str(record.partition).encode()),
+            ("dlq_offset", str(record.offset).encode()),
+            ("dlq_attempts", str(attempts).encode()),
+            ("dlq_retryable", b"true" if _is_retryable(exc) else b"false"),
+            ("dlq_time", datetime.now(timezone.utc).isoformat().encode()),
+        ]
+        self._producer.send(dlq_topic(record.topic), record.value, key=record.key, headers=headers)
+        self.stats.dead_lettered += 1
+
+
+class Runner:
+    """Hosts a set of functions on one bus, each in its own consumer group."""
+
+    def __init__(self, bus: Bus, functions: Sequence[Handler | FunctionSpec], *, store: Any = None,
+                 settings: Any = None, registry: Any = None, capabilities: Any = None,
+                 codec: Codec | None = None, poll_timeout_s: float = 0.5, pause_after_s: float = 1.0,
+                 max_records: int = 500):
+        self.bus = bus
+        self.codec = codec or Codec()
+        self.specs = [spec_of(f) for f in functions]
+        names = [s.name for s in self.specs]
+        if len(set(names)) != len(names):
+            raise DriftlineError(f"function names must be unique, got {names}")
+        self._shared = dict(store=store, settings=settings, registry=registry, capabilities=capabilities)
+        self._opts = dict(poll_timeout_s=poll_timeout_s, pause_after_s=pause_after_s, max_records=max_records)
+        self.workers: dict[str, FunctionWorker] = {}
+        self._stopped = threading.Event()
+
+    def topics(self) -> list[str]:
+        """Every topic the hosted functions read or write, dead-letter topics included."""
+        names: list[str] = []
+        for spec in self.specs:
+            for t in (*spec.subscribes, *(dlq_topic(s) for s in spec.subscribes), *spec.emits):
+                if t not in names:
+                    names.append(t)
+        return names
+
+    def start(self) -> None:
+        self.bus.create_topics(self.topics())
+        for spec in self.specs:
+            ctx = Context(function=spec.name, log=logging.getLogger(f"driftline.fn.{spec.name}"), **self._shared)
+            if spec.init is not None:
+                ctx.state = spec.init(ctx)
+            worker = FunctionWorker(spec, self.bus, self.codec, ctx, **self._opts)  # type: ignore[arg-type]
+            self.workers[spec.name] = worker
+        for worker in self.workers.values():
+            worker.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish the batches in hand, flush, commit, and close the clients."""
+        for worker in self.workers.values():
+            worker.stop()
+        deadline = time.monotonic() + timeout_s
+        for worker in self.workers.values():
+            worker.join(max(0.0, deadline - time.monotonic()))
+        self._stopped.set()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    @property
+    def stats(self) -> dict[str, FunctionStats]:
+        return {name: w.stats for name, w in self.workers.items()}
