@@ -104,8 +104,8 @@ class FunctionWorker:
         self._source = f"driftline/{spec.name}"
         self._retrying = Retrying(
             stop=stop_after_attempt(spec.retry.attempts),
-            wait=wait_exponential_jitter(spec.retry.initial_backoff_s, spec.retry.max_backoff_s,
-                                         jitter=spec.retry.jitter_s),
+            wait=wait_exponential_jitter(multiplier=spec.retry.initial_backoff_s,
+                                         max=spec.retry.max_backoff_s, jitter=spec.retry.jitter_s),
             retry=retry_if_exception(_is_retryable),
             before_sleep=self._count_retry,
             reraise=True,

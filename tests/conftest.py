@@ -1,0 +1,36 @@
+"""Fixtures shared by every tier. Real-service fixtures live in tests/fixtures/."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from driftline.runtime.embedded_bus import EmbeddedBus
+
+pytest_plugins: list[str] = []  # set below once fixture modules exist
+
+
+@pytest.fixture
+def embedded_bus(tmp_path: Path) -> Iterator[EmbeddedBus]:
+    bus = EmbeddedBus(tmp_path / "bus.db", partitions=3)
+    yield bus
+    bus.close()
+
+
+@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
+def bus(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The same test on the embedded bus and on a real Kafka-protocol broker."""
+    return request.getfixturevalue("embedded_bus" if request.param == "embedded" else "kafka_bus")
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.05) -> None:
+    """Poll until ``predicate()`` is truthy; fail the test with its last value otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s: {predicate()!r}")

@@ -1,0 +1,147 @@
+"""The runner on both buses: outputs, ids, retries, DLQ, duplicates, slow handlers, restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from driftline.events import Codec, ScoreCompleted, ScoreRequested
+from driftline.runtime.bus import Bus
+from driftline.runtime.context import Context
+from driftline.runtime.function import RetryPolicy, function
+from driftline.runtime.runner import Runner, output_id
+from tests.conftest import wait_for
+from tests.runtime.runner_helpers import echo, publish, read_all, request
+
+codec = Codec()
+
+
+def _model() -> str:
+    return f"m-{uuid.uuid4().hex[:6]}"
+
+
+def _run(bus: Bus, *functions, **opts) -> Runner:  # type: ignore[no-untyped-def]
+    runner = Runner(bus, list(functions), poll_timeout_s=0.2, **opts)
+    runner.start()
+    return runner
+
+
+def test_outputs_carry_ids_derived_from_the_input(bus: Bus) -> None:
+    model = _model()
+    runner = _run(bus, echo)
+    ids = publish(bus, [request(f"r{i}", model) for i in range(20)])
+    wait_for(lambda: runner.stats["echo"].succeeded >= 20)
+    runner.stop()
+    out = [r for r in read_all(bus, "score.completed", 20) if r.key == model.encode()]
+    envelopes = [codec.decode(r.value, r.headers) for r in out]
+    assert sorted(e.id for e in envelopes) == sorted(output_id(i, "echo", 0) for i in ids)
+    assert all(e.data.predictions == [3.0] for e in envelopes)
+    assert all(e.source == "driftline/echo" for e in envelopes)
+
+
+def test_poison_goes_to_the_dlq_and_the_rest_flows(bus: Bus) -> None:
+    model = _model()
+    runner = _run(bus, echo)
+    events = [request(f"ok{i}", model) for i in range(5)] + [request("poison-1", model)]
+    events += [request(f"ok{i}", model) for i in range(5, 10)]
+    publish(bus, events)
+    wait_for(lambda: runner.stats["echo"].succeeded >= 10 and runner.stats["echo"].dead_lettered >= 1)
+    runner.stop()
+    dlq = [r for r in read_all(bus, "score.requested.dlq", 1) if r.key == model.encode()]
+    assert len(dlq) == 1
+    assert dlq[0].header("dlq_error_type") == b"PermanentError"
+    assert b"cannot score poison-1" in (dlq[0].header("dlq_error") or b"")
+    assert dlq[0].header("dlq_attempts") == b"1"
+    assert codec.decode(dlq[0].value, dlq[0].headers).data.request_id == "poison-1"
+    done = [r for r in read_all(bus, "score.completed", 10) if r.key == model.encode()]
+    assert len(done) == 10
+
+
+def test_retryable_errors_are_retried_then_succeed(bus: Bus) -> None:
+    runner = _run(bus, echo)
+    publish(bus, [request("flaky-1", _model())])
+    wait_for(lambda: runner.stats["echo"].succeeded >= 1)
+    runner.stop()
+    assert runner.stats["echo"].retried == 2
+    assert runner.stats["echo"].dead_lettered == 0
+
+
+def test_undecodable_bytes_are_dead_lettered_with_where_and_why(bus: Bus) -> None:
+    runner = _run(bus, echo)
+    producer = bus.producer()
+    producer.send("score.requested", b"garbage", key=b"junk", headers=[("ce_id", b"1"), ("ce_type", b"score.requested")])
+    producer.flush()
+    producer.close()
+    wait_for(lambda: runner.stats["echo"].dead_lettered >= 1)
+    runner.stop()
+    dlq = [r for r in read_all(bus, "score.requested.dlq", 1) if r.key == b"junk"]
+    assert dlq and dlq[0].value == b"garbage"
+    assert dlq[0].header("dlq_error_type") == b"DecodeError"
+    assert b"score.requested[" in (dlq[0].header("dlq_error") or b"")
+
+
+def test_a_redelivered_input_is_dropped_as_a_duplicate(bus: Bus) -> None:
+    model = _model()
+    runner = _run(bus, echo)
+    publish(bus, [request("dup", model), request("dup", model)], ids=["same-id", "same-id"])
+    wait_for(lambda: runner.stats["echo"].duplicates >= 1)
+    runner.stop()
+    assert runner.stats["echo"].succeeded == 1
+    assert len([r for r in read_all(bus, "score.completed", 1) if r.key == model.encode()]) == 1
+
+
+_release = threading.Event()
+
+
+@function(subscribes="score.requested", emits="score.completed", timeout_s=30)
+def slow(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
+    _release.wait(10)
+    return ScoreCompleted(model=event.model, request_id=event.request_id, version=1, predictions=[0.0])
+
+
+def test_a_slow_handler_pauses_its_partitions_and_keeps_polling(embedded_bus: Bus) -> None:
+    _release.clear()
+    runner = _run(embedded_bus, slow, pause_after_s=0.2)
+    worker = runner.workers["slow"]
+    publish(embedded_bus, [request("slow-1")])
+    wait_for(lambda: worker._consumer is not None and worker._consumer._paused)  # type: ignore[attr-defined]
+    publish(embedded_bus, [request("slow-2")])
+    time.sleep(0.5)
+    assert runner.stats["slow"].consumed == 1, "paused partitions deliver nothing"
+    _release.set()
+    wait_for(lambda: runner.stats["slow"].succeeded == 2)
+    runner.stop()
+
+
+@function(subscribes="score.requested", emits="score.completed", timeout_s=0.5,
+          retry=RetryPolicy(attempts=1))
+def stuck(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
+    if event.request_id == "stuck":
+        time.sleep(3)
+    return ScoreCompleted(model=event.model, request_id=event.request_id, version=1, predictions=[0.0])
+
+
+def test_a_handler_past_its_timeout_is_dead_lettered_and_the_rest_flows(embedded_bus: Bus) -> None:
+    runner = _run(embedded_bus, stuck, pause_after_s=0.1)
+    publish(embedded_bus, [request("stuck"), request("next-1"), request("next-2")])
+    wait_for(lambda: runner.stats["stuck"].succeeded >= 2 and runner.stats["stuck"].dead_lettered == 1)
+    runner.stop()
+    dlq = read_all(embedded_bus, "score.requested.dlq", 1)
+    assert [r.header("dlq_error_type") for r in dlq] == [b"HandlerTimeoutError"]
+
+
+def test_restart_resumes_after_the_last_commit(bus: Bus) -> None:
+    model = _model()
+    runner = _run(bus, echo)
+    publish(bus, [request(f"a{i}", model) for i in range(5)])
+    wait_for(lambda: runner.stats["echo"].succeeded >= 5)
+    runner.stop()
+    again = _run(bus, echo)
+    publish(bus, [request(f"b{i}", model) for i in range(5)])
+    wait_for(lambda: again.stats["echo"].succeeded >= 5)
+    time.sleep(0.5)
+    again.stop()
+    assert again.stats["echo"].consumed == 5, "committed work is not redone"
+    out = [r for r in read_all(bus, "score.completed", 10) if r.key == model.encode()]
+    assert len(out) == 10
