@@ -1,0 +1,13 @@
+"""The five built-in functions, named in one tuple (no import-time registration)."""
+
+from __future__ import annotations
+
+from driftline.functions.ingest import ingest
+from driftline.functions.register import register
+from driftline.functions.retrain import retrain
+from driftline.functions.score import score
+
+FUNCTIONS = (ingest, retrain, register, score)
+"""Every built-in function, in loop order."""
+
+__all__ = ["FUNCTIONS", "ingest", "register", "retrain", "score"]

@@ -113,6 +113,8 @@ class FunctionWorker:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"fn-{spec.name}")
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self.committed: dict[TopicPartition, int] = {}
+        """Offsets this worker committed last, per partition (for lag and replay barriers)."""
         self.thread = threading.Thread(target=self._run, name=f"runner-{spec.name}", daemon=True)
 
     def _count_retry(self, _state: Any) -> None:
@@ -202,6 +204,7 @@ class FunctionWorker:
         self._producer.flush()
         if batch.offsets:
             self._consumer.commit(batch.offsets)
+            self.committed.update(batch.offsets)
         return late
 
     def _check_timeout(self, batch: _Batch, future: Future[None]) -> tuple[_Batch, Future[None]]:

@@ -1,0 +1,439 @@
+"""The model spec: what a model is, read from a small TOML file.
+
+A spec names the task, the target, the features (in the order the ONNX input takes them),
+the time column, the scikit-learn estimator, the training window, the drift policy and the
+promotion gate. Nothing here is specific to one data set. Example::
+
+    name = "bike-sharing"
+    task = "regression"
+    target = "cnt"
+    features = ["hr", "temp", {name = "weathersit", kind = "numeric"}]
+
+    [time]
+    column = "dteday"
+    format = "%d/%m/%y"
+    hour_column = "hr"
+
+    [estimator]
+    class = "sklearn.ensemble.HistGradientBoostingRegressor"
+    params = { max_iter = 200 }
+
+:func:`validate_frame` turns a raw table into rows the spec accepts (with the parsed event
+time in :data:`TIME`) and rows it refuses (with a ``reason``). The task metrics live here
+too, numpy only, so the drift monitor can use them without importing the trainer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from driftline.runtime.errors import ConfigError, ValidationError
+
+TIME = "__time__"
+"""Column that :func:`validate_frame` adds: the parsed event time (UTC-aware)."""
+
+Task = Literal["regression", "classification"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+# --- metrics -----------------------------------------------------------------------------
+
+
+def _mae(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean(np.abs(y - p)))
+
+
+def _rmse(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((y - p) ** 2)))
+
+
+def _accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean(y == p))
+
+
+def _f1_macro(y: np.ndarray, p: np.ndarray) -> float:
+    scores = []
+    for label in np.unique(np.concatenate([y, p])):
+        tp = np.sum((p == label) & (y == label))
+        denom = np.sum(p == label) + np.sum(y == label)
+        scores.append(2.0 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A task metric and which way is better."""
+
+    name: str
+    task: Task
+    lower_is_better: bool
+    fn: Callable[[np.ndarray, np.ndarray], float]
+
+
+METRICS: dict[str, Metric] = {
+    "mae": Metric("mae", "regression", True, _mae),
+    "rmse": Metric("rmse", "regression", True, _rmse),
+    "accuracy": Metric("accuracy", "classification", False, _accuracy),
+    "f1": Metric("f1", "classification", False, _f1_macro),  # macro-averaged over labels
+}
+DEFAULT_METRIC: dict[str, str] = {"regression": "mae", "classification": "accuracy"}
+
+
+def score(name: str, y_true: Any, y_pred: Any) -> float:
+    """The metric ``name`` of predictions against true values (NaN for no rows)."""
+    y, p = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    if len(y) != len(p):
+        raise ValidationError(f"metric {name}: {len(y)} true values but {len(p)} predictions")
+    if len(y) == 0:
+        return math.nan
+    if METRICS[name].task == "regression":
+        y, p = y.astype(np.float64), p.astype(np.float64)
+    return METRICS[name].fn(y, p)
+
+
+def is_worse(name: str, value: float, baseline: float, tolerance: float) -> bool:
+    """Whether ``value`` is worse than ``baseline`` by more than ``tolerance`` (relative).
+
+    For a lower-is-better metric that is ``value > baseline * (1 + tolerance)``; for a
+    higher-is-better one ``value < baseline * (1 - tolerance)``. NaNs are never worse.
+    """
+    if math.isnan(value) or math.isnan(baseline):
+        return False
+    if METRICS[name].lower_is_better:
+        return value > baseline * (1.0 + tolerance)
+    return value < baseline * (1.0 - tolerance)
+
+
+# --- spec parts --------------------------------------------------------------------------
+
+
+class Feature(BaseModel):
+    """One model input column."""
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1)
+    """Column name in the data."""
+    kind: Literal["numeric", "categorical"] = "numeric"
+    """Only ``numeric`` is supported: the ONNX model takes one float32 tensor."""
+
+    @field_validator("kind")
+    @classmethod
+    def _numeric_only(cls, kind: str) -> str:
+        if kind == "categorical":
+            raise ValueError(
+                "categorical features are not supported: models are exported to ONNX with a "
+                "single float32 input; encode the column as numbers (integer codes or one-hot "
+                "columns) and declare it numeric"
+            )
+        return kind
+
+
+class TimeSpec(BaseModel):
+    """Where the event time of a row comes from."""
+
+    model_config = _FROZEN
+    column: str = Field(min_length=1)
+    """Column holding the event time (a date or a timestamp)."""
+    format: str | None = None
+    """``strptime`` format of ``column`` (e.g. ``%d/%m/%y``); ISO 8601 when left out."""
+    hour_column: str | None = None
+    """Optional column of hours (0-23) added to ``column``, for data with date and hour apart."""
+
+
+class EstimatorStep(BaseModel):
+    """A scikit-learn class and its constructor parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+    class_path: str = Field(alias="class")
+    """Dotted path of a scikit-learn class, e.g. ``sklearn.ensemble.HistGradientBoostingRegressor``."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for the class."""
+
+    @model_validator(mode="after")
+    def _resolves(self) -> EstimatorStep:
+        build_step(self)
+        return self
+
+
+class EstimatorSpec(EstimatorStep):
+    """The estimator, optionally behind preprocessing steps (a scikit-learn Pipeline)."""
+
+    preprocessing: tuple[EstimatorStep, ...] = ()
+    """Transformers applied before the estimator, in order (e.g. a StandardScaler)."""
+
+
+class TrainingWindow(BaseModel):
+    """Which labeled rows a training run uses and how it validates."""
+
+    model_config = _FROZEN
+    days: float = Field(default=28.0, gt=0)
+    """Trailing event-time days of labeled data to train on (ending at the newest row)."""
+    min_rows: int = Field(default=200, ge=10)
+    """Fewest rows in the window for a run to go ahead."""
+    validation_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    """Most recent share of the window held out (time-ordered) for validation and the gate."""
+    reference_rows: int = Field(default=2000, ge=100)
+    """Most rows in the reference sample stored with a version (drift baseline)."""
+
+
+class DriftPolicy(BaseModel):
+    """When the drift check says "retrain". Every duration is in event-time days.
+
+    A window closes once every row in it has its label, or ``label_wait_days`` after its
+    end, whichever comes first: until then late labels still count. The defaults were
+    chosen with ``tests/bench/policy_replay.py`` on a stationary stream (no detections),
+    shifted streams (detected within two windows) and the bike-sharing data.
+    """
+
+    model_config = _FROZEN
+    window_days: float = Field(default=7.0, gt=0)
+    """Length of a drift window; windows are aligned to the Unix epoch. A week covers daily
+    and weekly cycles, so a window is comparable with the reference."""
+    min_window_rows: int = Field(default=100, ge=1)
+    """Fewest rows of the current version in a window for it to be judged at all."""
+    min_labeled_rows: int = Field(default=50, ge=1)
+    """Fewest labeled rows in a window for the task metric to count."""
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    """Share of features that must drift (Evidently's per-column tests) for data drift."""
+    performance_tolerance: float = Field(default=0.25, ge=0)
+    """Relative worsening of the task metric over the version's validation metric that counts
+    as performance drift (0.25: an MAE 25% above the validation MAE)."""
+    consecutive: int = Field(default=2, ge=1)
+    """Drifted windows in a row needed to detect drift."""
+    cooldown_days: float = Field(default=7.0, ge=0)
+    """No detection in windows that end within this long after a deploy."""
+    label_wait_days: float = Field(default=2.0, ge=0)
+    """How long after its end a window waits for delayed labels before closing anyway."""
+    retrain_timeout_days: float | None = Field(default=None, gt=0)
+    """Forget a retrain in flight after this long with no deploy or rejection (None: never)."""
+
+
+class Gate(BaseModel):
+    """The promotion gate: a candidate must not be worse than production."""
+
+    model_config = _FROZEN
+    metric: str | None = None
+    """Metric compared on the most recent labeled holdout (default: mae or accuracy)."""
+    tolerance: float = Field(default=0.05, ge=0)
+    """Relative slack: a candidate at most this much worse than the champion still wins, since
+    it has seen fresher data."""
+
+
+class ModelSpec(BaseModel):
+    """A model: its data, its estimator, and the policies of its loop."""
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """Model name: the partition key of its events and the prefix of its objects."""
+    task: Task
+    """``regression`` or ``classification``."""
+    target: str = Field(min_length=1)
+    """Column to predict."""
+    time: TimeSpec
+    """Event time of a row."""
+    features: tuple[Feature, ...] = Field(min_length=1)
+    """Model inputs, in the order of the ONNX input tensor; a bare string is a numeric feature."""
+    estimator: EstimatorSpec
+    """The scikit-learn estimator (and preprocessing) to fit."""
+    training: TrainingWindow = TrainingWindow()
+    """Training window and validation split."""
+    drift: DriftPolicy = DriftPolicy()
+    """Drift windows and the guards against retrain storms."""
+    gate: Gate = Gate()
+    """Promotion gate."""
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _bare_names(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        names = self.feature_names
+        if len(set(names)) != len(names):
+            raise ValueError(f"features: duplicate names in {names}")
+        if self.target in names:
+            raise ValueError(f"target {self.target!r} is also listed as a feature")
+        if self.time.column in names or self.time.column == self.target:
+            raise ValueError(f"time column {self.time.column!r} cannot be a feature or the target")
+        metric = self.metric_name
+        if metric not in METRICS or METRICS[metric].task != self.task:
+            valid = sorted(m for m, v in METRICS.items() if v.task == self.task)
+            raise ValueError(f"gate.metric {metric!r} does not fit task {self.task} (use one of {valid})")
+        est = build_step(self.estimator)
+        if not _fits_task(est, self.task):
+            raise ValueError(f"estimator {self.estimator.class_path} is not a {self.task} estimator")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Feature names in input order."""
+        return [f.name for f in self.features]
+
+    @property
+    def metric_name(self) -> str:
+        """The task metric used by the gate and by performance drift."""
+        return self.gate.metric or DEFAULT_METRIC[self.task]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "spec") -> ModelSpec:
+        """Validate a parsed spec; any problem is a ConfigError naming the field."""
+        try:
+            return cls.model_validate(data)
+        except PydanticValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
+                + e["msg"].removeprefix("Value error, ")
+                for e in exc.errors()
+            )
+            raise ConfigError(f"{source}: invalid model spec: {problems}") from None
+
+    @classmethod
+    def from_toml(cls, source: str | Path) -> ModelSpec:
+        """Read a spec from a ``.toml`` file path or from TOML text."""
+        is_path = isinstance(source, Path) or ("\n" not in source and source.endswith(".toml"))
+        name = str(source) if is_path else "spec"
+        try:
+            text = Path(source).read_text(encoding="utf-8") if is_path else str(source)
+            data = tomllib.loads(text)
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read the spec ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+        return cls.from_dict(data, source=name)
+
+
+def _fits_task(estimator: Any, task: str) -> bool:
+    from sklearn.base import is_classifier, is_regressor
+
+    return bool(is_classifier(estimator) if task == "classification" else is_regressor(estimator))
+
+
+def build_step(step: EstimatorStep) -> Any:
+    """Instantiate one scikit-learn class from a spec step; ValueError names what is wrong."""
+    path = step.class_path
+    module_name, _, class_name = path.rpartition(".")
+    if not module_name.startswith("sklearn") or module_name.split(".")[0] != "sklearn":
+        raise ValueError(f"estimator class {path!r}: only scikit-learn classes (sklearn.*) are allowed")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"estimator class {path!r}: no such class in scikit-learn") from None
+    from sklearn.base import BaseEstimator
+
+    if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
+        raise ValueError(f"estimator class {path!r} is not a scikit-learn estimator")
+    try:
+        instance = cls(**step.params)
+        instance._validate_params()  # sklearn's own check; otherwise bad values surface at fit
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"estimator {path}: bad params {step.params}: {exc}") from None
+    return instance
+
+
+def build_estimator(spec: ModelSpec) -> Any:
+    """A fresh, unfitted estimator (a Pipeline when the spec has preprocessing)."""
+    final = build_step(spec.estimator)
+    if not spec.estimator.preprocessing:
+        return final
+    from sklearn.pipeline import Pipeline
+
+    steps = [(f"step{i}", build_step(s)) for i, s in enumerate(spec.estimator.preprocessing)]
+    return Pipeline([*steps, ("estimator", final)])
+
+
+# --- rows --------------------------------------------------------------------------------
+
+
+def _numeric(raw: pd.Series, what: str, reasons: pd.Series) -> pd.Series:
+    values = pd.to_numeric(raw, errors="coerce").astype(np.float64)
+    missing = raw.isna()
+    bad = values.isna() & ~missing
+    infinite = np.isinf(values)
+    reasons[missing] += f"{what}: missing value; "
+    reasons[bad] += what + ": not a number (" + raw[bad].astype(str).str.slice(0, 40) + "); "
+    reasons[infinite] += f"{what}: not finite; "
+    return values
+
+
+def _times(spec: ModelSpec, df: pd.DataFrame, reasons: pd.Series) -> pd.Series:
+    raw = df[spec.time.column]
+    what = f"time {spec.time.column!r}"
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        times = pd.to_datetime(raw, utc=True)
+    else:
+        fmt = spec.time.format or "ISO8601"
+        times = pd.to_datetime(raw.astype("string"), format=fmt, errors="coerce", utc=True)
+        bad = times.isna() & raw.notna()
+        reasons[bad] += f"{what}: cannot parse (" + raw[bad].astype(str) + f") as {fmt}; "
+    reasons[raw.isna()] += f"{what}: missing value; "
+    if spec.time.hour_column:
+        hours = _numeric(df[spec.time.hour_column], f"hour column {spec.time.hour_column!r}", reasons)
+        out_of_range = (hours < 0) | (hours >= 24)
+        reasons[out_of_range] += f"hour column {spec.time.hour_column!r}: not an hour 0-23; "
+        times = times + pd.to_timedelta(hours.where(~out_of_range), unit="h")
+    return times
+
+
+def required_columns(spec: ModelSpec, *, with_target: bool = True) -> list[str]:
+    """Columns a data file must have, in a stable order."""
+    cols = [*spec.feature_names, spec.time.column]
+    if spec.time.hour_column and spec.time.hour_column not in cols:
+        cols.append(spec.time.hour_column)
+    return [*cols, spec.target] if with_target else cols
+
+
+def validate_frame(
+    spec: ModelSpec, df: pd.DataFrame, *, with_target: bool = True, source: str = "dataset"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a raw table into accepted and refused rows.
+
+    Returns ``(good, bad)``. ``good`` has the features (float64), the target when
+    ``with_target`` (float64; class labels as integer codes), and :data:`TIME`; ``bad`` has the refused rows as given plus a
+    ``reason`` column. Both keep the input's index. A missing column refuses the whole file:
+    it raises :class:`ValidationError` naming the column and what the spec expects.
+    """
+    expected = required_columns(spec, with_target=with_target)
+    missing = [c for c in expected if c not in df.columns]
+    if missing:
+        noun = "column" if len(missing) == 1 else "columns"
+        raise ValidationError(
+            f"{source}: {noun} {', '.join(repr(c) for c in missing)} missing (expected "
+            f"{len(spec.features)} features: {', '.join(spec.feature_names)}; time column "
+            f"{spec.time.column!r}" + (f"; target {spec.target!r})" if with_target else ")")
+        )
+    reasons = pd.Series("", index=df.index, dtype=object)
+    good = pd.DataFrame(index=df.index)
+    for name in spec.feature_names:
+        good[name] = _numeric(df[name], f"feature {name!r}", reasons)
+    if with_target:
+        good[spec.target] = _target(spec, df[spec.target], reasons)
+    good[TIME] = _times(spec, df, reasons)
+    refused = reasons != ""
+    bad = df.loc[refused].copy()
+    bad["reason"] = reasons[refused].str.rstrip("; ")
+    return good.loc[~refused], bad
+
+
+def _target(spec: ModelSpec, raw: pd.Series, reasons: pd.Series) -> pd.Series:
+    # Predictions travel as floats, so class labels must be integer codes.
+    values = _numeric(raw, f"target {spec.target!r}", reasons)
+    if spec.task == "classification":
+        reasons[values.notna() & (values != values.round())] += (
+            f"target {spec.target!r}: class labels must be integer codes; "
+        )
+    return values

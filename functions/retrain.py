@@ -1,0 +1,64 @@
+"""retrain: a candidate from the trailing training window, exported to ONNX and verified.
+
+Triggered by new labeled data (``dataset.ingested``) and by drift (``drift.detected``).
+Trains on every labeled row the model has (ingested datasets and scoring feedback) inside
+the spec's training window ending at the trigger's event time. ``training.train`` checks
+the ONNX export against scikit-learn on held-out rows before anything is stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from driftline.events import DatasetIngested, DriftDetected, ModelTrained
+from driftline.functions.layout import labeled_rows, load_spec, put_table
+from driftline.functions.modelspec import TIME
+from driftline.functions.training import train
+from driftline.runtime.context import Context
+from driftline.runtime.errors import ValidationError
+from driftline.runtime.function import RetryPolicy, function
+
+RUN_NAMESPACE = uuid.UUID("0b6a3f0e-9d1e-4d56-8f3c-2f1f6c7d9a20")
+
+
+@function(subscribes=("dataset.ingested", "drift.detected"), emits="model.trained", gpu="preferred",
+          timeout_s=1800, retry=RetryPolicy(attempts=3, initial_backoff_s=1.0))
+def retrain(event: DatasetIngested | DriftDetected, ctx: Context) -> ModelTrained | None:
+    spec = load_spec(ctx.store, event.model)
+    if isinstance(event, DatasetIngested):
+        if event.rows == 0:
+            return None
+        until, trigger = event.time_max, "data"
+    else:
+        until, trigger = event.window_end, f"drift:{event.cause}"
+    production = ctx.registry.production(event.model) if ctx.registry is not None else None
+    if production is None:
+        trigger = "initial"
+    rows = labeled_rows(ctx.store, event.model)
+    if rows.empty:
+        raise ValidationError(f"model {event.model}: no labeled rows to train on (upload a dataset first)")
+    rows = rows.drop_duplicates(subset=[TIME, *spec.feature_names, spec.target])
+    result = train(spec, rows, now=until)
+    run_id = str(uuid.uuid5(RUN_NAMESPACE, ctx.event_id))
+    base = f"models/{event.model}/{run_id}"
+    ctx.store.put(f"{base}/model.onnx", result.onnx, "application/onnx")
+    put_table(ctx.store, f"{base}/reference.parquet", result.reference)
+    put_table(ctx.store, f"{base}/holdout.parquet", result.holdout)
+    ctx.log.info("%s: trained %s on %d rows in %.1fs (%s)", event.model, run_id, result.n_rows,
+                 result.seconds, trigger)
+    return ModelTrained(
+        model=event.model,
+        run_id=run_id,
+        artifact_key=f"{base}/model.onnx",
+        sha256=result.sha256,
+        reference_key=f"{base}/reference.parquet",
+        holdout_key=f"{base}/holdout.parquet",
+        metrics=result.metrics,
+        dataset_versions=sorted({event.dataset_version} if isinstance(event, DatasetIngested) else set()),
+        parent_version=production.version if production else None,
+        trigger=trigger,
+        train_start=result.train_start,
+        train_end=result.train_end,
+        rows=result.n_rows,
+        trainer=result.trainer,
+        input_signature=spec.feature_names,
+    )

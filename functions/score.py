@@ -1,0 +1,97 @@
+"""score: predictions from the production version, hot-swapped on ``model.deployed``.
+
+One onnxruntime session per model version, built once (in the init hook's cache) and
+swapped by replacing a single reference, so a request never sees a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from driftline.events import ModelDeployed, ScoreCompleted, ScoreRequested
+from driftline.functions.layout import load_spec
+from driftline.functions.modelspec import ModelSpec
+from driftline.functions.training import load_session, predict
+from driftline.runtime.context import Context
+from driftline.runtime.errors import PermanentError, ValidationError
+from driftline.runtime.function import function
+
+
+@dataclass(frozen=True)
+class Served:
+    """One model version ready to score."""
+
+    version: int
+    spec: ModelSpec
+    session: Any
+
+
+class Sessions:
+    """The served version of each model; shared by the score function and the HTTP edge."""
+
+    def __init__(self, store: Any, registry: Any = None):
+        self.store = store
+        self.registry = registry
+        self._served: dict[str, Served] = {}
+        self._lock = threading.Lock()
+
+    def deploy(self, model: str, version: int, artifact_key: str, sha256: str) -> Served:
+        current = self._served.get(model)
+        if current is not None and current.version == version:
+            return current
+        spec = load_spec(self.store, model)
+        data = self.store.get(artifact_key)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ValidationError(f"model {model} v{version}: artifact {artifact_key} does not match its sha256")
+        served = Served(version, spec, load_session(data, spec))  # built before the swap
+        with self._lock:
+            self._served[model] = served
+        return served
+
+    def get(self, model: str) -> Served:
+        served = self._served.get(model)
+        if served is not None:
+            return served
+        production = self.registry.production(model) if self.registry is not None else None
+        if production is None:
+            raise PermanentError(f"model {model!r} has no production version yet; nothing can score it")
+        return self.deploy(model, production.version, production.artifact_key, production.sha256)
+
+
+def matrix(spec: ModelSpec, columns: list[str], rows: list[list[float]]) -> np.ndarray:
+    """Rows as a matrix in the spec's feature order; missing features are an error."""
+    x = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(columns))
+    if columns == spec.feature_names:
+        return x
+    index = {c: i for i, c in enumerate(columns)}
+    missing = [f for f in spec.feature_names if f not in index]
+    if missing:
+        raise ValidationError(f"model {spec.name}: feature(s) {missing} missing from the request "
+                              f"(expected {spec.feature_names})")
+    return x[:, [index[f] for f in spec.feature_names]]
+
+
+def _sessions(ctx: Context) -> Sessions:
+    return Sessions(ctx.store, ctx.registry)
+
+
+@function(subscribes=("score.requested", "model.deployed"), emits="score.completed", gpu="preferred",
+          init=_sessions)
+def score(event: ScoreRequested | ModelDeployed, ctx: Context) -> ScoreCompleted | None:
+    sessions: Sessions = ctx.state
+    if isinstance(event, ModelDeployed):
+        sessions.deploy(event.model, event.version, event.artifact_key, event.sha256)
+        return None
+    served = sessions.get(event.model)
+    x = matrix(served.spec, event.columns, event.rows)
+    predictions = predict(served.session, served.spec, x) if len(x) else np.zeros(0)
+    return ScoreCompleted(
+        model=event.model, request_id=event.request_id, version=served.version,
+        predictions=predictions.astype(float).tolist(), columns=served.spec.feature_names,
+        rows=x.tolist(), event_time=event.event_time,
+    )

@@ -1,0 +1,274 @@
+"""Training: fit the spec's estimator, export it to ONNX, and prove the export right.
+
+:func:`train` fits on the spec's trailing training window, holds out the most recent rows
+(time-ordered), converts the fitted model with skl2onnx (one float32 input named
+``input``, features in spec order, no ZipMap) and compares the ONNX predictions with
+scikit-learn's on the holdout: a model whose export disagrees never leaves this module.
+Only ONNX bytes come out; no pickle crosses the platform.
+
+:func:`load_session` is the one way to open a model for scoring: it turns a corrupt file or
+a model built for other features into a :class:`ValidationError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import sklearn
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
+
+from driftline.functions.modelspec import (
+    METRICS,
+    TIME,
+    ModelSpec,
+    build_estimator,
+    is_worse,
+    score,
+)
+from driftline.runtime.errors import ValidationError
+
+INPUT_NAME = "input"
+"""Name of the single input tensor of every exported model."""
+
+REGRESSION_RTOL = 1e-4
+"""ONNX vs scikit-learn: relative tolerance on regression outputs (float32 arithmetic)."""
+CLASS_MARGIN = 1e-3
+"""A class label may differ only where scikit-learn's top two probabilities are this close."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A trained, exported and verified model, with what the registry keeps beside it."""
+
+    onnx: bytes
+    """The ONNX model."""
+    sha256: str
+    """sha256 of ``onnx`` (hex)."""
+    metrics: dict[str, float]
+    """Every task metric on the holdout."""
+    holdout: pd.DataFrame
+    """The most recent rows of the window (features, target, time), not trained on."""
+    reference: pd.DataFrame
+    """Feature sample of the training window: the drift baseline of this version."""
+    n_rows: int
+    """Rows trained on (the holdout excluded)."""
+    train_start: datetime
+    """First event time in the window."""
+    train_end: datetime
+    """Last event time in the window."""
+    trainer: str
+    """Estimator, library version and device."""
+    seconds: float
+    """Wall time of fit, export and check."""
+    parity: dict[str, float] = field(default_factory=dict)
+    """How close ONNX came to scikit-learn on the holdout (max_abs_diff or mismatches)."""
+
+
+def signature(spec: ModelSpec) -> dict[str, Any]:
+    """The input signature every model of ``spec`` has."""
+    return {"input": INPUT_NAME, "dtype": "float32", "shape": [None, len(spec.features)],
+            "features": spec.feature_names}
+
+
+def metric(spec: ModelSpec, y_true: Any, y_pred: Any, name: str | None = None) -> float:
+    """A task metric (default: the spec's gate metric); see ``METRICS`` for which is lower-better."""
+    name = name or spec.metric_name
+    if name not in METRICS or METRICS[name].task != spec.task:
+        raise ValidationError(f"metric {name!r} does not apply to a {spec.task} model")
+    return score(name, y_true, y_pred)
+
+
+def _utc(value: datetime) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def training_window(spec: ModelSpec, df: pd.DataFrame, now: datetime | None = None) -> pd.DataFrame:
+    """Labeled rows of the trailing training window ending at ``now`` (default: newest row)."""
+    if TIME not in df.columns:
+        raise ValidationError(f"training data has no {TIME!r} column: pass it through validate_frame")
+    end = _utc(now) if now is not None else df[TIME].max()
+    start = end - timedelta(days=spec.training.days)
+    rows = df[(df[TIME] > start) & (df[TIME] <= end) & df[spec.target].notna()]
+    return rows.sort_values(TIME, kind="stable")
+
+
+def train(spec: ModelSpec, df: pd.DataFrame, *, now: datetime | None = None) -> TrainResult:
+    """Fit, export and verify a model on the training window of ``df`` (a validated frame)."""
+    started = time.perf_counter()
+    window = training_window(spec, df, now)
+    if len(window) < spec.training.min_rows:
+        raise ValidationError(
+            f"model {spec.name}: {len(window)} labeled rows in the last {spec.training.days:g} days, "
+            f"need at least {spec.training.min_rows} (training.min_rows)"
+        )
+    n_hold = max(1, math.ceil(len(window) * spec.training.validation_fraction))
+    fit_rows, holdout = window.iloc[:-n_hold], window.iloc[-n_hold:]
+    x_fit, y_fit = _features(spec, fit_rows), fit_rows[spec.target].to_numpy()
+    if spec.task == "classification":
+        y_fit = y_fit.astype(np.int64)
+        if len(np.unique(y_fit)) < 2:
+            raise ValidationError(f"model {spec.name}: one class only in the training window")
+    estimator = build_estimator(spec)
+    estimator.fit(x_fit, y_fit)
+    onnx_bytes = _export(spec, estimator)
+    x_hold = _features(spec, holdout)
+    expected = estimator.predict(x_hold)
+    parity = _check_parity(spec, estimator, x_hold, expected, load_session(onnx_bytes, spec))
+    y_hold = holdout[spec.target].to_numpy()
+    return TrainResult(
+        onnx=onnx_bytes,
+        sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        metrics={n: score(n, y_hold, expected) for n, m in METRICS.items() if m.task == spec.task},
+        holdout=holdout[[*spec.feature_names, spec.target, TIME]].reset_index(drop=True),
+        reference=_reference(spec, window),
+        n_rows=len(fit_rows),
+        train_start=window[TIME].iloc[0].to_pydatetime(),
+        train_end=window[TIME].iloc[-1].to_pydatetime(),
+        trainer=f"{type(estimator).__name__} (scikit-learn {sklearn.__version__}, cpu)",
+        seconds=time.perf_counter() - started,
+        parity=parity,
+    )
+
+
+def _features(spec: ModelSpec, df: pd.DataFrame) -> np.ndarray:
+    # Fit and score on float32 values: the ONNX model sees float32, so tree thresholds agree.
+    return df[spec.feature_names].to_numpy(dtype=np.float32)
+
+
+def _reference(spec: ModelSpec, window: pd.DataFrame) -> pd.DataFrame:
+    sample = window[spec.feature_names]
+    if len(sample) > spec.training.reference_rows:
+        sample = sample.sample(spec.training.reference_rows, random_state=0).sort_index()
+    return sample.reset_index(drop=True)
+
+
+def _export(spec: ModelSpec, estimator: Any) -> bytes:
+    options = {"zipmap": False} if spec.task == "classification" else None
+    model = to_onnx(
+        estimator,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, len(spec.features)]))],
+        options=options,
+    )
+    meta = {"driftline.model": spec.name, "driftline.task": spec.task, "driftline.target": spec.target,
+            "driftline.features": json.dumps(spec.feature_names)}
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return bytes(model.SerializeToString())
+
+
+def _check_parity(
+    spec: ModelSpec, estimator: Any, x: np.ndarray, expected: np.ndarray, session: ort.InferenceSession
+) -> dict[str, float]:
+    got = _run(session, spec, x)
+    if spec.task == "regression":
+        diff = np.abs(got - expected.astype(np.float64))
+        scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+        if diff.size and float(diff.max()) > REGRESSION_RTOL * scale:
+            raise ValidationError(
+                f"model {spec.name}: ONNX predictions differ from scikit-learn by up to "
+                f"{diff.max():.3g} on the holdout (allowed {REGRESSION_RTOL * scale:.3g}); not exported"
+            )
+        return {"max_abs_diff": float(diff.max(initial=0.0))}
+    differ = got != expected
+    if differ.any():
+        proba = np.sort(estimator.predict_proba(x[differ]), axis=1) if hasattr(estimator, "predict_proba") else None
+        if proba is None or np.any(proba[:, -1] - proba[:, -2] > CLASS_MARGIN):
+            raise ValidationError(
+                f"model {spec.name}: ONNX labels differ from scikit-learn on {int(differ.sum())} of "
+                f"{len(x)} holdout rows; not exported"
+            )
+    return {"mismatches": float(differ.sum())}
+
+
+def load_session(
+    onnx_bytes: bytes, spec: ModelSpec, *, providers: list[str] | None = None
+) -> ort.InferenceSession:
+    """Open an ONNX model for scoring and check it takes ``spec``'s features.
+
+    Raises :class:`ValidationError` for bytes that are not a loadable ONNX model and for a
+    model whose input or outputs do not match the spec.
+    """
+    try:
+        session = ort.InferenceSession(onnx_bytes, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad bytes
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValidationError(f"model {spec.name}: not a loadable ONNX file ({first_line[:200]})") from None
+    problem = _signature_problem(session, spec)
+    if problem:
+        raise ValidationError(f"model {spec.name}: wrong signature: {problem}")
+    return session
+
+
+def _signature_problem(session: ort.InferenceSession, spec: ModelSpec) -> str | None:
+    inputs, n = session.get_inputs(), len(spec.features)
+    if len(inputs) != 1:
+        return f"{len(inputs)} inputs ({', '.join(i.name for i in inputs)}), expected one named {INPUT_NAME!r}"
+    tensor = inputs[0]
+    if tensor.name != INPUT_NAME or tensor.type != "tensor(float)":
+        return f"input {tensor.name!r} of {tensor.type}, expected {INPUT_NAME!r} of tensor(float)"
+    if len(tensor.shape) != 2 or tensor.shape[1] != n:
+        return f"input shape {tensor.shape}, expected [N, {n}] for features {', '.join(spec.feature_names)}"
+    stored = session.get_modelmeta().custom_metadata_map.get("driftline.features")
+    if stored is not None and json.loads(stored) != spec.feature_names:
+        return f"trained on features {json.loads(stored)}, the spec has {spec.feature_names}"
+    outputs = [o.name for o in session.get_outputs()]
+    if spec.task == "classification" and "label" not in outputs:
+        return f"outputs {outputs} have no 'label' (a classifier exported without zipmap=False?)"
+    return None
+
+
+def _run(session: ort.InferenceSession, spec: ModelSpec, x: np.ndarray) -> np.ndarray:
+    if spec.task == "classification":
+        return np.asarray(session.run(["label"], {INPUT_NAME: x})[0]).ravel()
+    return np.asarray(session.run(None, {INPUT_NAME: x})[0], dtype=np.float64).ravel()
+
+
+def predict(session: ort.InferenceSession, spec: ModelSpec, rows: pd.DataFrame | np.ndarray) -> np.ndarray:
+    """Predictions for rows (a frame with the spec's features, or an array in feature order).
+
+    Regression gives float64 values, classification the class labels.
+    """
+    if isinstance(rows, pd.DataFrame):
+        x = rows[spec.feature_names].to_numpy(dtype=np.float32)
+    else:
+        x = np.asarray(rows, dtype=np.float32).reshape(-1, len(spec.features))
+    return _run(session, spec, x)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Outcome of the promotion gate."""
+
+    passed: bool
+    metric: str
+    candidate: float
+    champion: float | None
+    reason: str
+
+
+def gate(spec: ModelSpec, y_true: Any, candidate_pred: Any, champion_pred: Any | None) -> GateDecision:
+    """Candidate vs champion on the same recent labeled rows: the candidate must not be worse
+    than the champion by more than ``gate.tolerance`` (relative). No champion: it passes."""
+    name = spec.metric_name
+    cand = metric(spec, y_true, candidate_pred, name)
+    if champion_pred is None:
+        return GateDecision(True, name, cand, None, f"no production version; {name} {cand:.4g}")
+    champ = metric(spec, y_true, champion_pred, name)
+    worse = is_worse(name, cand, champ, spec.gate.tolerance)
+    verdict = "worse than" if worse else "not worse than"
+    reason = (f"candidate {name} {cand:.4g} is {verdict} production's {champ:.4g} on the "
+              f"{len(np.asarray(y_true))} most recent labeled rows (tolerance {spec.gate.tolerance:.0%})")
+    return GateDecision(not worse, name, cand, champ, reason)
+

@@ -1,0 +1,246 @@
+"""The ``driftline`` command. Exit codes: 0 ok, 1 failed, 2 bad usage or input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from driftline.runtime.errors import DriftlineError
+from driftline.runtime.settings import Settings
+
+SAMPLE_DIR = Path(__file__).parent / "sample"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in (("home", args.home), ("bus", args.bus), ("store", args.store)) if v}
+    return Settings(**overrides)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", type=Path, help="state folder for the embedded bus and store (default ~/.driftline)")
+    p.add_argument("--bus", help="bus URL: kafka://host:port or sqlite:///path (default: embedded, in --home)")
+    p.add_argument("--store", help="store URL: a folder, file:///path or s3://KEY:SECRET@host:port/bucket")
+
+
+def _replay_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--out", type=Path, default=Path("driftline-demo"), help="where summary.json and report.html go")
+    p.add_argument("--step-hours", type=float, default=24.0,
+                   help="event time between two settle points of the loop (default 24)")
+    p.add_argument("--label-delay-hours", type=float, default=24.0,
+                   help="how long after its hour a row's true value arrives (default 24)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from driftline.runtime.replay import replay
+
+    data = args.data if args.command == "replay" else SAMPLE_DIR / "bike_sharing_hour.csv"
+    spec = args.spec if args.command == "replay" else SAMPLE_DIR / "bike_sharing.toml"
+    summary = replay(Path(data), Path(spec), _settings(args), out=args.out, step_hours=args.step_hours,
+                     label_delay_hours=args.label_delay_hours, progress=not args.quiet)
+    return 0 if summary["rows"] > 0 else 1
+
+
+def _cmd_runner(args: argparse.Namespace) -> int:
+    from driftline.functions import FUNCTIONS
+    from driftline.runtime.platform import Platform
+    from driftline.runtime.runner import Runner
+
+    by_name = {f.spec.name: f for f in FUNCTIONS}  # type: ignore[attr-defined]
+    wanted = args.functions.split(",") if args.functions else list(by_name)
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        print(f"unknown function(s) {unknown}; known: {sorted(by_name)}", file=sys.stderr)
+        return 2
+    platform = Platform.open(_settings(args))
+    runner = Runner(platform.bus, [by_name[n] for n in wanted], store=platform.store,
+                    settings=platform.settings, registry=platform.registry)
+    runner.start()
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    print(f"driftline runner: {', '.join(wanted)} on {platform.settings.bus or 'the embedded bus'}", flush=True)
+    runner.wait()
+    platform.close()
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from driftline.runtime.platform import Platform
+
+    platform = Platform.open(_settings(args))
+    try:
+        registry = platform.registry
+        if args.action == "list":
+            rows = []
+            for name in registry.models():
+                entry = registry.entry(name)
+                assert entry is not None
+                rows.append({"model": name, "versions": len(entry.versions), "production": entry.production,
+                             "previous": entry.previous, "rejections": len(entry.rejections)})
+            _print(rows, args.json)
+            return 0
+        entry = registry.entry(args.name)
+        if entry is None:
+            print(f"no model named {args.name!r}; known: {registry.models()}", file=sys.stderr)
+            return 2
+        if args.action == "show":
+            print(json.dumps(entry.as_dict(), indent=2, default=str))
+            return 0
+        return _rollback(platform, entry)
+    finally:
+        platform.close()
+
+
+def _rollback(platform: Any, entry: Any) -> int:
+    from driftline.events import Codec, ModelDeployed
+
+    if entry.previous is None:
+        print(f"{entry.name}: no previous version to roll back to", file=sys.stderr)
+        return 1
+    target = entry.versions[entry.previous]
+    event = ModelDeployed(model=entry.name, version=target.version, artifact_key=target.artifact_key,
+                          sha256=target.sha256, previous_version=entry.production, reason="rollback")
+    _publish(platform.bus, event)
+    print(f"{entry.name}: production {entry.production} -> {target.version} (rollback)")
+    return 0
+
+
+def _publish(bus: Any, event: Any) -> str:
+    import uuid
+
+    from driftline.events import Codec
+
+    event_id = str(uuid.uuid4())
+    value, headers = Codec().encode(event, id=event_id, source="driftline/cli")
+    producer = bus.producer()
+    producer.send(event.TYPE, value, key=event.model.encode(), headers=headers)
+    producer.flush()
+    producer.close()
+    return event_id
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from driftline.events import BY_TYPE
+    from driftline.runtime.platform import open_bus
+
+    model = BY_TYPE.get(args.type)
+    if model is None:
+        print(f"unknown event type {args.type!r}; known: {sorted(BY_TYPE)}", file=sys.stderr)
+        return 2
+    raw = Path(args.data[1:]).read_text() if args.data.startswith("@") else args.data
+    try:
+        event = model.model_validate_json(raw)
+    except ValidationError as exc:
+        print(f"{args.type}: {exc}", file=sys.stderr)
+        return 2
+    bus = open_bus(_settings(args))
+    try:
+        bus.create_topics([event.TYPE])
+        print(_publish(bus, event))
+    finally:
+        bus.close()
+    return 0
+
+
+def _cmd_dlq(args: argparse.Namespace) -> int:
+    import time
+    import uuid
+
+    from driftline.events import EVENT_TOPICS, dlq_topic
+    from driftline.runtime.platform import open_bus
+
+    bus = open_bus(_settings(args))
+    try:
+        topics = [dlq_topic(t) for t in EVENT_TOPICS]
+        bus.create_topics(topics)
+        consumer = bus.consumer(f"driftline.cli.{uuid.uuid4().hex}", topics)
+        rows, deadline = [], time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            for r in consumer.poll(0.2, 1000):
+                rows.append({"topic": r.topic, "offset": r.offset,
+                             **{k[4:]: v.decode(errors="replace") for k, v in r.headers if k.startswith("dlq_")}})
+        consumer.close()
+        _print(rows, args.json)
+    finally:
+        bus.close()
+    return 0
+
+
+def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json or not rows:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    cols = list(rows[0])
+    widths = [max(len(str(c)), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
+    print("  ".join(str(c).ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the closed loop on the bundled bike sharing data (embedded default)")
+    _replay_args(demo)
+    demo.set_defaults(func=_cmd_replay)
+
+    rp = sub.add_parser("replay", help="the closed loop on any data set and spec")
+    rp.add_argument("data", type=Path, help="CSV or Parquet file")
+    rp.add_argument("--spec", type=Path, required=True, help="model spec (TOML)")
+    _replay_args(rp)
+    rp.set_defaults(func=_cmd_replay)
+
+    run = sub.add_parser("runner", help="run functions until SIGTERM")
+    run.add_argument("--functions", help="comma-separated function names (default: all)")
+    _common(run)
+    run.set_defaults(func=_cmd_runner)
+
+    models = sub.add_parser("models", help="the registry: list, show, rollback")
+    models.add_argument("action", choices=["list", "show", "rollback"])
+    models.add_argument("name", nargs="?", help="model name (show, rollback)")
+    models.add_argument("--json", action="store_true")
+    _common(models)
+    models.set_defaults(func=_cmd_models)
+
+    pub = sub.add_parser("publish", help="publish one event")
+    pub.add_argument("type", help="event type, e.g. score.requested")
+    pub.add_argument("--data", required=True, help="the event as JSON, or @file")
+    _common(pub)
+    pub.set_defaults(func=_cmd_publish)
+
+    dlq = sub.add_parser("dlq", help="list dead-lettered events with their errors")
+    dlq.add_argument("action", choices=["list"])
+    dlq.add_argument("--wait", type=float, default=2.0, help="seconds to read for (default 2)")
+    dlq.add_argument("--json", action="store_true")
+    _common(dlq)
+    dlq.set_defaults(func=_cmd_dlq)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "models" and args.action != "list" and not args.name:
+        parser.error(f"models {args.action} needs a model name")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except DriftlineError as exc:
+        print(f"driftline: {exc}", file=sys.stderr)
+        return 2 if exc.__class__.__name__ in ("ConfigError", "ValidationError") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Replay: the whole closed loop on a data set, in event-time order, with delayed labels.
+
+1. save the spec, upload the first training window as a CSV and publish
+   ``dataset.uploaded``: ingest → retrain → register gives version 1;
+2. replay every later row as a ``score.requested`` (one request per row), and publish each
+   row's true value as ``labels.received`` once ``label_delay_hours`` of event time passed;
+3. after each ``step_hours`` of event time, let the loop settle (every function caught up),
+   so a retrain triggered by drift is deployed before the next step is scored, as it would
+   be in production where real hours pass between the data's hours;
+4. compare the served predictions with those of version 1 never retrained, and write
+   ``summary.json`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from driftline.events import (
+    Codec,
+    DatasetUploaded,
+    DriftChecked,
+    DriftDetected,
+    Event,
+    LabelsReceived,
+    ModelDeployed,
+    ModelRejected,
+    ModelTrained,
+    ScoreCompleted,
+    ScoreRequested,
+)
+from driftline.functions import FUNCTIONS
+from driftline.functions.layout import read_upload, spec_key
+from driftline.functions.modelspec import TIME, ModelSpec, validate_frame
+from driftline.functions.training import load_session, metric, predict
+from driftline.runtime.platform import Platform
+from driftline.runtime.report import write_report
+from driftline.runtime.runner import Runner
+from driftline.runtime.settings import Settings
+from driftline.runtime.settle import TopicWatch, settle
+
+WATCHED = [e.TYPE for e in (ScoreRequested, LabelsReceived, ScoreCompleted, DriftChecked, DriftDetected,
+                            ModelTrained, ModelDeployed, ModelRejected)] + ["dataset.uploaded", "dataset.ingested"]
+
+
+@dataclass
+class _Publisher:
+    bus: Any
+    codec: Codec
+
+    def __post_init__(self) -> None:
+        self.producer = self.bus.producer()
+
+    def send(self, event: Event) -> None:
+        value, headers = self.codec.encode(event, id=str(uuid.uuid4()), source="driftline/replay")
+        self.producer.send(event.TYPE, value, key=event.model.encode(), headers=headers)
+
+    def flush(self) -> None:
+        self.producer.flush()
+
+
+def replay(data: Path, spec_path: Path, settings: Settings, *, out: Path, step_hours: float = 24.0,
+           label_delay_hours: float = 24.0, progress: bool = True) -> dict[str, Any]:
+    """Run the loop over ``data``; returns the summary (also written to ``out``)."""
+    started = time.monotonic()
+    run_started = datetime.now(timezone.utc)
+    spec = ModelSpec.from_toml(spec_path)
+    raw = read_upload(data.read_bytes(), data.name)
+    rows, refused = validate_frame(spec, raw, source=str(data))
+    rows = rows.sort_values(TIME, kind="stable")
+    first = rows[TIME].iloc[0]
+    initial_end = first + pd.Timedelta(days=spec.training.days)
+    is_initial = rows[TIME] < initial_end
+
+    platform = Platform.open(settings)
+    runner = Runner(platform.bus, FUNCTIONS, store=platform.store, settings=settings,
+                    registry=platform.registry, poll_timeout_s=0.2)
+    runner.start()
+    watch = TopicWatch(platform.bus, WATCHED)
+    quiet_s = 0.05 if (settings.bus or "sqlite").startswith("sqlite") else 0.6
+    say = print if progress else (lambda *a, **k: None)
+    try:
+        pub = _Publisher(platform.bus, runner.codec)
+        platform.store.put(spec_key(spec.name), spec_path.read_bytes(), "application/toml")
+        key = f"uploads/{spec.name}/initial-{run_started:%Y%m%dT%H%M%S}.csv"
+        info = platform.store.put(key, raw.loc[rows.index[is_initial]].to_csv(index=False).encode(), "text/csv")
+        pub.send(DatasetUploaded(model=spec.name, key=key, size=info.size, etag=info.etag))
+        pub.flush()
+        settle(runner, watch, quiet_s=quiet_s)
+        v1 = platform.registry.production(spec.name)
+        if v1 is None:
+            raise RuntimeError(f"no version was deployed from the initial window; see `driftline dlq list`")
+        say(f"driftline: v{v1.version} trained on {int(is_initial.sum())} rows "
+            f"({first:%Y-%m-%d} .. {initial_end:%Y-%m-%d}); replaying {int((~is_initial).sum())} rows")
+        stream = rows[~is_initial]
+        request_ids = _replay_stream(spec, stream, pub, runner, watch, platform, quiet_s, step_hours,
+                                     label_delay_hours, say)
+        summary = _summarize(spec, platform, stream, request_ids, v1, run_started, time.monotonic() - started,
+                             refused=len(refused))
+    finally:
+        watch.close()
+        runner.stop()
+        platform.close()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary["summary"], indent=2) + "\n")
+    write_report(out / "report.html", summary, settings)
+    _print_table(summary["summary"], say)
+    say(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
+    return summary["summary"]
+
+
+def _replay_stream(spec: ModelSpec, stream: pd.DataFrame, pub: _Publisher, runner: Runner, watch: TopicWatch,
+                   platform: Platform, quiet_s: float, step_hours: float, delay_hours: float,
+                   say: Any) -> list[str]:
+    run = uuid.uuid4().hex[:8]
+    ids = [f"{run}-{i}" for i in range(len(stream))]
+    times = stream[TIME].to_list()
+    x = stream[spec.feature_names].to_numpy(dtype=np.float64)
+    y = stream[spec.target].to_numpy(dtype=np.float64)
+    step, delay = timedelta(hours=step_hours), timedelta(hours=delay_hours)
+    next_label, i, clock = 0, 0, times[0] + step
+    last_print = times[0]
+    while i < len(ids) or next_label < len(ids):
+        while i < len(ids) and times[i] < clock:
+            pub.send(ScoreRequested(model=spec.name, request_id=ids[i], columns=spec.feature_names,
+                                    rows=[x[i].tolist()], event_time=times[i]))
+            i += 1
+        while next_label < i and times[next_label] + delay < clock or (i == len(ids) and next_label < i):
+            pub.send(LabelsReceived(model=spec.name, request_id=ids[next_label], labels=[float(y[next_label])],
+                                    event_time=times[next_label] + delay))
+            next_label += 1
+        pub.flush()
+        settle(runner, watch, quiet_s=quiet_s)
+        if clock - last_print >= timedelta(days=30) or i == len(ids):
+            prod = platform.registry.production(spec.name)
+            say(f"  {clock:%Y-%m-%d}  scored {i:>6}  production v{prod.version if prod else '-'}  "
+                f"drift events {watch.counts.get('drift.detected', 0)}  "
+                f"deploys {watch.counts.get('model.deployed', 0)}")
+            last_print = clock
+        clock += step
+    return ids
+
+
+def _read_events(platform: Platform, topics: list[str], since: datetime) -> list[Any]:
+    codec = Codec()
+    consumer = platform.bus.consumer(f"driftline.replay.read.{uuid.uuid4().hex}", topics)
+    out, idle = [], 0
+    while idle < 3:
+        records = consumer.poll(0.3, 5000)
+        idle = 0 if records else idle + 1
+        for r in records:
+            env = codec.decode(r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset)
+            if env.time >= since:
+                out.append(env)
+    consumer.close()
+    return out
+
+
+def _summarize(spec: ModelSpec, platform: Platform, stream: pd.DataFrame, ids: list[str], v1: Any,
+               run_started: datetime, wall_s: float, refused: int) -> dict[str, Any]:
+    events = _read_events(platform, ["score.completed", "drift.checked", "drift.detected", "model.trained",
+                                     "model.deployed", "model.rejected"], run_started)
+    of = lambda kind: [e.data for e in events if isinstance(e.data, kind) and e.data.model == spec.name]  # noqa: E731
+    served_by_id = {e.request_id: (e.predictions[0], e.version) for e in of(ScoreCompleted)}
+    missing = [r for r in ids if r not in served_by_id]
+    y = stream[spec.target].to_numpy(dtype=np.float64)
+    served = np.array([served_by_id.get(r, (np.nan, 0))[0] for r in ids])
+    versions = [served_by_id.get(r, (np.nan, 0))[1] for r in ids]
+    static_session = load_session(platform.store.get(v1.artifact_key), spec)
+    static = predict(static_session, spec, stream)
+    ok = ~np.isnan(served)
+    name = spec.metric_name
+    trained = of(ModelTrained)
+    summary = {
+        "metric": name,
+        "static": round(metric(spec, y, static, name), 4),
+        "served": round(metric(spec, y[ok], served[ok], name), 4) if ok.any() else None,
+        "retrains": sum(1 for t in trained if t.trigger != "initial"),
+        "drift_events": len(of(DriftDetected)),
+        "promotions": len([d for d in of(ModelDeployed) if d.reason == "promotion" and d.version != v1.version]),
+        "rejections": len(of(ModelRejected)),
+        "rows": int(ok.sum()),
+        "rows_not_scored": len(missing),
+        "rows_refused": refused,
+        "versions_served": sorted({v for v in versions if v}),
+        "wall_s": round(wall_s, 1),
+        "model": spec.name,
+    }
+    return {
+        "summary": summary, "spec": spec, "times": stream[TIME].to_list(), "y": y, "served": served,
+        "static": static, "checked": of(DriftChecked), "deployed": of(ModelDeployed),
+        "rejected": of(ModelRejected), "store": platform.store,
+    }
+
+
+def _print_table(s: dict[str, Any], say: Any) -> None:
+    say("")
+    say(f"  {'model':<24}{s['model']}")
+    say(f"  {s['metric'] + ', never retrained (v1)':<24}{s['static']}")
+    say(f"  {s['metric'] + ', served by the loop':<24}{s['served']}")
+    for k in ("retrains", "drift_events", "promotions", "rejections", "rows", "wall_s"):
+        say(f"  {k:<24}{s[k]}")
