@@ -1,0 +1,132 @@
+"""retrain → register → score with a real local store and registry, no bus."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from driftline.events import (
+    DatasetUploaded,
+    DriftDetected,
+    ModelDeployed,
+    ModelRegistered,
+    ModelRejected,
+    ModelTrained,
+    ScoreRequested,
+)
+from driftline.functions.ingest import ingest
+from driftline.functions.layout import labeled_rows
+from driftline.functions.register import register
+from driftline.functions.retrain import retrain
+from driftline.functions.score import Sessions, score
+from driftline.functions.training import train
+from driftline.runtime.errors import PermanentError, ValidationError
+from tests.functions.synthetic import context, frame, spec
+
+
+def _trained(ctx, hours: int = 24 * 14, **kw) -> ModelTrained:  # type: ignore[no-untyped-def]
+    ctx.store.put("uploads/a.csv", frame(hours, **kw).to_csv(index=False).encode())
+    ctx.begin("upload-1", "dataset.uploaded", None, None)
+    ingested = ingest(DatasetUploaded(model="synth", key="uploads/a.csv"), ctx)
+    ctx.begin("ingested-1", "dataset.ingested", None, None)
+    trained = retrain(ingested, ctx)
+    assert trained is not None
+    return trained
+
+
+def test_retrain_stores_a_verified_onnx_with_lineage(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    trained = _trained(ctx)
+    assert trained.trigger == "initial" and trained.rows > 200
+    assert ctx.store.exists(trained.artifact_key) and ctx.store.exists(trained.reference_key)
+    assert trained.metrics["mae"] < 1.0  # the synthetic relation is linear: Ridge learns it
+    assert trained.input_signature == ["x1", "x2", "x3"]
+
+
+def test_the_same_trigger_gives_the_same_run(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    first = _trained(ctx)
+    second = _trained(ctx)
+    assert first.run_id == second.run_id and first.sha256 == second.sha256
+
+
+def test_first_candidate_is_registered_and_deployed(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    out = register(_trained(ctx), ctx)
+    assert [type(e) for e in out] == [ModelRegistered, ModelDeployed]
+    assert out[0].version == 1 and out[1].version == 1
+    assert ctx.registry.production("synth").version == 1
+
+
+def test_a_worse_candidate_is_rejected_with_the_reason(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    trained = _trained(ctx)
+    register(trained, ctx)
+    # a heavily regularised Ridge predicts little more than the mean: clearly worse
+    weak_spec = spec().model_copy(update={"estimator": spec().estimator.model_copy(update={"params": {"alpha": 1e7}})})
+    weak = train(weak_spec, labeled_rows(ctx.store, "synth"))
+    ctx.store.put("models/weak.onnx", weak.onnx)
+    out = register(trained.model_copy(update={"run_id": "weak", "artifact_key": "models/weak.onnx",
+                                               "sha256": weak.sha256}), ctx)
+    assert len(out) == 1 and isinstance(out[0], ModelRejected)
+    assert "worse than production" in out[0].reason and out[0].candidate > out[0].champion
+    assert ctx.registry.production("synth").version == 1
+
+
+def test_a_corrupt_artifact_is_rejected_not_crashed_on(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    trained = _trained(ctx)
+    ctx.store.put(trained.artifact_key, b"definitely not onnx")
+    out = register(trained, ctx)
+    assert isinstance(out[0], ModelRejected) and "sha256" in out[0].reason
+    import hashlib
+
+    out = register(trained.model_copy(update={"sha256": hashlib.sha256(b"definitely not onnx").hexdigest(),
+                                              "run_id": "r2"}), ctx)
+    assert isinstance(out[0], ModelRejected) and "not a loadable ONNX" in out[0].reason
+
+
+def test_a_redelivered_trained_event_repeats_the_same_decision(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    trained = _trained(ctx)
+    first = register(trained, ctx)
+    again = register(trained, ctx)
+    assert first == again and ctx.registry.next_version("synth") == 2
+
+
+def test_drift_retrain_uses_the_window_ending_at_the_drift(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    register(_trained(ctx, hours=24 * 30), ctx)
+    end = datetime(2024, 1, 20, tzinfo=timezone.utc)
+    ctx.begin("drift-1", "drift.detected", None, None)
+    trained = retrain(DriftDetected(model="synth", version=1, cause="data", window="w", window_end=end,
+                                    idempotency_key="synth/1/w"), ctx)
+    assert trained is not None and trained.trigger == "drift:data" and trained.parent_version == 1
+    assert trained.train_end <= end and (end - trained.train_start).days <= 14
+
+
+def test_score_uses_production_and_swaps_on_deploy(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    v1 = register(_trained(ctx), ctx)
+    ctx.state = Sessions(ctx.store, ctx.registry)
+    request = ScoreRequested(model="synth", request_id="r1", columns=["x3", "x1", "x2"], rows=[[0.5, 1.0, 0.0]])
+    done = score(request, ctx)
+    assert done is not None and done.version == 1 and done.columns == ["x1", "x2", "x3"]
+    assert math.isclose(done.predictions[0], 3.0 + 0.5 + 10, abs_tol=0.5)
+    deployed = v1[1].model_copy(update={"version": 7})
+    assert score(deployed, ctx) is None
+    assert score(request, ctx).version == 7
+
+
+def test_score_errors_are_clear(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    ctx.state = Sessions(ctx.store, ctx.registry)
+    request = ScoreRequested(model="synth", request_id="r1", columns=["x1"], rows=[[1.0]])
+    with pytest.raises(PermanentError, match="no production version"):
+        score(request, ctx)
+    register(_trained(ctx), ctx)
+    with pytest.raises(ValidationError, match=r"feature\(s\) \['x2', 'x3'\] missing"):
+        score(request, ctx)
