@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from driftline.functions.drift_check import drift_check
 from driftline.functions.ingest import ingest
 from driftline.functions.register import register
 from driftline.functions.retrain import retrain
 from driftline.functions.score import score
 
-FUNCTIONS = (ingest, retrain, register, score)
+FUNCTIONS = (ingest, retrain, register, score, drift_check)
 """Every built-in function, in loop order."""
 
-__all__ = ["FUNCTIONS", "ingest", "register", "retrain", "score"]
+__all__ = ["FUNCTIONS", "drift_check", "ingest", "register", "retrain", "score"]

@@ -9,7 +9,7 @@ the ONNX export against scikit-learn on held-out rows before anything is stored.
 from __future__ import annotations
 
 import uuid
-from driftline.events import DatasetIngested, DriftDetected, ModelTrained
+from driftline.events import DatasetIngested, DriftDetected, ModelRejected, ModelTrained
 from driftline.functions.layout import labeled_rows, load_spec, put_table
 from driftline.functions.modelspec import TIME
 from driftline.functions.training import train
@@ -20,9 +20,10 @@ from driftline.runtime.function import RetryPolicy, function
 RUN_NAMESPACE = uuid.UUID("0b6a3f0e-9d1e-4d56-8f3c-2f1f6c7d9a20")
 
 
-@function(subscribes=("dataset.ingested", "drift.detected"), emits="model.trained", gpu="preferred",
+@function(subscribes=("dataset.ingested", "drift.detected"), emits=("model.trained", "model.rejected"),
+          gpu="preferred",
           timeout_s=1800, retry=RetryPolicy(attempts=3, initial_backoff_s=1.0))
-def retrain(event: DatasetIngested | DriftDetected, ctx: Context) -> ModelTrained | None:
+def retrain(event: DatasetIngested | DriftDetected, ctx: Context) -> ModelTrained | ModelRejected | None:
     spec = load_spec(ctx.store, event.model)
     if isinstance(event, DatasetIngested):
         if event.rows == 0:
@@ -37,8 +38,14 @@ def retrain(event: DatasetIngested | DriftDetected, ctx: Context) -> ModelTraine
     if rows.empty:
         raise ValidationError(f"model {event.model}: no labeled rows to train on (upload a dataset first)")
     rows = rows.drop_duplicates(subset=[TIME, *spec.feature_names, spec.target])
-    result = train(spec, rows, now=until)
     run_id = str(uuid.uuid5(RUN_NAMESPACE, ctx.event_id))
+    try:
+        result = train(spec, rows, now=until)
+    except ValidationError as exc:
+        if isinstance(event, DatasetIngested):
+            raise  # a dataset that cannot train a model is the uploader's problem: DLQ, with why
+        # a drift retrain that cannot train must still end the retrain in flight
+        return ModelRejected(model=event.model, run_id=run_id, reason=f"retrain not possible: {exc}")
     base = f"models/{event.model}/{run_id}"
     ctx.store.put(f"{base}/model.onnx", result.onnx, "application/onnx")
     put_table(ctx.store, f"{base}/reference.parquet", result.reference)

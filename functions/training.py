@@ -121,6 +121,7 @@ def train(spec: ModelSpec, df: pd.DataFrame, *, now: datetime | None = None) -> 
             raise ValidationError(f"model {spec.name}: one class only in the training window")
     estimator = build_estimator(spec)
     estimator.fit(x_fit, y_fit)
+    _float32_thresholds(estimator)
     onnx_bytes = _export(spec, estimator)
     x_hold = _features(spec, holdout)
     expected = estimator.predict(x_hold)
@@ -151,6 +152,25 @@ def _reference(spec: ModelSpec, window: pd.DataFrame) -> pd.DataFrame:
     if len(sample) > spec.training.reference_rows:
         sample = sample.sample(spec.training.reference_rows, random_state=0).sort_index()
     return sample.reset_index(drop=True)
+
+
+def _float32_thresholds(estimator: Any) -> None:
+    """Make HistGradientBoosting split thresholds exact float32 values, rounding down.
+
+    scikit-learn compares a float32 input with a float64 threshold; skl2onnx 1.20 rounds
+    HistGradientBoosting thresholds to the *nearest* float32 (it adjusts them for other tree
+    models), so an input just above a threshold can go left in ONNX and right in
+    scikit-learn. For a float32 ``x``, ``x <= t`` holds exactly when ``x <= t'`` with ``t'``
+    the largest float32 not above ``t``: with ``t'`` both agree, and the fitted model gives
+    the same predictions on every float32 input as before.
+    """
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    for stage in getattr(final, "_predictors", ()):
+        for predictor in stage:
+            thresholds = predictor.nodes["num_threshold"]
+            nearest = thresholds.astype(np.float32)
+            below = np.nextafter(nearest, np.float32(-np.inf))
+            predictor.nodes["num_threshold"] = np.where(nearest > thresholds, below, nearest)
 
 
 def _export(spec: ModelSpec, estimator: Any) -> bytes:

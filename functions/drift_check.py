@@ -1,0 +1,180 @@
+"""drift-check: windows of scored rows per model, judged against the production version.
+
+Feeds a :class:`~driftline.functions.monitor.DriftMonitor` per model with scored rows,
+late labels, deploys and rejections. Every closed window gives ``drift.checked`` with its
+figures; a window that passes every guard also gives ``drift.detected``. Drifted windows
+get Evidently's HTML report in the store (quiet windows only their figures).
+
+Labeled rows also become feedback data (``feedback/<model>/...parquet``), which retrain
+learns from beside the ingested datasets. The monitor's state is saved in the store when a
+window closes, so a restarted runner picks up where it left off.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from driftline.events import (
+    DriftChecked,
+    DriftDetected,
+    Event,
+    LabelsReceived,
+    ModelDeployed,
+    ModelRejected,
+    ScoreCompleted,
+)
+from driftline.functions.drift_stats import html_report
+from driftline.functions.layout import get_table, load_spec, put_table
+from driftline.functions.modelspec import TIME, ModelSpec
+from driftline.functions.monitor import DriftMonitor, WindowResult
+from driftline.runtime.context import Context
+from driftline.runtime.errors import RetryableError
+from driftline.runtime.function import function
+
+_MAX_UNLABELED = 200_000
+
+
+@dataclass
+class _Model:
+    spec: ModelSpec
+    monitor: DriftMonitor
+    scored: OrderedDict[str, tuple[Any, list[list[float]]]] = field(default_factory=OrderedDict)
+    early: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
+    """Labels that arrived before their scored rows."""
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Monitors:
+    """A monitor and a feedback buffer per model, restored from the store on first use."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.models: dict[str, _Model] = {}
+
+    def get(self, model: str) -> _Model:
+        if model not in self.models:
+            spec = load_spec(self.ctx.store, model)
+            key = state_key(model)
+            loader = lambda v: self._reference(model, v)  # noqa: E731
+            monitor = (DriftMonitor.from_state(spec, json.loads(self.ctx.store.get(key)), reference_loader=loader)
+                       if self.ctx.store.exists(key) else DriftMonitor(spec, reference_loader=loader))
+            self.models[model] = _Model(spec, monitor)
+        return self.models[model]
+
+    def _reference(self, model: str, version: int) -> pd.DataFrame | None:
+        registered = self.ctx.registry.version(model, version) if self.ctx.registry is not None else None
+        return None if registered is None else get_table(self.ctx.store, registered.reference_key)
+
+
+def state_key(model: str) -> str:
+    return f"state/{model}/drift.json"
+
+
+def _monitors(ctx: Context) -> Monitors:
+    return Monitors(ctx)
+
+
+@function(subscribes=("score.completed", "labels.received", "model.deployed", "model.rejected"),
+          emits=("drift.checked", "drift.detected"), init=_monitors, timeout_s=300)
+def drift_check(event: ScoreCompleted | LabelsReceived | ModelDeployed | ModelRejected,
+                ctx: Context) -> list[Event]:
+    m = ctx.state.get(event.model)
+    if isinstance(event, ModelDeployed):
+        _deployed(ctx, m, event)
+        _save(ctx, m)
+        return []
+    if isinstance(event, ModelRejected):
+        m.monitor.rejected()
+        return []
+    if isinstance(event, ScoreCompleted):
+        results = m.monitor.observe(event.request_id, event.version, event.event_time or ctx.event_time,
+                                    event.rows, event.predictions)
+        _remember(m, event)
+    else:
+        results = m.monitor.label(event.request_id, event.labels)
+        _join_labels(m, event)
+    out: list[Event] = []
+    for result in results:
+        out.extend(_verdict(ctx, m, result))
+    if results:
+        _write_feedback(ctx, m)
+        _save(ctx, m)
+    return out
+
+
+def _deployed(ctx: Context, m: _Model, event: ModelDeployed) -> None:
+    registry = ctx.registry
+    ok = registry is not None and registry.wait_for(lambda r: r.version(event.model, event.version), 10.0)
+    if not ok:
+        raise RetryableError(f"model {event.model} v{event.version} deployed but not yet in the registry view")
+    version = registry.version(event.model, event.version)
+    m.monitor.deployed(event.version, at=event.effective_time or ctx.event_time,
+                       validation_metric=version.metrics.get(m.spec.metric_name),
+                       reference=get_table(ctx.store, version.reference_key))
+
+
+def _remember(m: _Model, event: ScoreCompleted) -> None:
+    labels = m.early.pop(event.request_id, None)
+    if labels is not None:
+        _add_feedback(m, event.event_time, event.rows, labels)
+        return
+    m.scored[event.request_id] = (event.event_time, event.rows)
+    if len(m.scored) > _MAX_UNLABELED:
+        m.scored.popitem(last=False)
+
+
+def _join_labels(m: _Model, event: LabelsReceived) -> None:
+    found = m.scored.pop(event.request_id, None)
+    if found is None:  # the label overtook its scored rows: hold it (bounded)
+        m.early[event.request_id] = event.labels
+        if len(m.early) > _MAX_UNLABELED:
+            m.early.popitem(last=False)
+        return
+    _add_feedback(m, found[0], found[1], event.labels)
+
+
+def _add_feedback(m: _Model, when: Any, rows: list[list[float]], labels: list[float]) -> None:
+    for row, label in zip(rows, labels):
+        m.feedback.append({**dict(zip(m.spec.feature_names, row)), m.spec.target: label, TIME: when})
+
+
+def _verdict(ctx: Context, m: _Model, r: WindowResult) -> list[Event]:
+    report_key = None
+    if r.drifted and r.current is not None and r.drift is not None:
+        reference = ctx.state._reference(m.spec.name, r.version)
+        if reference is not None:
+            report_key = f"reports/{m.spec.name}/v{r.version}/{r.start:%Y%m%dT%H%M}.html"
+            ctx.store.put(report_key, html_report(reference, r.current, m.spec.feature_names,
+                                                  drift_share=m.spec.drift.drift_share), "text/html")
+    checked = DriftChecked(
+        model=m.spec.name, version=r.version or 0, window=r.window, window_start=r.start, window_end=r.end,
+        rows=r.rows, labeled_rows=r.labeled_rows, drift_share=r.drift_share, metric=r.metric,
+        metric_value=r.metric_value, baseline_metric=r.baseline_metric, drifted=r.drifted, cause=r.cause,
+        detected=r.detect, report_key=report_key,
+    )
+    ctx.log.info("%s window %s: %s", m.spec.name, r.window, r.reason)
+    if not r.detect or r.cause is None or r.version is None:
+        return [checked]
+    detected = DriftDetected(
+        model=m.spec.name, version=r.version, cause=r.cause, window=r.window, window_end=r.end,
+        drift_share=r.drift_share, metric_value=r.metric_value, idempotency_key=r.idempotency_key or "",
+    )
+    return [checked, detected]
+
+
+def _write_feedback(ctx: Context, m: _Model) -> None:
+    if not m.feedback:
+        return
+    frame = pd.DataFrame(m.feedback)
+    first = pd.Timestamp(frame[TIME].min())
+    put_table(ctx.store, f"feedback/{m.spec.name}/{first:%Y%m%dT%H%M%S}-{len(frame)}.parquet", frame)
+    m.feedback = []
+
+
+def _save(ctx: Context, m: _Model) -> None:
+    ctx.store.put(state_key(m.spec.name), json.dumps(m.monitor.to_state()).encode(), "application/json")
