@@ -55,13 +55,17 @@ _CONSUMER_DEFAULTS: dict[str, Any] = {
     "auto_offset_reset": "earliest",
     "allow_auto_create_topics": False,
 }
-_CLIENT_CLASSES: tuple[type, ...] = (kafka.KafkaProducer, kafka.KafkaConsumer, kafka.KafkaAdminClient)
+_CLIENT_CLASSES: tuple[type, ...] = (
+    kafka.KafkaProducer,
+    kafka.KafkaConsumer,
+    kafka.KafkaAdminClient,
+)
 _CLOSE_TIMEOUT_S = 5.0
 _TOPIC_WAIT_MS = 15_000
 
 
 class KafkaProducer(Producer):
-    """A :class:`Producer` over :class:`kafka.KafkaProducer`; make one with :meth:`KafkaBus.producer`.
+    """A :class:`Producer` over kafka-python's; make one with :meth:`KafkaBus.producer`.
 
     If the underlying client hits a fatal error (an idempotent producer whose id the
     broker forgot, as after a memory-only broker restarts), the records it held fail (and
@@ -72,7 +76,8 @@ class KafkaProducer(Producer):
         self._connect = connect
         self._client = connect()
         self._errors: list[BaseException] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _errors; taken on kafka-python's sender thread
+        self._swap_lock = threading.Lock()  # guards replacing _client
         self._closed = False
 
     @property
@@ -87,7 +92,7 @@ class KafkaProducer(Producer):
             client = self._live_client()
             future = client.send(topic, value=value, key=key, headers=list(headers or []))
         except kerrors.KafkaError as exc:
-            raise BusError(f"send to {topic!r} failed: {exc!r}; does the topic exist?") from exc
+            raise BusError(f"send to {topic!r} failed: {exc!r}") from exc
         future.add_errback(self._record_failure)
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -112,11 +117,12 @@ class KafkaProducer(Producer):
                 log.warning("producer closed; %d record(s) were not delivered", len(self._errors))
 
     def _live_client(self) -> kafka.KafkaProducer:
-        if _has_fatal_error(self._client):
-            log.warning("kafka producer hit a fatal error; replacing it with a new one")
-            _close_producer_client(self._client, 0)
-            self._client = self._connect()
-        return self._client
+        with self._swap_lock:
+            if _has_fatal_error(self._client):
+                log.warning("kafka producer hit a fatal error; replacing it with a new one")
+                _close_producer_client(self._client, 0)
+                self._client = self._connect()
+            return self._client
 
     def _record_failure(self, exc: BaseException) -> None:
         # Runs on kafka-python's sender thread.
@@ -143,17 +149,26 @@ def _has_fatal_error(client: kafka.KafkaProducer) -> bool:
 def _close_producer_client(client: kafka.KafkaProducer, timeout_s: float) -> None:
     try:
         client.close(timeout=timeout_s)
+        return
     except kerrors.KafkaTimeoutError:
-        # kafka-python's close() flushes first; when that times out it returns with its I/O
-        # thread and sockets still open. Abort the undelivered batches so the close completes.
         log.warning("kafka producer closed with records undelivered (broker unreachable?)")
-        client._sender.force_close()
-        client._sender.join(1.0)
+    # kafka-python's close() flushes first; when that times out it returns with its I/O
+    # thread and sockets still open. Abort the undelivered batches so the close completes.
+    client._sender.force_close()
+    client._sender.join(1.0)
+    try:
         client.close(timeout=0)
+    except kerrors.KafkaError as exc:
+        log.warning("kafka producer did not close cleanly: %r", exc)
 
 
 class KafkaConsumer(Consumer):
-    """A :class:`Consumer` over :class:`kafka.KafkaConsumer`; make one with :meth:`KafkaBus.consumer`."""
+    """A :class:`Consumer` over kafka-python's; make one with :meth:`KafkaBus.consumer`.
+
+    Poll it often, from one thread: kafka-python 3.0.12 drops a group join that completes
+    between two polls and joins again, so a member left unpolled during a rebalance (or
+    several members polled in turn from one thread) can keep its group rebalancing.
+    """
 
     def __init__(self, client: kafka.KafkaConsumer, group: str) -> None:
         self._client = client
@@ -184,7 +199,8 @@ class KafkaConsumer(Consumer):
         if not offsets:
             return
         kafka_offsets = {
-            _to_kafka_tp(tp): kafka.OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()
+            _to_kafka_tp(tp): kafka.OffsetAndMetadata(offset, "", -1)
+            for tp, offset in offsets.items()
         }
         try:
             self._client.commit(kafka_offsets)
@@ -201,7 +217,7 @@ class KafkaConsumer(Consumer):
         try:
             offset: int | None = self._client.committed(_to_kafka_tp(tp))
         except kerrors.KafkaError as exc:
-            raise BusError(f"group {self._group}: reading committed offset failed: {exc!r}") from exc
+            raise BusError(f"group {self._group}: committed({tp}) failed: {exc!r}") from exc
         return offset
 
     def assignment(self) -> set[TopicPartition]:
@@ -285,8 +301,10 @@ class KafkaBus(Bus):
         """Create the topics that do not exist yet, and wait until all of them are usable."""
         if not names:
             return
-        spec = {"num_partitions": partitions or self.partitions,
-                "replication_factor": self.replication_factor}
+        spec = {
+            "num_partitions": partitions or self.partitions,
+            "replication_factor": self.replication_factor,
+        }
         admin = self._admin_client()
         try:
             response = admin.create_topics({name: spec for name in names}, raise_errors=False)
@@ -302,8 +320,12 @@ class KafkaBus(Bus):
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         """A new member of ``group``, subscribed to ``topics``; close it (or the bus) when done."""
-        options = {**_CONSUMER_DEFAULTS, **self._group_options, **self._client_options(),
-                   "group_id": group}
+        options = {
+            **_CONSUMER_DEFAULTS,
+            **self._group_options,
+            **self._client_options(),
+            "group_id": group,
+        }
         client = self._make(kafka.KafkaConsumer, options)
         client.subscribe(list(topics))
         return self._track(KafkaConsumer(client, group))
@@ -331,7 +353,8 @@ class KafkaBus(Bus):
         client = kafka.KafkaConsumer.DEFAULT_CONFIG["kafka_client"](**self._options)
         try:
             version: tuple[int, ...] = client.check_version(
-                timeout_ms=self._options["bootstrap_timeout_ms"])
+                timeout_ms=self._options["bootstrap_timeout_ms"]
+            )
         except kerrors.KafkaError as exc:
             raise self._unreachable(exc) from exc
         finally:

@@ -10,7 +10,7 @@ import pytest
 
 from driftline.runtime.embedded_bus import EmbeddedBus
 
-pytest_plugins: list[str] = []  # set below once fixture modules exist
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.s3"]
 
 
 @pytest.fixture

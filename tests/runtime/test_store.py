@@ -18,7 +18,7 @@ from driftline.runtime.errors import (
     RetryableError,
 )
 from driftline.runtime.store import LocalStore, ObjectStore, S3Store, open_store
-from tests.fixtures.s3 import S3Endpoint, s3_endpoint, s3_store  # noqa: F401
+from tests.fixtures.s3 import S3Endpoint
 
 BAD_KEYS = [
     ("", "is empty"),

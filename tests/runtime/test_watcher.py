@@ -14,7 +14,6 @@ import pytest
 from driftline.runtime.errors import ConfigError, InvalidKeyError
 from driftline.runtime.store import LocalStore, ObjectInfo, ObjectStore
 from driftline.runtime.watcher import BucketWatcher, checkpoint_key
-from tests.fixtures.s3 import s3_endpoint, s3_store  # noqa: F401
 
 CHECKPOINT = checkpoint_key("uploads")
 

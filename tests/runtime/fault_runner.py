@@ -1,0 +1,36 @@
+"""A runner process for the fault tests: ``python -m tests.runtime.fault_runner BOOTSTRAP NAME``.
+
+Hosts one echo-like function named NAME on the Kafka bus until SIGTERM; each handler call
+sleeps a little so a SIGKILL lands mid-stream.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from driftline.events import ScoreCompleted, ScoreRequested
+from driftline.runtime.context import Context
+from driftline.runtime.function import function
+from driftline.runtime.runner import Runner
+from tests.fixtures.kafka import make_test_bus
+
+
+def main(bootstrap: str, name: str) -> None:
+    @function(subscribes="score.requested", emits="score.completed", name=name)
+    def handler(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
+        time.sleep(0.005)
+        return ScoreCompleted(model=event.model, request_id=event.request_id, version=1, predictions=[1.0])
+
+    bus = make_test_bus(bootstrap)
+    runner = Runner(bus, [handler], poll_timeout_s=0.2, max_records=20)
+    runner.start()
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    print("ready", flush=True)
+    runner.wait()
+    bus.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
