@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from driftline.events.codec import Codec, Envelope
+from driftline.events.matrix import Matrix
 from driftline.events.models import (
     BY_TYPE,
     EVENT_MODELS,
@@ -34,6 +35,7 @@ __all__ = [
     "Envelope",
     "Event",
     "LabelsReceived",
+    "Matrix",
     "ModelDeployed",
     "ModelRegistered",
     "ModelRejected",

@@ -37,6 +37,8 @@ def _avro_type(annotation: Any) -> Any:
     args = typing.get_args(annotation)
     if origin is typing.Annotated:
         return _avro_type(args[0])
+    if isinstance(annotation, type) and hasattr(annotation, "AVRO"):
+        return annotation.AVRO
     if annotation in _SCALARS:
         return _SCALARS[annotation]
     if annotation is type(None):
@@ -55,7 +57,8 @@ def _avro_type(annotation: Any) -> Any:
 
 def _avro_default(field: Any) -> Any:
     if field.default_factory is not None:
-        return field.default_factory()
+        value = field.default_factory()
+        return value.to_bytes().decode("latin-1") if hasattr(value, "to_bytes") else value
     if field.default is PydanticUndefined:
         return PydanticUndefined
     return field.default

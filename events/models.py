@@ -14,7 +14,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from driftline.events.matrix import Matrix
 
 
 def _utc(value: datetime) -> datetime:
@@ -23,20 +25,6 @@ def _utc(value: datetime) -> datetime:
 
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
 """A point in time, always UTC-aware (naive inputs are taken as UTC)."""
-
-def _nan_for_none(value: object) -> object:
-    return float("nan") if value is None else value
-
-
-Value = Annotated[float, BeforeValidator(_nan_for_none)]
-"""A feature value: a float, with a missing value (JSON null) carried as NaN."""
-
-Rows = list[list[Value]]
-"""Rows of feature values, column order given by the event's ``columns``.
-
-Columnar names plus plain double arrays keep Avro decoding cheap (a map per row costs
-several times more per value in fastavro)."""
-
 
 class Event(BaseModel):
     """Base of every event: frozen, strict about unknown fields."""
@@ -144,7 +132,7 @@ class ScoreRequested(Event):
     TYPE: ClassVar[str] = "score.requested"
     request_id: str
     columns: list[str] = Field(description="Feature names, the order of values in each row.")
-    rows: Rows = Field(description="Feature values, one list per row.")
+    rows: Matrix = Field(description="Feature values, one row per list, in ``columns`` order; null: missing.")
     event_time: Timestamp | None = Field(default=None, description="Data time of the rows.")
 
 
@@ -156,7 +144,7 @@ class ScoreCompleted(Event):
     version: int
     predictions: list[float]
     columns: list[str] = Field(default_factory=list, description="Feature names of ``rows``.")
-    rows: Rows = Field(default_factory=list, description="The scored features (for drift).")
+    rows: Matrix = Field(default_factory=lambda: Matrix([]), description="The scored features (for drift).")
     event_time: Timestamp | None = None
 
 

@@ -97,7 +97,7 @@ def _when(seconds: float) -> datetime:
 def _default_drift_fn(*args: Any, **kwargs: Any) -> Any:
     from driftline.functions.drift_stats import data_drift
 
-    return data_drift(*args, **kwargs)
+    return data_drift(*args, per_column=False, **kwargs)
 
 
 class DriftMonitor:

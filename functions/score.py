@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from driftline.events import ModelDeployed, ScoreCompleted, ScoreRequested
+from driftline.events import Matrix, ModelDeployed, ScoreCompleted, ScoreRequested
 from driftline.functions.layout import load_spec
 from driftline.functions.modelspec import ModelSpec
 from driftline.functions.training import load_session, predict
@@ -63,9 +63,11 @@ class Sessions:
         return self.deploy(model, production.version, production.artifact_key, production.sha256)
 
 
-def matrix(spec: ModelSpec, columns: list[str], rows: list[list[float]]) -> np.ndarray:
-    """Rows as a matrix in the spec's feature order; missing features are an error."""
-    x = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(columns))
+def matrix(spec: ModelSpec, columns: list[str], rows: Matrix) -> np.ndarray:
+    """Rows as an array in the spec's feature order; missing features are an error."""
+    x = rows.array
+    if x.shape[1] != len(columns):
+        raise ValidationError(f"model {spec.name}: rows have {x.shape[1]} values but {len(columns)} columns are named")
     if columns == spec.feature_names:
         return x
     index = {c: i for i, c in enumerate(columns)}
@@ -93,5 +95,5 @@ def score(event: ScoreRequested | ModelDeployed, ctx: Context) -> ScoreCompleted
     return ScoreCompleted(
         model=event.model, request_id=event.request_id, version=served.version,
         predictions=predictions.astype(float).tolist(), columns=served.spec.feature_names,
-        rows=x.tolist(), event_time=event.event_time,
+        rows=Matrix(x), event_time=event.event_time,
     )

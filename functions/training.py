@@ -213,15 +213,24 @@ def _check_parity(
 
 
 def load_session(
-    onnx_bytes: bytes, spec: ModelSpec, *, providers: list[str] | None = None
+    onnx_bytes: bytes, spec: ModelSpec, *, providers: list[str] | None = None, intra_op_threads: int = 0
 ) -> ort.InferenceSession:
     """Open an ONNX model for scoring and check it takes ``spec``'s features.
+
+    ``providers`` defaults to the CPU; ``intra_op_threads`` 0 lets onnxruntime choose.
 
     Raises :class:`ValidationError` for bytes that are not a loadable ONNX model and for a
     model whose input or outputs do not match the spec.
     """
+    options = ort.SessionOptions()
+    # Idle threads of onnxruntime's pool spin by default; beside training (OpenMP) on a
+    # small machine that spinning steals the cores the fit needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.intra_op_num_threads = intra_op_threads
     try:
-        session = ort.InferenceSession(onnx_bytes, providers=providers or ["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            onnx_bytes, sess_options=options, providers=providers or ["CPUExecutionProvider"]
+        )
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad bytes
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValidationError(f"model {spec.name}: not a loadable ONNX file ({first_line[:200]})") from None

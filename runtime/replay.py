@@ -31,6 +31,7 @@ from driftline.events import (
     DriftDetected,
     Event,
     LabelsReceived,
+    Matrix,
     ModelDeployed,
     ModelRejected,
     ModelTrained,
@@ -131,7 +132,7 @@ def _replay_stream(spec: ModelSpec, stream: pd.DataFrame, pub: _Publisher, runne
     while i < len(ids) or next_label < len(ids):
         while i < len(ids) and times[i] < clock:
             pub.send(ScoreRequested(model=spec.name, request_id=ids[i], columns=spec.feature_names,
-                                    rows=[x[i].tolist()], event_time=times[i]))
+                                    rows=Matrix(x[i:i + 1]), event_time=times[i]))
             i += 1
         while next_label < i and times[next_label] + delay < clock or (i == len(ids) and next_label < i):
             pub.send(LabelsReceived(model=spec.name, request_id=ids[next_label], labels=[float(y[next_label])],

@@ -19,6 +19,7 @@ SIGTERM (via :meth:`Runner.stop`) finishes the batch in hand, flushes and commit
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
@@ -73,6 +74,15 @@ class _Seen:
             self._ids.popitem(last=False)
 
 
+class _Failed(Exception):
+    """The handler failed for good after ``attempts`` attempts."""
+
+    def __init__(self, attempts: int, cause: BaseException):
+        super().__init__(str(cause))
+        self.attempts = attempts
+        self.cause = cause
+
+
 class _Batch:
     """Records handed to the worker thread; the poll loop can abandon it on a timeout."""
 
@@ -103,7 +113,7 @@ class FunctionWorker:
         self._stop = threading.Event()
         self._source = f"driftline/{spec.name}"
         self._retrying = Retrying(
-            stop=stop_after_attempt(spec.retry.attempts),
+            stop=stop_after_attempt(spec.retry.attempts - 1),  # the first attempt ran already
             wait=wait_exponential_jitter(multiplier=spec.retry.initial_backoff_s,
                                          max=spec.retry.max_backoff_s, jitter=spec.retry.jitter_s),
             retry=retry_if_exception(_is_retryable),
@@ -248,14 +258,11 @@ class FunctionWorker:
         if envelope.id in self._seen:
             self.stats.duplicates += 1
             return
-        attempts = 0
         started = time.perf_counter()
         try:
-            for attempt in self._retrying:
-                with attempt:
-                    attempts += 1
-                    outputs = self._call(envelope)
-        except Exception as exc:
+            attempts, outputs = self._attempt(envelope)
+        except _Failed as failed:
+            attempts, exc = failed.attempts, failed.cause
             self.stats.observe(time.perf_counter() - started)
             if batch.abandoned:
                 return
@@ -269,6 +276,26 @@ class FunctionWorker:
         self._send(envelope, outputs)
         self._seen.add(envelope.id)
         self.stats.succeeded += 1
+
+    def _attempt(self, envelope: Envelope) -> tuple[int, list[Event]]:
+        """Call the handler; retry retryable errors with backoff. Raises :class:`_Failed`."""
+        try:
+            return 1, self._call(envelope)  # the common case stays off tenacity's machinery
+        except Exception as exc:
+            if not _is_retryable(exc) or self.spec.retry.attempts <= 1:
+                raise _Failed(1, exc) from exc
+        attempts = 1
+        self.stats.retried += 1
+        policy = self.spec.retry
+        time.sleep(min(policy.initial_backoff_s + random.uniform(0, policy.jitter_s), policy.max_backoff_s))
+        try:
+            for attempt in self._retrying:
+                with attempt:
+                    attempts += 1
+                    return attempts, self._call(envelope)
+        except Exception as exc:
+            raise _Failed(attempts, exc) from exc
+        raise AssertionError("unreachable: tenacity either returns or raises")
 
     def _call(self, envelope: Envelope) -> list[Event]:
         ctx = self.ctx
