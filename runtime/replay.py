@@ -106,6 +106,7 @@ def replay(data: Path, spec_path: Path, settings: Settings, *, out: Path, step_h
                                      label_delay_hours, say)
         summary = _summarize(spec, platform, stream, request_ids, v1, run_started, time.monotonic() - started,
                              refused=len(refused))
+        summary["summary"]["dead_lettered"] = sum(s.dead_lettered for s in runner.stats.values())
     finally:
         watch.close()
         runner.stop()
@@ -191,6 +192,7 @@ def _summarize(spec: ModelSpec, platform: Platform, stream: pd.DataFrame, ids: l
         "rows": int(ok.sum()),
         "rows_not_scored": len(missing),
         "rows_refused": refused,
+        "windows_checked": len(of(DriftChecked)),
         "versions_served": sorted({v for v in versions if v}),
         "wall_s": round(wall_s, 1),
         "model": spec.name,
