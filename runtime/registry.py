@@ -10,6 +10,7 @@ production version, whatever order concurrent promotions were sent in.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -20,6 +21,8 @@ from driftline.events.codec import Codec
 from driftline.events.models import Event, ModelDeployed, ModelRegistered, ModelRejected
 from driftline.runtime.bus import Bus
 from driftline.runtime.errors import DecodeError
+
+log = logging.getLogger("driftline.registry")
 
 REGISTRY_TOPICS: tuple[str, ...] = (ModelRegistered.TYPE, ModelDeployed.TYPE, ModelRejected.TYPE)
 
@@ -135,6 +138,9 @@ class RegistryFollower:
     def catch_up(self, idle_s: float = 0.3, limit_s: float = 30.0) -> None:
         """Read until the topics stay quiet for ``idle_s`` (end offsets are unreliable on some brokers)."""
         deadline = time.monotonic() + limit_s
+        assert self._consumer is not None
+        while not self._consumer.assignment() and time.monotonic() < deadline:
+            self._poll(0.2)  # a Kafka group join takes a moment; nothing is read before it
         while time.monotonic() < deadline:
             if not self._poll(idle_s):
                 return
@@ -145,8 +151,9 @@ class RegistryFollower:
         for r in records:
             try:
                 env = self.codec.decode(r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset)
-            except DecodeError:
-                continue  # the runner that produced it dead-letters nothing here; skip
+            except DecodeError as exc:  # not ours to dead-letter: the registry just skips it
+                log.warning("registry: skipping an undecodable record: %s", exc)
+                continue
             self.registry.apply(env.data, env.id)
         return len(records)
 
