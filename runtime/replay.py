@@ -86,7 +86,8 @@ def replay(data: Path, spec_path: Path, settings: Settings, *, out: Path, step_h
                     registry=platform.registry, poll_timeout_s=0.2)
     runner.start()
     watch = TopicWatch(platform.bus, WATCHED)
-    quiet_s = 0.05 if (settings.bus or "sqlite").startswith("sqlite") else 0.6
+    # the embedded bus shows a flushed record at once; a Kafka fetch can take up to fetch_max_wait
+    quiet_s = 0.01 if (settings.bus or "sqlite").startswith("sqlite") else 0.6
     say = print if progress else (lambda *a, **k: None)
     try:
         pub = _Publisher(platform.bus, runner.codec)
