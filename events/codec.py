@@ -14,7 +14,7 @@ import io
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -89,7 +89,7 @@ class Codec:
         traceparent: str | None = None,
     ) -> tuple[bytes, Headers]:
         """The Kafka value and headers for an event."""
-        when = (time or datetime.now(timezone.utc)).isoformat()
+        when = (time or datetime.now(UTC)).isoformat()
         headers: Headers = [
             ("ce_specversion", SPECVERSION),
             ("ce_id", (id or str(uuid.uuid4())).encode()),
@@ -140,7 +140,7 @@ class Codec:
                 id=attrs["ce_id"],
                 type=attrs["ce_type"],
                 source=attrs.get("ce_source", ""),
-                time=datetime.fromisoformat(when) if when else datetime.now(timezone.utc),
+                time=datetime.fromisoformat(when) if when else datetime.now(UTC),
                 data=data,
                 traceparent=attrs.get("traceparent"),
             )

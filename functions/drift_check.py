@@ -139,8 +139,8 @@ def _join_labels(m: _Model, event: LabelsReceived) -> None:
 
 
 def _add_feedback(m: _Model, when: Any, rows: list[list[float]], labels: list[float]) -> None:
-    for row, label in zip(rows, labels):
-        m.feedback.append({**dict(zip(m.spec.feature_names, row)), m.spec.target: label, TIME: when})
+    for row, label in zip(rows, labels, strict=False):  # a short label list labels fewer rows
+        m.feedback.append({**dict(zip(m.spec.feature_names, row, strict=True)), m.spec.target: label, TIME: when})
 
 
 def _verdict(ctx: Context, m: _Model, r: WindowResult) -> list[Event]:

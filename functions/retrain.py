@@ -9,6 +9,7 @@ the ONNX export against scikit-learn on held-out rows before anything is stored.
 from __future__ import annotations
 
 import uuid
+
 from driftline.events import DatasetIngested, DriftDetected, ModelRejected, ModelTrained
 from driftline.functions.layout import labeled_rows, load_spec, put_table
 from driftline.functions.modelspec import TIME

@@ -17,7 +17,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ def replay(data: Path, spec_path: Path, settings: Settings, *, out: Path, step_h
            label_delay_hours: float = 24.0, progress: bool = True) -> dict[str, Any]:
     """Run the loop over ``data``; returns the summary (also written to ``out``)."""
     started = time.monotonic()
-    run_started = datetime.now(timezone.utc)
+    run_started = datetime.now(UTC)
     spec = ModelSpec.from_toml(spec_path)
     raw = read_upload(data.read_bytes(), data.name)
     rows, refused = validate_frame(spec, raw, source=str(data))
@@ -99,7 +99,7 @@ def replay(data: Path, spec_path: Path, settings: Settings, *, out: Path, step_h
         settle(runner, watch, quiet_s=quiet_s)
         v1 = platform.registry.production(spec.name)
         if v1 is None:
-            raise RuntimeError(f"no version was deployed from the initial window; see `driftline dlq list`")
+            raise RuntimeError("no version was deployed from the initial window; see `driftline dlq list`")
         say(f"driftline: v{v1.version} trained on {int(is_initial.sum())} rows "
             f"({first:%Y-%m-%d} .. {initial_end:%Y-%m-%d}); replaying {int((~is_initial).sum())} rows")
         stream = rows[~is_initial]

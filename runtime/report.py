@@ -19,7 +19,7 @@ def _scale(values: list[float], lo: float, hi: float, size: float, flip: bool = 
 
 
 def _polyline(xs: list[float], ys: list[float], color: str) -> str:
-    pts = " ".join(f"{x + PAD:.1f},{y + 10:.1f}" for x, y in zip(xs, ys) if not np.isnan(y))
+    pts = " ".join(f"{x + PAD:.1f},{y + 10:.1f}" for x, y in zip(xs, ys, strict=True) if not np.isnan(y))
     return f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>'
 
 
@@ -59,7 +59,7 @@ def _drift_chart(r: dict[str, Any]) -> str:
     shares = [c.drift_share if c.drift_share is not None else np.nan for c in checked]
     xs = _scale(list(range(len(checked))), 0, max(1, len(checked) - 1), W - 2 * PAD)
     bars = []
-    for x, share, c in zip(xs, shares, checked):
+    for x, share, c in zip(xs, shares, checked, strict=True):
         h = 0 if np.isnan(share) else share * (H - 60)
         color = "#c0392b" if c.detected else ("#e67e22" if c.drifted else "#95a5a6")
         bars.append(f'<rect x="{x + PAD:.1f}" y="{H - 40 - h:.1f}" width="4" height="{h:.1f}" fill="{color}">'

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from driftline.events import models as m
 
-T0 = datetime(2011, 3, 1, 12, tzinfo=timezone.utc)
-T1 = datetime(2011, 3, 8, 12, tzinfo=timezone.utc)
+T0 = datetime(2011, 3, 1, 12, tzinfo=UTC)
+T1 = datetime(2011, 3, 8, 12, tzinfo=UTC)
 
 EXAMPLES: dict[str, m.Event] = {
     e.TYPE: e

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastavro import parse_schema, schemaless_reader
+from fastavro.read import SchemaResolutionError
 
 from driftline.events import EVENT_MODELS, Codec
 from driftline.events.avro import SCHEMA_DIR, fingerprint, load_schema, schema_for, schema_path
@@ -52,7 +53,7 @@ def test_an_incompatible_change_is_caught() -> None:
     broken = copy.deepcopy(current)
     broken["fields"].append({"name": "new_required", "type": "string"})
     value = (FIXTURES / "labels.received.avro").read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises(SchemaResolutionError, match="new_required"):
         schemaless_reader(io.BytesIO(value[10:]), parse_schema(current), parse_schema(broken))
     # while a field added with a default is fine
     compatible = copy.deepcopy(current)

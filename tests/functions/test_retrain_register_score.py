@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -100,7 +100,7 @@ def test_a_redelivered_trained_event_repeats_the_same_decision(tmp_path: Path) -
 def test_drift_retrain_uses_the_window_ending_at_the_drift(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     register(_trained(ctx, hours=24 * 30), ctx)
-    end = datetime(2024, 1, 20, tzinfo=timezone.utc)
+    end = datetime(2024, 1, 20, tzinfo=UTC)
     ctx.begin("drift-1", "drift.detected", None, None)
     trained = retrain(DriftDetected(model="synth", version=1, cause="data", window="w", window_end=end,
                                     idempotency_key="synth/1/w"), ctx)
