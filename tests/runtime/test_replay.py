@@ -48,3 +48,19 @@ def test_a_shift_is_detected_retrained_deployed_and_served(tmp_path: Path) -> No
     assert summary["promotions"] >= 1
     assert max(summary["versions_served"]) >= 2, "scoring moved to the retrained version"
     assert summary["served"] < summary["static"], "the loop beats the model it started with"
+
+
+def test_the_home_folder_keeps_registry_and_models_for_later_commands(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from driftline.runtime.cli import main
+
+    _run(tmp_path, frame(24 * 30, seed=4))
+    capsys.readouterr()
+    assert main(["models", "list", "--home", str(tmp_path / "home"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [{"model": "synth", "versions": 1, "production": 1, "previous": None, "rejections": 0}]
+    assert main(["models", "show", "synth", "--home", str(tmp_path / "home")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    v1 = shown["versions"][0]
+    assert v1["trigger"] == "initial" and len(v1["sha256"]) == 64
+    assert (tmp_path / "home" / "store" / v1["artifact_key"]).exists()
+    assert main(["models", "show", "nope", "--home", str(tmp_path / "home")]) == 2

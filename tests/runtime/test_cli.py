@@ -1,0 +1,37 @@
+"""The command line: exit codes and messages people can script against."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from driftline.runtime.cli import main
+
+
+def test_publish_then_dlq_list_on_the_embedded_bus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = str(tmp_path / "home")
+    event = {"model": "m", "request_id": "r1", "labels": [1.0]}
+    assert main(["publish", "labels.received", "--data", json.dumps(event), "--home", home]) == 0
+    event_id = capsys.readouterr().out.strip()
+    assert len(event_id) == 36
+    assert main(["dlq", "list", "--home", home, "--wait", "0.3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_publish_refuses_a_bad_event_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "e.json"
+    data.write_text(json.dumps({"model": "m", "request_id": "r1", "labels": "oops"}))
+    assert main(["publish", "labels.received", "--data", f"@{data}", "--home", str(tmp_path)]) == 2
+    assert "labels" in capsys.readouterr().err
+
+
+def test_publish_refuses_an_unknown_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["publish", "nope.never", "--data", "{}", "--home", str(tmp_path)]) == 2
+    assert "unknown event type 'nope.never'" in capsys.readouterr().err
+
+
+def test_a_bad_bus_url_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dlq", "list", "--bus", "redis://x", "--home", str(tmp_path)]) == 2
+    assert "unknown bus URL" in capsys.readouterr().err
