@@ -96,6 +96,8 @@ def data_drift(
     columns: Sequence[str],
     drift_share: float = 0.5,
     *,
+    method: str | None = None,
+    threshold: float | None = None,
     per_column: bool | None = None,
 ) -> DriftResult:
     """Share of ``columns`` that drifted from ``reference`` to ``current``.
@@ -104,25 +106,41 @@ def data_drift(
     None (default) only when the window drifted.
     """
     ev, cols = _evidently(), list(columns)
-    snapshot = _run([ev.DriftedColumnsCount(columns=cols, drift_share=drift_share)], reference, current, cols)
+    count_metric = ev.DriftedColumnsCount(columns=cols, drift_share=drift_share, method=method, threshold=threshold)
+    snapshot = _run([count_metric], reference, current, cols)
     value = snapshot.dict()["metrics"][0]["value"]
     share, count = float(value["share"]), int(value["count"])
     drifted = share >= drift_share
-    details = _per_column(reference, current, cols) if per_column or (per_column is None and drifted) else {}
+    details = _per_column(reference, current, cols, method, threshold) if per_column or (per_column is None and drifted) else {}
     return DriftResult(share=share, count=count, n_columns=len(cols), drifted=drifted, per_column=details)
 
 
-def _per_column(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]) -> dict[str, ColumnDrift]:
+def _per_column(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], method: str | None, threshold: float | None
+) -> dict[str, ColumnDrift]:
     ev = _evidently()
-    snapshot = _run([ev.ValueDrift(column=c) for c in columns], reference, current, columns)
+    metrics = [ev.ValueDrift(column=c, method=method, threshold=threshold) for c in columns]
+    snapshot = _run(metrics, reference, current, columns)
     out: dict[str, ColumnDrift] = {}
     for entry in snapshot.dict()["metrics"]:
         config, score = entry["config"], float(entry["value"])
-        method, threshold = str(config["method"]), float(config["threshold"])
+        name, threshold = _display_name(str(config["method"])), float(config["threshold"])
         # Evidently: p-values drift below the threshold, distances at or above it.
-        drifted = score < threshold if "p_value" in method else score >= threshold
-        out[config["column"]] = ColumnDrift(method, score, threshold, drifted)
+        drifted = score < threshold if "p_value" in name else score >= threshold
+        out[config["column"]] = ColumnDrift(name, score, threshold, drifted)
     return out
+
+
+def _display_name(method: str) -> str:
+    """Evidently reports a chosen method by its short name (``ks``), an automatic one by its
+    display name (``K-S p_value``); the display name tells p-values from distances."""
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+
+    try:
+        return str(get_registered_stattest(method, ColumnType.Numerical).display_name)
+    except Exception:  # already a display name, or a method Evidently does not register
+        return method
 
 
 def html_report(

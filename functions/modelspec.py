@@ -207,6 +207,15 @@ class DriftPolicy(BaseModel):
     """Fewest labeled rows in a window for the task metric to count."""
     drift_share: float = Field(default=0.5, gt=0, le=1)
     """Share of features that must drift (Evidently's per-column tests) for data drift."""
+    stattest: str | None = None
+    """Evidently's per-column drift method (``ks``, ``wasserstein``, ``psi``, ...); None lets
+    Evidently choose by column type and reference size."""
+    stattest_threshold: float | None = Field(default=None, gt=0)
+    """Threshold of ``stattest`` (None: the method's default)."""
+    data_drift_when_labeled: bool = False
+    """Whether data drift alone counts in a window that has enough labels to judge the
+    model. False: there, only a worse metric counts; a feature shift the model handles well
+    is reported but triggers nothing, and a retrain could only learn from those same labels."""
     performance_tolerance: float = Field(default=0.25, ge=0)
     """Relative worsening of the task metric over the version's validation metric that counts
     as performance drift (0.25: an MAE 25% above the validation MAE)."""

@@ -73,6 +73,8 @@ class WindowResult:
     """The version's validation metric."""
     drifted: bool
     cause: Cause | None
+    drift_start: datetime | None
+    """Start of the first window of the current drifted streak: where the change began."""
     detect: bool
     """True only when every guard passed: emit drift.detected."""
     idempotency_key: str | None
@@ -122,6 +124,7 @@ class DriftMonitor:
         self.closed_through: float = -math.inf
         self.windows: dict[float, list[list[Any]]] = {}
         self.streak = 0
+        self.streak_start: float | None = None
         self.inflight: dict[str, Any] | None = None
         self.keys: list[str] = []
         self.orphans: dict[str, list[float]] = {}
@@ -238,19 +241,26 @@ class DriftMonitor:
             why = "no production version" if self.version is None else (
                 f"too few rows ({len(rows)} < {p.min_window_rows}): no verdict")
             return WindowResult(**base, drift_share=None, metric_value=None, drifted=False, cause=None,
-                                detect=False, idempotency_key=None, reason=why)
+                                drift_start=None, detect=False, idempotency_key=None, reason=why)
         current = pd.DataFrame([r[_X] for r in rows], columns=self.spec.feature_names)
         drift = self._data_drift(current)
         value = self._metric(rows)
         perf = value is not None and self.baseline is not None and is_worse(
             self.spec.metric_name, value, self.baseline, p.performance_tolerance)
         data = bool(drift is not None and drift.drifted)
+        judged_by_labels = value is not None and self.baseline is not None
+        if judged_by_labels and not p.data_drift_when_labeled:
+            data = False  # the labels show how the model does on these very inputs
         cause: Cause | None = "performance" if perf else "data" if data else None
         self.streak = self.streak + 1 if cause else 0
+        if self.streak == 1:
+            self.streak_start = start
+        since = _when(self.streak_start) if cause and self.streak_start is not None else None
         key = f"{self.spec.name}:v{self.version}:{base['window']}"
         detect, reason = self._guards(cause, end, key)
         return WindowResult(**base, drift_share=None if drift is None else float(drift.share),
-                            metric_value=value, drifted=cause is not None, cause=cause, detect=detect,
+                            metric_value=value, drifted=cause is not None, cause=cause,
+                            drift_start=since, detect=detect,
                             idempotency_key=key if detect else None, reason=reason, drift=drift,
                             current=current)
 
@@ -263,7 +273,9 @@ class DriftMonitor:
                 self._references[self.version] = reference
         if reference is None:
             return None
-        return self._drift_fn(reference, current, self.spec.feature_names, self.policy.drift_share)
+        p = self.policy
+        return self._drift_fn(reference, current, self.spec.feature_names, p.drift_share,
+                              method=p.stattest, threshold=p.stattest_threshold)
 
     def _metric(self, rows: list[list[Any]]) -> float | None:
         labeled = [r for r in rows if r[_LABEL] is not None]
@@ -302,7 +314,7 @@ class DriftMonitor:
             "baseline": _nan_none(self.baseline), "watermark": self.watermark,
             "closed_through": None if math.isinf(self.closed_through) else self.closed_through,
             "windows": {repr(s): [_row_state(r) for r in rows] for s, rows in self.windows.items()},
-            "streak": self.streak, "inflight": self.inflight, "keys": list(self.keys),
+            "streak": self.streak, "streak_start": self.streak_start, "inflight": self.inflight, "keys": list(self.keys),
             "orphans": dict(self.orphans), "late_rows": self.late_rows,
         }
 
@@ -319,6 +331,7 @@ class DriftMonitor:
         m = cls(spec, drift_fn=drift_fn, reference_loader=reference_loader)
         m.version, m.deployed_at, m.baseline = state["version"], state["deployed_at"], state["baseline"]
         m.watermark, m.streak, m.inflight = state["watermark"], state["streak"], state["inflight"]
+        m.streak_start = state["streak_start"]
         m.closed_through = -math.inf if state["closed_through"] is None else state["closed_through"]
         m.keys, m.orphans = list(state["keys"]), dict(state["orphans"])
         m.late_rows = state["late_rows"]

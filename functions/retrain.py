@@ -3,7 +3,8 @@
 Triggered by new labeled data (``dataset.ingested``) and by drift (``drift.detected``).
 Trains on every labeled row the model has (ingested datasets and scoring feedback) inside
 the spec's training window ending at the trigger's event time. ``training.train`` checks
-the ONNX export against scikit-learn on held-out rows before anything is stored.
+the ONNX export against scikit-learn on held-out rows before anything is stored. On a
+runner with a GPU trainer the model is fitted on the GPU (``gpu_training``), else on the CPU.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import uuid
 
 from driftline.events import DatasetIngested, DriftDetected, ModelRejected, ModelTrained
+from driftline.functions.gpu_training import train_for
 from driftline.functions.layout import labeled_rows, load_spec, put_table
 from driftline.functions.modelspec import TIME
-from driftline.functions.training import train
 from driftline.runtime.context import Context
 from driftline.runtime.errors import ValidationError
 from driftline.runtime.function import RetryPolicy, function
@@ -41,7 +42,7 @@ def retrain(event: DatasetIngested | DriftDetected, ctx: Context) -> ModelTraine
     rows = rows.drop_duplicates(subset=[TIME, *spec.feature_names, spec.target])
     run_id = str(uuid.uuid5(RUN_NAMESPACE, ctx.event_id))
     try:
-        result = train(spec, rows, now=until)
+        result = train_for(spec, rows, now=until, capabilities=ctx.capabilities)
     except ValidationError as exc:
         if isinstance(event, DatasetIngested):
             raise  # a dataset that cannot train a model is the uploader's problem: DLQ, with why

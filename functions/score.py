@@ -17,6 +17,7 @@ from driftline.events import Matrix, ModelDeployed, ScoreCompleted, ScoreRequest
 from driftline.functions.layout import load_spec
 from driftline.functions.modelspec import ModelSpec
 from driftline.functions.training import load_session, predict
+from driftline.runtime.capabilities import scoring_providers
 from driftline.runtime.context import Context
 from driftline.runtime.errors import PermanentError, ValidationError
 from driftline.runtime.function import function
@@ -34,9 +35,11 @@ class Served:
 class Sessions:
     """The served version of each model; shared by the score function and the HTTP edge."""
 
-    def __init__(self, store: Any, registry: Any = None):
+    def __init__(self, store: Any, registry: Any = None, providers: list[str] | None = None):
         self.store = store
         self.registry = registry
+        self.providers = providers
+        """onnxruntime execution providers, best first (default: the CPU)."""
         self._served: dict[str, Served] = {}
         self._lock = threading.Lock()
 
@@ -48,7 +51,8 @@ class Sessions:
         data = self.store.get(artifact_key)
         if hashlib.sha256(data).hexdigest() != sha256:
             raise ValidationError(f"model {model} v{version}: artifact {artifact_key} does not match its sha256")
-        served = Served(version, spec, load_session(data, spec))  # built before the swap
+        session = load_session(data, spec, providers=self.providers)  # built before the swap
+        served = Served(version, spec, session)
         with self._lock:
             self._served[model] = served
         return served
@@ -79,7 +83,7 @@ def matrix(spec: ModelSpec, columns: list[str], rows: Matrix) -> np.ndarray:
 
 
 def _sessions(ctx: Context) -> Sessions:
-    return Sessions(ctx.store, ctx.registry)
+    return Sessions(ctx.store, ctx.registry, providers=scoring_providers(ctx.capabilities))
 
 
 @function(subscribes=("score.requested", "model.deployed"), emits="score.completed", gpu="preferred",

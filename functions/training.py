@@ -18,12 +18,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 import sklearn
+from onnx import ModelProto
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
@@ -93,20 +95,73 @@ def _utc(value: datetime) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def training_window(spec: ModelSpec, df: pd.DataFrame, now: datetime | None = None) -> pd.DataFrame:
-    """Labeled rows of the trailing training window ending at ``now`` (default: newest row)."""
+def training_window(
+    spec: ModelSpec, df: pd.DataFrame, now: datetime | None = None, since: datetime | None = None
+) -> pd.DataFrame:
+    """Labeled rows of the trailing training window ending at ``now`` (default: newest row).
+
+    ``since`` (a change point) drops older rows, keeping at least ``training.min_rows``.
+    """
     if TIME not in df.columns:
         raise ValidationError(f"training data has no {TIME!r} column: pass it through validate_frame")
     end = _utc(now) if now is not None else df[TIME].max()
     start = end - timedelta(days=spec.training.days)
     rows = df[(df[TIME] > start) & (df[TIME] <= end) & df[spec.target].notna()]
-    return rows.sort_values(TIME, kind="stable")
+    rows = rows.sort_values(TIME, kind="stable")
+    if since is not None:
+        recent = int((rows[TIME] >= _utc(since)).sum())
+        rows = rows.iloc[-max(recent, spec.training.min_rows):]
+    return rows
 
 
-def train(spec: ModelSpec, df: pd.DataFrame, *, now: datetime | None = None) -> TrainResult:
-    """Fit, export and verify a model on the training window of ``df`` (a validated frame)."""
+class Trainer(Protocol):
+    """Fits and exports one kind of model; :func:`train` does the rest (window, holdout, checks)."""
+
+    def fit(self, spec: ModelSpec, x: np.ndarray, y: np.ndarray) -> Any:
+        """A fitted model with scikit-learn's ``predict`` (and ``predict_proba`` for classifiers)."""
+
+    def export(self, spec: ModelSpec, model: Any) -> ModelProto:
+        """The fitted model as ONNX: one float32 input named ``input``, no ZipMap."""
+
+    def describe(self, model: Any) -> str:
+        """Estimator, library version and device, for the registry's lineage."""
+
+
+class SklearnTrainer:
+    """The spec's scikit-learn estimator, on the CPU, exported with skl2onnx."""
+
+    def fit(self, spec: ModelSpec, x: np.ndarray, y: np.ndarray) -> Any:
+        estimator = build_estimator(spec)
+        estimator.fit(x, y)
+        _float32_thresholds(estimator)
+        return estimator
+
+    def export(self, spec: ModelSpec, model: Any) -> ModelProto:
+        options = {"zipmap": False} if spec.task == "classification" else None
+        proto: ModelProto = to_onnx(
+            model, initial_types=[(INPUT_NAME, FloatTensorType([None, len(spec.features)]))], options=options
+        )
+        if _log_link(model):
+            _append_exp(proto)
+        return proto
+
+    def describe(self, model: Any) -> str:
+        return f"{type(model).__name__} (scikit-learn {sklearn.__version__}, cpu)"
+
+
+def train(
+    spec: ModelSpec, df: pd.DataFrame, *, now: datetime | None = None, since: datetime | None = None,
+    trainer: Trainer | None = None,
+) -> TrainResult:
+    """Fit, export and verify a model on the training window of ``df`` (a validated frame).
+
+    The window is the trailing ``training.days`` up to ``now``; ``since`` shortens it to a
+    change point (see :func:`training_window`). ``trainer`` defaults to
+    :class:`SklearnTrainer`; whatever fits the model, its ONNX export is checked the same way.
+    """
+    trainer = trainer or SklearnTrainer()
     started = time.perf_counter()
-    window = training_window(spec, df, now)
+    window = training_window(spec, df, now, since)
     if len(window) < spec.training.min_rows:
         raise ValidationError(
             f"model {spec.name}: {len(window)} labeled rows in the last {spec.training.days:g} days, "
@@ -119,10 +174,8 @@ def train(spec: ModelSpec, df: pd.DataFrame, *, now: datetime | None = None) -> 
         y_fit = y_fit.astype(np.int64)
         if len(np.unique(y_fit)) < 2:
             raise ValidationError(f"model {spec.name}: one class only in the training window")
-    estimator = build_estimator(spec)
-    estimator.fit(x_fit, y_fit)
-    _float32_thresholds(estimator)
-    onnx_bytes = _export(spec, estimator)
+    estimator = trainer.fit(spec, x_fit, y_fit)
+    onnx_bytes = _with_metadata(spec, trainer.export(spec, estimator))
     x_hold = _features(spec, holdout)
     expected = estimator.predict(x_hold)
     parity = _check_parity(spec, estimator, x_hold, expected, load_session(onnx_bytes, spec))
@@ -136,7 +189,7 @@ def train(spec: ModelSpec, df: pd.DataFrame, *, now: datetime | None = None) -> 
         n_rows=len(fit_rows),
         train_start=window[TIME].iloc[0].to_pydatetime(),
         train_end=window[TIME].iloc[-1].to_pydatetime(),
-        trainer=f"{type(estimator).__name__} (scikit-learn {sklearn.__version__}, cpu)",
+        trainer=trainer.describe(estimator),
         seconds=time.perf_counter() - started,
         parity=parity,
     )
@@ -174,18 +227,32 @@ def _float32_thresholds(estimator: Any) -> None:
 
 
 def _export(spec: ModelSpec, estimator: Any) -> bytes:
-    options = {"zipmap": False} if spec.task == "classification" else None
-    model = to_onnx(
-        estimator,
-        initial_types=[(INPUT_NAME, FloatTensorType([None, len(spec.features)]))],
-        options=options,
-    )
+    return _with_metadata(spec, SklearnTrainer().export(spec, estimator))
+
+
+def _with_metadata(spec: ModelSpec, model: ModelProto) -> bytes:
     meta = {"driftline.model": spec.name, "driftline.task": spec.task, "driftline.target": spec.target,
             "driftline.features": json.dumps(spec.feature_names)}
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     return bytes(model.SerializeToString())
+
+
+def _log_link(estimator: Any) -> bool:
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    return type(final).__name__ == "HistGradientBoostingRegressor" and final.loss in ("poisson", "gamma")
+
+
+def _append_exp(model: Any) -> None:
+    """skl2onnx 1.20 exports a log-link HistGradientBoostingRegressor (Poisson, gamma) without
+    its inverse link: the graph yields log-predictions. Route the output through ``Exp``."""
+    graph = model.graph
+    final = graph.output[0].name
+    raw = f"{final}_log"
+    for node in graph.node:
+        node.output[:] = [raw if name == final else name for name in node.output]
+    graph.node.append(onnx.helper.make_node("Exp", [raw], [final], name="inverse_log_link"))
 
 
 def _check_parity(

@@ -50,6 +50,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_runner(args: argparse.Namespace) -> int:
     from driftline.functions import FUNCTIONS
+    from driftline.runtime.capabilities import detect
+    from driftline.runtime.placement import Placement
     from driftline.runtime.platform import Platform
     from driftline.runtime.runner import Runner
 
@@ -59,16 +61,118 @@ def _cmd_runner(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown function(s) {unknown}; known: {sorted(by_name)}", file=sys.stderr)
         return 2
-    platform = Platform.open(_settings(args))
-    runner = Runner(platform.bus, [by_name[n] for n in wanted], store=platform.store,
-                    settings=platform.settings, registry=platform.registry)
-    runner.start()
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
-    signal.signal(signal.SIGINT, lambda *_: runner.stop())
-    print(f"driftline runner: {', '.join(wanted)} on {platform.settings.bus or 'the embedded bus'}", flush=True)
-    runner.wait()
+    settings = _settings(args)
+    embedded = not (settings.bus or "").startswith("kafka://")
+    if args.replicas:
+        return _run_replicas(args, settings, wanted, embedded)
+    capabilities = detect(settings)
+    platform = Platform.open(settings)
+    runner = Runner(platform.bus, [], store=platform.store, settings=settings, registry=platform.registry,
+                    capabilities=capabilities)
+    # On the embedded bus this is the only process: no peer to listen for before placing.
+    placement = Placement(runner, [by_name[n] for n in wanted], capabilities,
+                          interval_s=settings.heartbeat_interval_s, timeout_s=settings.heartbeat_timeout_s,
+                          warmup_s=0.0 if embedded else None)
+    placement.start()
+    gpus = ", ".join(g.name for g in capabilities.gpus) or "none"
+    print(f"driftline runner {placement.id}: offers {', '.join(wanted)}; GPUs: {gpus}; "
+          f"on {settings.bus or 'the embedded bus'}", flush=True)
+    _wait_for_signal()
+    placement.stop()
     platform.close()
     return 0
+
+
+def _run_replicas(args: argparse.Namespace, settings: Settings, wanted: list[str], embedded: bool) -> int:
+    from driftline.runtime.replicas import ReplicaSet, parse_replicas, process_plan
+
+    if embedded:
+        print("--replicas needs a Kafka bus (--bus kafka://host:port): the embedded bus serves one "
+              "process only", file=sys.stderr)
+        return 2
+    plan = process_plan(wanted, parse_replicas(args.replicas, wanted))
+    common = [f"--{k}={v}" for k, v in (("home", args.home), ("bus", args.bus), ("store", args.store)) if v]
+    replicas = ReplicaSet(plan, common, verbose=args.verbose)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: replicas.stop())
+    print(f"driftline runner: {len(plan)} processes: " + "; ".join(",".join(p) for p in plan), flush=True)
+    return replicas.run()
+
+
+def _wait_for_signal() -> None:
+    import threading
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(1.0):  # a timed wait lets the signal handler run promptly
+        pass
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from driftline.runtime.heartbeat import LiveRunners, function_report
+    from driftline.runtime.platform import open_bus
+
+    settings = _settings(args)
+    expected = _expected_functions(args.expect)
+    if expected is None:
+        return 2
+    bus = open_bus(settings)
+    view = LiveRunners(bus, timeout_s=settings.heartbeat_timeout_s)
+    try:
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:  # until the history of beats is read
+            if view.poll(0.5) == 0 and view.listening_for() > 0:
+                break
+        runners = view.runners()
+        report = function_report(runners, expected)
+    finally:
+        view.close()
+        bus.close()
+    if args.json:
+        print(json.dumps({"runners": [r.as_dict() for r in runners], "functions": report}, indent=2))
+    else:
+        _print_status(runners, report)
+    return 0 if all(row["serveable"] for row in report) else 1
+
+
+def _expected_functions(text: str | None) -> dict[str, str] | None:
+    from driftline.functions import FUNCTIONS
+
+    needs = {f.spec.name: f.spec.gpu for f in FUNCTIONS}  # type: ignore[attr-defined]
+    if text is None:
+        return needs
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in needs]
+    if unknown:
+        print(f"--expect: unknown function(s) {unknown}; known: {sorted(needs)}", file=sys.stderr)
+        return None
+    return {n: needs[n] for n in names}
+
+
+def _print_status(runners: list[Any], report: list[dict[str, Any]]) -> None:
+    rows = []
+    for r in runners:
+        caps = r.capabilities
+        gpus = ", ".join(f"{g.name} {g.memory_mb // 1024}GiB" if g.memory_mb else g.name for g in caps.gpus)
+        rows.append({"runner": r.runner, "gpus": gpus or "-", "cores": caps.cpu_cores,
+                     "memory": f"{caps.memory_mb // 1024}GiB", "gpu trainer": caps.gpu_trainer or "-",
+                     "onnx": ",".join(p.removesuffix("ExecutionProvider") for p in caps.onnx_providers),
+                     "serves": ",".join(r.serves) or "-"})
+    print(f"{len(rows)} live runner(s)")
+    if rows:
+        _print(rows, False)
+    print()
+    _print([{"function": f["function"], "gpu": f["gpu"], "replicas": len(f["served_by"]),
+             "problem": f["problem"] or "-"} for f in report], False)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from driftline.runtime.server import serve
+
+    return serve(_settings(args), args.host, args.port, log_level="info" if args.verbose else "warning")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -99,7 +203,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _rollback(platform: Any, entry: Any) -> int:
-    from driftline.events import Codec, ModelDeployed
+    from driftline.events import ModelDeployed
 
     if entry.previous is None:
         print(f"{entry.name}: no previous version to roll back to", file=sys.stderr)
@@ -181,9 +285,9 @@ def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
         return
     cols = list(rows[0])
     widths = [max(len(str(c)), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
-    print("  ".join(str(c).ljust(w) for c, w in zip(cols, widths)))
+    print("  ".join(str(c).ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
-        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths)))
+        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,10 +305,38 @@ def build_parser() -> argparse.ArgumentParser:
     _replay_args(rp)
     rp.set_defaults(func=_cmd_replay)
 
-    run = sub.add_parser("runner", help="run functions until SIGTERM")
+    run = sub.add_parser("runner", help="run functions until SIGTERM",
+                         description="Run functions, placed by their GPU needs among the live runners "
+                         "(see `driftline status`), until SIGTERM; each drains and commits before exiting.")
     run.add_argument("--functions", help="comma-separated function names (default: all)")
+    run.add_argument("--replicas", metavar="NAME=N,...",
+                     help="run N processes of each named function (the rest in one more process), "
+                     "e.g. score=3,drift-check=2; needs a Kafka bus")
     _common(run)
     run.set_defaults(func=_cmd_runner)
+
+    st = sub.add_parser("status", help="live runners, their capabilities and functions; exit 1 if a "
+                        "function cannot be served",
+                        description="List the runners whose heartbeats are live on the control topic, "
+                        "with their CPUs, GPUs, onnxruntime providers and the functions each serves, and "
+                        "the functions no live runner can serve. Exit 0 when every expected function "
+                        "can be served, 1 otherwise.")
+    st.add_argument("--expect", help="comma-separated functions that should be served (default: the "
+                    "five built-in ones; '' for none)")
+    st.add_argument("--wait", type=float, default=10.0, help="longest wait for the heartbeats, in seconds "
+                    "(default 10)")
+    st.add_argument("--json", action="store_true")
+    _common(st)
+    st.set_defaults(func=_cmd_status)
+
+    up = sub.add_parser("up", help="the HTTP gateway, all five functions and the upload watcher, until SIGTERM",
+                        description="Serve the gateway (events, hooks, S3 notifications, /v2 inference, "
+                        "/metrics) and run every function in one process; models already registered "
+                        "under --home (or on --bus) are served at once. Exit 0 after a clean stop.")
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    up.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    _common(up)
+    up.set_defaults(func=_cmd_up)
 
     models = sub.add_parser("models", help="the registry: list, show, rollback")
     models.add_argument("action", choices=["list", "show", "rollback"])

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import kafka
 import kafka.errors as kerrors
+from kafka.structs import MemberState
 
 from .bus import Bus, Consumer, Headers, Producer, Record, TopicPartition
 from .errors import BusError, ConfigError
@@ -67,9 +69,10 @@ _TOPIC_WAIT_MS = 15_000
 class KafkaProducer(Producer):
     """A :class:`Producer` over kafka-python's; make one with :meth:`KafkaBus.producer`.
 
-    If the underlying client hits a fatal error (an idempotent producer whose id the
-    broker forgot, as after a memory-only broker restarts), the records it held fail (and
-    :meth:`flush` says so) and the next :meth:`send` starts a fresh client.
+    After a :meth:`flush` that reports failed records, or a fatal error in the underlying
+    client, the next :meth:`send` starts a fresh kafka-python client: an idempotent
+    producer whose id the broker forgot (as after a memory-only broker restarts) can
+    otherwise fail every later record.
     """
 
     def __init__(self, connect: Callable[[], kafka.KafkaProducer]) -> None:
@@ -78,6 +81,7 @@ class KafkaProducer(Producer):
         self._errors: list[BaseException] = []
         self._lock = threading.Lock()  # guards _errors; taken on kafka-python's sender thread
         self._swap_lock = threading.Lock()  # guards replacing _client
+        self._replace = False
         self._closed = False
 
     @property
@@ -118,10 +122,11 @@ class KafkaProducer(Producer):
 
     def _live_client(self) -> kafka.KafkaProducer:
         with self._swap_lock:
-            if _has_fatal_error(self._client):
-                log.warning("kafka producer hit a fatal error; replacing it with a new one")
+            if self._replace or _has_fatal_error(self._client):
+                log.info("replacing the kafka producer after failed sends")
                 _close_producer_client(self._client, 0)
                 self._client = self._connect()
+                self._replace = False
             return self._client
 
     def _record_failure(self, exc: BaseException) -> None:
@@ -133,6 +138,7 @@ class KafkaProducer(Producer):
         with self._lock:
             errors, self._errors = self._errors, []
         if errors:
+            self._replace = True
             raise BusError(
                 f"{len(errors)} record(s) failed to send since the last flush; "
                 f"first error: {errors[0]!r}"
@@ -165,15 +171,30 @@ def _close_producer_client(client: kafka.KafkaProducer, timeout_s: float) -> Non
 class KafkaConsumer(Consumer):
     """A :class:`Consumer` over kafka-python's; make one with :meth:`KafkaBus.consumer`.
 
+    After every rebalance each assigned partition restarts at the group's committed offset
+    (kafka-python would carry on from where this member had read a partition it keeps), so
+    records whose commit failed are read again and a broker that lost its log is read from
+    its start. At least once: records fetched but not committed may come twice.
+
     Poll it often, from one thread: kafka-python 3.0.12 drops a group join that completes
     between two polls and joins again, so a member left unpolled during a rebalance (or
-    several members polled in turn from one thread) can keep its group rebalancing.
+    several members polled in turn from one thread) can keep its group rebalancing. It can
+    also leave a group leader half-joined after a topic's partition count changes (holding
+    nothing, sending no heartbeats); a member rebalancing for longer than any rebalance may
+    last (``max_poll_interval_ms + session_timeout_ms``) leaves and joins again.
     """
 
-    def __init__(self, client: kafka.KafkaConsumer, group: str) -> None:
+    def __init__(self, client: kafka.KafkaConsumer, group: str, topics: Sequence[str]) -> None:
         self._client = client
         self._group = group
+        self._topics = list(topics)
         self._closed = False
+        self._timeout_ms: int = client.config["request_timeout_ms"]
+        self._rebalanced = threading.Event()
+        self._listener = _RebalanceListener(self._rebalanced)
+        limit_ms = client.config["max_poll_interval_ms"] + client.config["session_timeout_ms"]
+        self._join_watch = _StuckJoinWatch(limit_ms / 1000)
+        client.subscribe(self._topics, listener=self._listener)
 
     @property
     def closed(self) -> bool:
@@ -183,6 +204,11 @@ class KafkaConsumer(Consumer):
         """Records from the assigned partitions; ``[]`` on timeout or while the broker is away."""
         try:
             batches = self._client.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            if self._join_watch.stuck(self._client.group_metadata().state):
+                self._rejoin()
+            if self._rebalanced.is_set():
+                self._rewind_to_committed()
+                return []  # fetched from the old positions: read again after the rewind
         except kerrors.RetriableError as exc:
             log.info("group %s: poll hit a transient error, will retry: %r", self._group, exc)
             return []
@@ -215,7 +241,9 @@ class KafkaConsumer(Consumer):
     def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset for ``tp``, or ``None`` if it has none."""
         try:
-            offset: int | None = self._client.committed(_to_kafka_tp(tp))
+            offset: int | None = self._client.committed(
+                _to_kafka_tp(tp), timeout_ms=self._timeout_ms
+            )
         except kerrors.KafkaError as exc:
             raise BusError(f"group {self._group}: committed({tp}) failed: {exc!r}") from exc
         return offset
@@ -237,13 +265,77 @@ class KafkaConsumer(Consumer):
             return
         self._closed = True
         try:
+            self._finish_join(_CLOSE_TIMEOUT_S)
             self._client.close(autocommit=False, timeout_ms=int(_CLOSE_TIMEOUT_S * 1000))
         except kerrors.KafkaError as exc:
             log.warning("group %s: consumer close was not clean: %r", self._group, exc)
 
+    def _finish_join(self, timeout_s: float) -> None:
+        # A member leaving mid-join makes kafka-python still send its SyncGroup after the
+        # LeaveGroup, and Tansu then keeps the departed member as the group's leader for good
+        # (the others rebalance forever). Let the join finish first; what it fetches is dropped.
+        deadline = time.monotonic() + timeout_s
+        while (
+            self._client.group_metadata().state == MemberState.REBALANCING
+            and time.monotonic() < deadline
+        ):
+            self._client.pause(*self._client.assignment())
+            self._client.poll(timeout_ms=100)
+
     def _assigned(self, partitions: Iterable[TopicPartition]) -> list[kafka.TopicPartition]:
         assigned = self._client.assignment()
         return [tp for tp in map(_to_kafka_tp, partitions) if tp in assigned]
+
+    def _rewind_to_committed(self) -> None:
+        self._rebalanced.clear()
+        try:
+            for tp in self._client.assignment():
+                offset = self._client.committed(tp, timeout_ms=self._timeout_ms)
+                if offset is None:
+                    self._client.seek_to_beginning(tp)  # as auto_offset_reset="earliest"
+                else:
+                    self._client.seek(tp, offset)
+        except BaseException:
+            self._rebalanced.set()  # try again on the next poll
+            raise
+
+    def _rejoin(self) -> None:
+        log.warning("group %s: member stuck rebalancing; leaving and joining again", self._group)
+        self._client.unsubscribe()
+        self._client.subscribe(self._topics, listener=self._listener)
+
+
+class _StuckJoinWatch:
+    """Says when a member has been rebalancing for longer than ``limit_s``."""
+
+    def __init__(self, limit_s: float) -> None:
+        self._limit_s = limit_s
+        self._since: float | None = None
+
+    def stuck(self, state: str) -> bool:
+        if state != MemberState.REBALANCING:
+            self._since = None
+            return False
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        if now - self._since < self._limit_s:
+            return False
+        self._since = None
+        return True
+
+
+class _RebalanceListener(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
+    """Flags each new assignment; runs on kafka-python's I/O thread."""
+
+    def __init__(self, rebalanced: threading.Event) -> None:
+        self._rebalanced = rebalanced
+
+    def on_partitions_revoked(self, revoked: object) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: object) -> None:
+        self._rebalanced.set()
 
 
 _Client = TypeVar("_Client", KafkaProducer, KafkaConsumer)
@@ -327,8 +419,7 @@ class KafkaBus(Bus):
             "group_id": group,
         }
         client = self._make(kafka.KafkaConsumer, options)
-        client.subscribe(list(topics))
-        return self._track(KafkaConsumer(client, group))
+        return self._track(KafkaConsumer(client, group, topics))
 
     def close(self) -> None:
         """Close every producer and consumer made by this bus, and its admin client."""

@@ -26,7 +26,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -125,6 +125,9 @@ class FunctionWorker:
         self._producer: Producer | None = None
         self.committed: dict[TopicPartition, int] = {}
         """Offsets this worker committed last, per partition (for lag and replay barriers)."""
+        self.joined = False
+        """Whether the group has given this worker partitions yet (placement hands over after)."""
+        self.started_at = 0.0
         self.thread = threading.Thread(target=self._run, name=f"runner-{spec.name}", daemon=True)
 
     def _count_retry(self, _state: Any) -> None:
@@ -132,6 +135,7 @@ class FunctionWorker:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        self.started_at = time.monotonic()
         self._connect()
         self.thread.start()
 
@@ -167,6 +171,8 @@ class FunctionWorker:
                 assert self._consumer is not None
                 records = pending or self._consumer.poll(self.poll_timeout_s, self.max_records)
                 pending = []
+                if not self.joined and self._consumer.assignment():
+                    self.joined = True
                 if records:
                     pending = self._handle(records)
                 backoff = 0.5
@@ -313,7 +319,7 @@ class FunctionWorker:
 
     def _send(self, envelope: Envelope, outputs: list[Event]) -> None:
         assert self._producer is not None
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for i, out in enumerate(outputs):
             value, headers = self.codec.encode(
                 out, id=output_id(envelope.id, self.spec.name, i), source=self._source,
@@ -333,14 +339,18 @@ class FunctionWorker:
             ("dlq_offset", str(record.offset).encode()),
             ("dlq_attempts", str(attempts).encode()),
             ("dlq_retryable", b"true" if _is_retryable(exc) else b"false"),
-            ("dlq_time", datetime.now(timezone.utc).isoformat().encode()),
+            ("dlq_time", datetime.now(UTC).isoformat().encode()),
         ]
         self._producer.send(dlq_topic(record.topic), record.value, key=record.key, headers=headers)
         self.stats.dead_lettered += 1
 
 
 class Runner:
-    """Hosts a set of functions on one bus, each in its own consumer group."""
+    """Hosts a set of functions on one bus, each in its own consumer group.
+
+    :meth:`add` and :meth:`remove` start and stop one function while the runner runs
+    (:mod:`driftline.runtime.placement` moves GPU-preferred work with them).
+    """
 
     def __init__(self, bus: Bus, functions: Sequence[Handler | FunctionSpec], *, store: Any = None,
                  settings: Any = None, registry: Any = None, capabilities: Any = None,
@@ -355,12 +365,20 @@ class Runner:
         self._shared = dict(store=store, settings=settings, registry=registry, capabilities=capabilities)
         self._opts = dict(poll_timeout_s=poll_timeout_s, pause_after_s=pause_after_s, max_records=max_records)
         self.workers: dict[str, FunctionWorker] = {}
+        self._retired: dict[str, FunctionStats] = {}
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopping = False
         self._stopped = threading.Event()
 
     def topics(self) -> list[str]:
         """Every topic the hosted functions read or write, dead-letter topics included."""
+        return self._topics_of(self.specs)
+
+    @staticmethod
+    def _topics_of(specs: Sequence[FunctionSpec]) -> list[str]:
         names: list[str] = []
-        for spec in self.specs:
+        for spec in specs:
             for t in (*spec.subscribes, *(dlq_topic(s) for s in spec.subscribes), *spec.emits):
                 if t not in names:
                     names.append(t)
@@ -368,21 +386,65 @@ class Runner:
 
     def start(self) -> None:
         self.bus.create_topics(self.topics())
-        for spec in self.specs:
-            ctx = Context(function=spec.name, log=logging.getLogger(f"driftline.fn.{spec.name}"), **self._shared)
-            if spec.init is not None:
-                ctx.state = spec.init(ctx)
-            worker = FunctionWorker(spec, self.bus, self.codec, ctx, **self._opts)  # type: ignore[arg-type]
-            self.workers[spec.name] = worker
-        for worker in self.workers.values():
+        workers = [self._worker(spec) for spec in self.specs]
+        with self._lock:
+            self._started = True
+            self.workers.update((w.spec.name, w) for w in workers)
+        for worker in workers:
             worker.start()
+
+    def _worker(self, spec: FunctionSpec) -> FunctionWorker:
+        ctx = Context(function=spec.name, log=logging.getLogger(f"driftline.fn.{spec.name}"), **self._shared)
+        if spec.init is not None:
+            ctx.state = spec.init(ctx)
+        worker = FunctionWorker(spec, self.bus, self.codec, ctx, **self._opts)  # type: ignore[arg-type]
+        worker.stats = self._retired.pop(spec.name, worker.stats)  # counters survive a move
+        return worker
+
+    def add(self, function: Handler | FunctionSpec) -> None:
+        """Start hosting one more function (after :meth:`start`); a no-op if it is hosted."""
+        spec = spec_of(function)
+        with self._lock:
+            if spec.name in self.workers or self._stopping:
+                return
+            if not self._started:
+                self.specs = [s for s in self.specs if s.name != spec.name] + [spec]
+                return
+        self.bus.create_topics(self._topics_of([spec]))
+        worker = self._worker(spec)
+        with self._lock:
+            if spec.name in self.workers or self._stopping:
+                return
+            self.specs = [s for s in self.specs if s.name != spec.name] + [spec]
+            self.workers[spec.name] = worker
+        worker.start()
+
+    def remove(self, name: str, timeout_s: float | None = None) -> None:
+        """Stop hosting a function: finish the batch in hand, commit, and leave its group.
+
+        The function stays in :attr:`workers` until its worker has stopped.
+        """
+        with self._lock:
+            worker = self.workers.get(name)
+        if worker is None:
+            return
+        worker.stop()
+        worker.join(timeout_s)
+        with self._lock:
+            if self.workers.get(name) is worker:
+                del self.workers[name]
+                self.specs = [s for s in self.specs if s.name != name]
+                self._retired[name] = worker.stats
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Finish the batches in hand, flush, commit, and close the clients."""
-        for worker in self.workers.values():
+        with self._lock:
+            self._stopping = True
+            workers = list(self.workers.values())
+        for worker in workers:
             worker.stop()
         deadline = time.monotonic() + timeout_s
-        for worker in self.workers.values():
+        for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
         self._stopped.set()
 
@@ -391,4 +453,5 @@ class Runner:
 
     @property
     def stats(self) -> dict[str, FunctionStats]:
-        return {name: w.stats for name, w in self.workers.items()}
+        with self._lock:
+            return {name: w.stats for name, w in self.workers.items()}

@@ -3,9 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class HookSettings(BaseModel):
+    """One webhook trigger: ``POST /v1/hooks/<name>`` publishes its JSON body as ``event``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event: str = Field(description="Event type the payload becomes, e.g. dataset.uploaded.")
+    secret: SecretStr = Field(description="Standard Webhooks signing secret: whsec_<base64 key>.")
+    defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fields merged under the payload, e.g. {\"model\": \"bikes\"}; the payload wins.",
+    )
+
+    @field_validator("event")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from driftline.events.models import BY_TYPE
+
+        if value not in BY_TYPE:
+            raise ValueError(f"unknown event type {value!r}; known: {sorted(BY_TYPE)}")
+        return value
 
 
 class Settings(BaseSettings):
@@ -35,6 +58,42 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, description="Consumer group session timeout.")
     kafka_max_poll_interval_ms: int = Field(default=300_000, description="Longest gap between polls.")
     api_token: SecretStr | None = Field(default=None, description="Bearer token required by write endpoints.")
+    gpus: int | None = Field(
+        default=None,
+        ge=0,
+        description="Pin how many GPUs this runner reports: 0 hides a machine's GPUs, N claims N "
+        "(for tests, or a runner that must stay on CPU work); default: detect them.",
+    )
+    capabilities_override: dict[str, Any] | None = Field(
+        default=None,
+        description="Capability fields to replace after detection, as JSON, e.g. "
+        '{"cpu_cores": 4, "gpu_trainer": null, "onnx_providers": ["CPUExecutionProvider"]}.',
+    )
+    heartbeat_interval_s: float = Field(
+        default=5.0, gt=0, description="How often a runner announces itself on the control topic."
+    )
+    heartbeat_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="A runner silent this long counts as gone: its GPU-preferred work falls back "
+        "to CPU runners. Keep it at least three heartbeat intervals.",
+    )
+    hooks: dict[str, HookSettings] = Field(
+        default_factory=dict,
+        description="Webhook triggers by name, as JSON: "
+        '{"<name>": {"event": "<type>", "secret": "whsec_...", "defaults": {...}}}.',
+    )
+    webhook_tolerance_s: int = Field(
+        default=300, description="Largest gap between a webhook's timestamp and now, either way."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, description="Largest request body the gateway reads; bigger ones get 413."
+    )
+    s3_notification_topic: str | None = Field(
+        default=None,
+        description="Topic where MinIO's Kafka target sends bucket notifications; "
+        "when set, `driftline up` turns them into dataset.uploaded events.",
+    )
 
     @property
     def home_dir(self) -> Path:

@@ -68,11 +68,12 @@ class Loop:
     promotions: int = 0
     rejections: int = 0
     train_s: float = 0.0
+    since_drift: bool = False
 
 
 def replay(
     spec: ModelSpec, data: pd.DataFrame, *, initial_days: float = 28, label_delay_hours: float = 24,
-    progress: bool = True,
+    progress: bool = True, since_drift: bool = False,
 ) -> dict[str, Any]:
     """Run the loop over a validated frame; returns the summary."""
     started = time.perf_counter()
@@ -80,7 +81,7 @@ def replay(
     cut = df[TIME].iloc[0] + pd.Timedelta(days=initial_days)
     first = train(spec, df[df[TIME] < cut])
     loop = Loop(spec, df, pd.Timedelta(hours=label_delay_hours), DriftMonitor(spec),
-                load_session(first.onnx, spec))
+                load_session(first.onnx, spec), since_drift=since_drift)
     loop.monitor.deployed(1, at=first.train_end, validation_metric=first.metrics[spec.metric_name],
                           reference=first.reference)
     stream = df[df[TIME] >= cut]
@@ -130,7 +131,8 @@ def _retrain(loop: Loop, res: WindowResult, now: pd.Timestamp) -> None:
     """drift.detected -> retrain -> gate -> deploy or reject, all at event time ``now``."""
     spec, started = loop.spec, time.perf_counter()
     labeled = loop.data[loop.data[TIME] <= now - loop.label_delay]
-    cand = train(spec, labeled, now=now.to_pydatetime())
+    since = res.drift_start if loop.since_drift and res.cause == "performance" else None
+    cand = train(spec, labeled, now=now.to_pydatetime(), since=since)
     hold = cand.holdout
     decision = gate(spec, hold[spec.target], predict(load_session(cand.onnx, spec), spec, hold),
                     predict(loop.session, spec, hold))

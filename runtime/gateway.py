@@ -1,0 +1,315 @@
+"""The HTTP gateway: how people and other systems reach a running Driftline.
+
+    POST /v1/events/{type}           publish an event (CloudEvents binary or structured, or plain JSON)
+    POST /v1/hooks/{name}            a signed webhook trigger (runtime.webhooks)
+    POST /v1/notifications/s3        MinIO / S3 bucket notifications (runtime.s3events)
+    GET  /v1/models[/{name}]         registry state: versions, aliases, lineage
+    POST /v1/models/{name}/rollback  production back to the previous version
+    /v2/...                          Open Inference Protocol scoring (runtime.inference)
+    GET  /metrics                    Prometheus metrics (runtime.metrics)
+
+Write endpoints (events, notifications, rollback) need ``Authorization: Bearer <token>``
+when ``api_token`` is set; hooks carry their own signatures. Errors are answered as a
+:class:`~driftline.runtime.edge.Problem`.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.metadata
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel, Field
+from pydantic import ValidationError as PydanticValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.concurrency import run_in_threadpool
+
+from driftline.events.models import (
+    BY_TYPE,
+    EVENT_MODELS,
+    ModelDeployed,
+    ModelRegistered,
+    ModelRejected,
+)
+from driftline.events.topics import EVENT_TOPICS
+from driftline.functions.score import Sessions
+from driftline.runtime import cloudevents, inference, s3events, webhooks
+from driftline.runtime.edge import (
+    Problem,
+    ProblemError,
+    Publisher,
+    install_error_handlers,
+    invalid,
+    read_body,
+    responses,
+    token_dependencies,
+)
+from driftline.runtime.metrics import Metrics
+from driftline.runtime.oip import InferenceRequest
+from driftline.runtime.registry import Registry
+from driftline.runtime.settings import HookSettings
+
+EventType = enum.Enum("EventType", {t.replace(".", "_"): t for t in BY_TYPE}, type=str)  # type: ignore[misc]
+
+
+class Accepted(BaseModel):
+    """An event taken for publishing."""
+
+    id: str = Field(description="The event's id (ce-id): the given one, or a new one.")
+    type: str
+
+
+class ModelSummary(BaseModel):
+    model: str
+    production: int | None
+    previous: int | None
+    versions: list[int]
+    rejections: int
+
+
+class Aliases(BaseModel):
+    production: int | None
+    previous: int | None
+
+
+class ModelDetail(BaseModel):
+    """One model: its versions with lineage (dataset versions, run, parent, metrics, sha256), aliases, history."""
+
+    name: str
+    aliases: Aliases
+    versions: list[ModelRegistered]
+    deployments: list[ModelDeployed]
+    rejections: list[ModelRejected]
+
+
+class Rollback(BaseModel):
+    id: str = Field(description="Id of the model.deployed event published.")
+    model: str
+    version: int = Field(description="The version going back to production.")
+    previous_version: int | None = Field(description="The production version it replaces.")
+
+
+def _events(publisher: Publisher, auth: list[Any], max_body_bytes: int) -> APIRouter:
+    api = APIRouter(tags=["events"])
+    structured = {
+        "type": "object",
+        "required": ["specversion", "id", "source", "type", "data"],
+        "properties": {
+            "specversion": {"const": "1.0"},
+            "id": {"type": "string"},
+            "source": {"type": "string"},
+            "type": {"type": "string"},
+            "time": {"type": "string"},
+            "data": {"type": "object"},
+        },
+    }
+    plain = {"anyOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in EVENT_MODELS]}
+
+    @api.post(
+        "/v1/events/{type}",
+        status_code=202,
+        response_model=Accepted,
+        dependencies=auth,
+        responses=responses(400, 401, 413, 415, 422, 503),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": plain},
+                    cloudevents.STRUCTURED: {"schema": structured},
+                },
+            }
+        },
+    )
+    async def publish(type: EventType, request: Request) -> Accepted:  # noqa: A002 (the URL's name)
+        """Publish one event: CloudEvents HTTP binary mode (ce-* headers, the data as JSON body),
+        structured mode (application/cloudevents+json), or the data as plain JSON."""
+        body = await read_body(request, max_body_bytes)
+        incoming = cloudevents.parse(type.value, request.headers, body)
+        model = BY_TYPE[type.value]
+        try:
+            event = model.model_validate(incoming.data)
+        except PydanticValidationError as exc:
+            raise invalid(f"{type.value} event", exc) from None
+        event_id = incoming.id or str(uuid.uuid4())
+        await run_in_threadpool(
+            publisher.publish,
+            event,
+            event_id,
+            source=incoming.source,
+            time=incoming.time,
+            traceparent=incoming.traceparent,
+        )
+        return Accepted(id=event_id, type=type.value)
+
+    return api
+
+
+def _models(registry: Registry, publisher: Publisher, auth: list[Any]) -> APIRouter:
+    api = APIRouter(tags=["models"])
+
+    def entry(name: str) -> Any:
+        found = registry.entry(name)
+        if found is None:
+            raise ProblemError(
+                404, f"no model named {name!r}; known: {registry.models()}", "unknown_model"
+            )
+        return found
+
+    @api.get("/v1/models", response_model=list[ModelSummary])
+    def list_models() -> list[ModelSummary]:
+        """Every model with its aliases and versions."""
+        return [
+            ModelSummary(
+                model=e.name,
+                production=e.production,
+                previous=e.previous,
+                versions=sorted(e.versions),
+                rejections=len(e.rejections),
+            )
+            for e in (entry(m) for m in registry.models())
+        ]
+
+    @api.get("/v1/models/{name}", response_model=ModelDetail, responses=responses(404))
+    def show_model(name: str) -> ModelDetail:
+        """A model's versions with lineage, its aliases, deployments and rejections."""
+        e = entry(name)
+        return ModelDetail(
+            name=e.name,
+            aliases=Aliases(production=e.production, previous=e.previous),
+            versions=[v for _, v in sorted(e.versions.items())],
+            deployments=list(e.deployments),
+            rejections=list(e.rejections),
+        )
+
+    @api.post(
+        "/v1/models/{name}/rollback",
+        status_code=202,
+        response_model=Rollback,
+        dependencies=auth,
+        responses=responses(401, 404, 409, 503),
+    )
+    def rollback(name: str) -> Rollback:
+        """Publish model.deployed (reason rollback) for the previous version: every scorer swaps to it."""
+        e = entry(name)
+        if e.previous is None or e.previous not in e.versions:
+            raise ProblemError(
+                409,
+                f"model {name} has no previous version to roll back to "
+                f"(production: {e.production})",
+                "no_previous",
+            )
+        target = e.versions[e.previous]
+        event = ModelDeployed(
+            model=name,
+            version=target.version,
+            artifact_key=target.artifact_key,
+            sha256=target.sha256,
+            previous_version=e.production,
+            reason="rollback",
+        )
+        event_id = publisher.publish(event, str(uuid.uuid4()))
+        return Rollback(
+            id=event_id, model=name, version=target.version, previous_version=e.production
+        )
+
+    return api
+
+
+def _document(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
+    """Add schemas the routes name by $ref, and answer 422 as a Problem everywhere."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = generate()
+            _, defs = models_json_schema(
+                [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+            )
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in defs.get("$defs", {}).items():
+                schemas.setdefault(name, schema)
+            for operation in (op for path in doc["paths"].values() for op in path.values()):
+                if "422" in operation.get("responses", {}):
+                    operation["responses"]["422"]["content"] = {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    }
+            schemas.setdefault(
+                "Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            )
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    platform: Any,
+    sessions: Sessions,
+    runner: Any = None,
+    hooks: Mapping[str, HookSettings] | None = None,
+) -> FastAPI:
+    """The gateway over an open :class:`~driftline.runtime.platform.Platform`.
+
+    ``sessions`` should be the score function's (``runner.workers["score"].ctx.state``) when
+    it runs in this process, so both score with the same loaded versions. ``runner``
+    feeds the function metrics. Background work (keeping sessions on the production
+    versions, following drift) runs while the app's lifespan does.
+    """
+    settings, registry = platform.settings, platform.registry
+    platform.bus.create_topics(list(EVENT_TOPICS))
+    publisher = Publisher(platform.bus)
+    sync = inference.SessionSync(sessions, registry)
+    metrics = Metrics(registry, runner, platform.bus)
+    auth = token_dependencies(settings.api_token)
+    limit = settings.max_body_bytes
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(
+            sync.start
+        )  # production versions are loaded before the first request
+        metrics.start()
+        try:
+            yield
+        finally:
+            sync.stop()
+            metrics.stop()
+            publisher.close()
+
+    app = FastAPI(
+        title="Driftline",
+        version=importlib.metadata.version("driftline"),
+        lifespan=lifespan,
+        description=__doc__.split("\n\n")[0] if __doc__ else "",
+    )
+    install_error_handlers(app)
+    app.include_router(_events(publisher, auth, limit))
+    app.include_router(
+        webhooks.router(
+            settings.hooks if hooks is None else hooks,
+            publisher,
+            tolerance_s=settings.webhook_tolerance_s,
+            max_body_bytes=limit,
+        )
+    )
+    app.include_router(
+        s3events.router(
+            publisher,
+            getattr(platform.store, "bucket", None),
+            max_body_bytes=limit,
+            dependencies=auth,
+        )
+    )
+    app.include_router(_models(registry, publisher, auth))
+    app.include_router(
+        inference.router(
+            sessions, registry, sync=sync, observe=metrics.observe, max_body_bytes=limit
+        )
+    )
+    app.include_router(metrics.router())
+    _document(app, [InferenceRequest, s3events.S3Notification, *EVENT_MODELS])
+    return app

@@ -1,0 +1,129 @@
+"""Scale-out over processes: ``driftline runner --replicas score=3,drift-check=2``.
+
+Each replica is a ``driftline runner --functions NAME`` child process with the same bus
+and store: replicas of a function join its consumer group (``driftline.<name>``), so Kafka
+spreads the topic's partitions over them, and when one dies its partitions move to the
+others at the committed offsets (nothing lost; what it had not committed is delivered
+again, with the same derived output ids). The functions not named get one process
+together. A child that exits on its own is started again, with a growing delay; SIGTERM
+to the parent stops every child cleanly (each drains and commits).
+
+A function has at most as many busy replicas as its topics have partitions
+(``DRIFTLINE_PARTITIONS``, 3 by default): more replicas stand by.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from driftline.runtime.errors import ConfigError
+
+log = logging.getLogger("driftline.replicas")
+
+_MAX_BACKOFF_S = 30.0
+_STOP_TIMEOUT_S = 60.0
+
+
+def parse_replicas(text: str, known: Sequence[str]) -> dict[str, int]:
+    """``score=3,drift-check=2`` as ``{"score": 3, "drift-check": 2}``; ConfigError says what is wrong."""
+    counts: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"--replicas {part!r}: write NAME=COUNT with COUNT >= 1, e.g. score=3")
+        if name.strip() not in known:
+            raise ConfigError(f"--replicas: unknown function {name.strip()!r}; known: {sorted(known)}")
+        counts[name.strip()] = int(value)
+    if not counts:
+        raise ConfigError("--replicas: name at least one function, e.g. score=3,drift-check=2")
+    return counts
+
+
+def process_plan(functions: Sequence[str], replicas: dict[str, int]) -> list[list[str]]:
+    """The functions of each child: ``replicas[f]`` processes for each named ``f``, one for the rest."""
+    plan = [[name] for name in functions if name in replicas for _ in range(replicas[name])]
+    rest = [name for name in functions if name not in replicas]
+    return plan + ([rest] if rest else [])
+
+
+@dataclass
+class _Child:
+    functions: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    backoff_s: float = 1.0
+    restart_at: float = 0.0
+    restarts: int = field(default=0)
+
+
+class ReplicaSet:
+    """Runs and watches the child runner processes of one ``driftline runner --replicas``."""
+
+    def __init__(self, plan: list[list[str]], common_args: Sequence[str], *, verbose: bool = False,
+                 python: str = sys.executable):
+        self.children = [_Child(functions) for functions in plan]
+        self.common_args = list(common_args)
+        self.verbose = verbose
+        self.python = python
+        self._stop = threading.Event()
+
+    def command(self, functions: list[str]) -> list[str]:
+        return [self.python, "-m", "driftline.runtime.cli", *(["-v"] if self.verbose else []), "runner",
+                "--functions", ",".join(functions), *self.common_args]
+
+    def run(self) -> int:
+        """Start the children and keep them running until :meth:`stop`; then stop them."""
+        for child in self.children:
+            self._spawn(child)
+        while not self._stop.wait(0.5):
+            for child in self.children:
+                self._watch(child)
+        return self._terminate()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _spawn(self, child: _Child) -> None:
+        child.proc = subprocess.Popen(self.command(child.functions), env=os.environ.copy())
+        child.started = time.monotonic()
+        log.info("replica pid %d: %s", child.proc.pid, ",".join(child.functions))
+
+    def _watch(self, child: _Child) -> None:
+        now = time.monotonic()
+        if child.proc is not None:
+            code = child.proc.poll()
+            if code is None:
+                if now - child.started > 60:
+                    child.backoff_s = 1.0  # it ran a while: the next crash restarts quickly again
+                return
+            log.warning("replica pid %d (%s) exited with %d; restarting in %.0fs", child.proc.pid,
+                        ",".join(child.functions), code, child.backoff_s)
+            child.proc, child.restart_at = None, now + child.backoff_s
+            child.backoff_s = min(child.backoff_s * 2, _MAX_BACKOFF_S)
+        if now >= child.restart_at:
+            child.restarts += 1
+            self._spawn(child)
+
+    def _terminate(self) -> int:
+        live = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_TIMEOUT_S
+        failed = 0
+        for proc in live:
+            try:
+                failed += proc.wait(max(0.1, deadline - time.monotonic())) != 0
+            except subprocess.TimeoutExpired:
+                log.warning("replica pid %d did not stop in %.0fs; killing it", proc.pid, _STOP_TIMEOUT_S)
+                proc.kill()
+                proc.wait()
+                failed += 1
+        return 1 if failed else 0

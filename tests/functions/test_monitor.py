@@ -1,0 +1,290 @@
+"""The drift monitor's windows, verdicts and guards.
+
+Most tests use a stand-in drift function (feature "a" drifts when its window mean moves
+past 0.5) so they run in milliseconds; the last ones use Evidently for real.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftline.functions.modelspec import ModelSpec
+from driftline.functions.monitor import DriftMonitor, WindowResult
+
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)  # a window boundary (epoch-aligned days)
+SPEC = """
+name = "m"
+task = "regression"
+target = "y"
+features = ["a", "b"]
+[time]
+column = "t"
+[estimator]
+class = "sklearn.linear_model.Ridge"
+[drift]
+window_days = 1
+min_window_rows = 20
+min_labeled_rows = 10
+consecutive = 2
+cooldown_days = 1
+label_wait_days = 0.5
+performance_tolerance = 0.25
+"""
+
+
+@dataclass
+class FakeDrift:
+    share: float
+    drifted: bool
+
+
+def fake_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], share: float,
+               **_: Any) -> FakeDrift:
+    moved = abs(current["a"].mean() - reference["a"].mean()) > 0.5
+    return FakeDrift(1.0 if moved else 0.0, moved)
+
+
+def spec(text: str = SPEC, **drift: object) -> ModelSpec:
+    """The test spec; data drift counts in labeled windows unless a test says otherwise."""
+    base = ModelSpec.from_toml(text)
+    policy = {"data_drift_when_labeled": True, **drift}
+    return base.model_copy(update={"drift": base.drift.model_copy(update=policy)})
+
+
+REFERENCE = pd.DataFrame({"a": np.zeros(50), "b": np.zeros(50)})
+
+
+def monitor(s: ModelSpec | None = None, **kw: Any) -> DriftMonitor:
+    m = DriftMonitor(s or spec(), drift_fn=kw.pop("drift_fn", fake_drift), **kw)
+    m.deployed(1, at=T0 - timedelta(days=2), validation_metric=1.0, reference=REFERENCE)
+    return m
+
+
+@dataclass
+class Stream:
+    """Feeds one request per hour; labels follow ``delay`` hours later."""
+
+    m: DriftMonitor
+    rows_per_hour: int = 2
+    delay: int = 2
+    hour: int = 0
+    seq: int = 0
+
+    def run(self, hours: int, a: float = 0.0, error: float = 1.0, version: int | None = None,
+            label: bool = True) -> list[WindowResult]:
+        out: list[WindowResult] = []
+        for _ in range(hours):
+            t = T0 + timedelta(hours=self.hour)
+            rid = f"r{self.seq}"
+            rows = [[a, 0.0]] * self.rows_per_hour
+            out += self.m.observe(rid, version or self.m.version or 1, t, rows, [10.0] * self.rows_per_hour)
+            if label:
+                out += self.m.label(rid, [10.0 + error] * self.rows_per_hour)  # |error| is the MAE
+            self.hour += 1
+            self.seq += 1
+        return out
+
+    def days(self, n: int, **kw: Any) -> list[WindowResult]:
+        return self.run(24 * n, **kw)
+
+
+def test_clean_windows_close_on_time_with_their_metric() -> None:
+    results = Stream(monitor()).days(3)
+    assert [r.window for r in results] == ["2024-01-01T00:00:00+00:00", "2024-01-02T00:00:00+00:00"]
+    first = results[0]
+    assert (first.rows, first.labeled_rows, first.drift_share, first.metric_value) == (48, 48, 0.0, 1.0)
+    assert (first.drifted, first.cause, first.detect, first.reason) == (False, None, False, "no drift")
+    assert first.end - first.start == timedelta(days=1) and first.current is not None
+
+
+def test_too_few_rows_gives_no_verdict_and_keeps_the_streak() -> None:
+    m = monitor()
+    s = Stream(m, rows_per_hour=1)
+    results = s.days(1, a=1.0) + s.run(1, a=1.0)  # day 2 gets a single row
+    s.hour = 48
+    results += s.days(1, a=1.0) + s.run(1)
+    assert [(r.rows, r.drifted, r.detect) for r in results] == [(24, True, False), (1, False, False),
+                                                                (24, True, True)]
+    assert results[1].reason == "too few rows (1 < 20): no verdict"
+    assert m.streak == 0  # reset by the detection
+
+
+def test_consecutive_windows_needed() -> None:
+    m = monitor(spec(consecutive=3))
+    results = Stream(m).days(4, a=1.0)
+    assert [r.detect for r in results] == [False, False, True]
+    assert [r.reason for r in results[:2]] == ["data drift, 1 of 3 consecutive windows",
+                                               "data drift, 2 of 3 consecutive windows"]
+    assert results[2].drift_start == T0  # where the streak began
+
+
+def test_clean_window_resets_the_streak() -> None:
+    s = Stream(monitor())
+    results = s.days(1, a=1.0) + s.days(1) + s.days(1, a=1.0) + s.days(1, a=1.0)
+    assert [(r.drifted, r.detect) for r in results] == [(True, False), (False, False), (True, False)]
+
+
+def test_cooldown_after_a_deploy() -> None:
+    m = monitor(spec(cooldown_days=3, consecutive=1))
+    m.deployed(2, at=T0, validation_metric=1.0, reference=REFERENCE)
+    results = Stream(m).days(5, a=1.0)
+    assert [r.detect for r in results] == [False, False, False, True]
+    assert results[0].reason == "data drift, in cooldown after the deploy of v2"
+
+
+def test_one_retrain_in_flight_until_deploy_or_rejection() -> None:
+    m = monitor(spec(consecutive=1))
+    s = Stream(m)
+    first = s.days(2, a=1.0)
+    assert [r.detect for r in first] == [True]
+    blocked = s.days(1, a=1.0)
+    assert not blocked[0].detect and "retrain already in flight (m:v1:2024-01-01" in blocked[0].reason
+    m.rejected()
+    assert [r.detect for r in s.days(1, a=1.0)] == [True]
+    m.deployed(2, at=T0 + timedelta(days=4), validation_metric=1.0, reference=REFERENCE)
+    assert m.inflight is None and m.streak == 0
+
+
+def test_retrain_timeout_frees_the_model() -> None:
+    m = monitor(spec(consecutive=1, retrain_timeout_days=1.5))
+    results = Stream(m).days(5, a=1.0)
+    assert [r.detect for r in results] == [True, False, True, False]
+
+
+def test_idempotency_key_is_per_version_and_window() -> None:
+    m = monitor(spec(consecutive=1))
+    s = Stream(m)
+    s.run(20, a=1.0)
+    saved = json.loads(json.dumps(m.to_state()))
+    (first,) = s.run(10, a=1.0)
+    # A handler that crashed before saving replays the same input from the saved state:
+    again = DriftMonitor.from_state(m.spec, saved, drift_fn=fake_drift)
+    again.deployed(1, at=0, validation_metric=1.0, reference=REFERENCE)  # same version: no-op
+    (second,) = Stream(again, hour=20, seq=20).run(10, a=1.0)
+    assert first.detect and second.detect
+    assert first.idempotency_key == second.idempotency_key == "m:v1:2024-01-01T00:00:00+00:00"
+
+
+def test_state_round_trips_through_json() -> None:
+    m = monitor()
+    s = Stream(m)
+    s.run(30, a=1.0)
+    s.run(3, label=False)
+    state = json.loads(json.dumps(m.to_state(), allow_nan=False))
+    copy = DriftMonitor.from_state(m.spec, state, drift_fn=fake_drift, reference_loader=lambda v: REFERENCE)
+    assert copy.to_state() == m.to_state()
+    a = s.days(2, a=1.0)
+    b = Stream(copy, hour=s.hour - 48, seq=s.seq - 48).days(2, a=1.0)
+    assert [(r.window, r.rows, r.cause, r.detect) for r in a] == [(r.window, r.rows, r.cause, r.detect) for r in b]
+
+
+def test_windows_wait_for_delayed_labels_then_close_without_them() -> None:
+    m = monitor()
+    s = Stream(m)
+    assert s.run(24, label=False) == [] and s.run(12, label=False) == []
+    (late,) = s.run(1, label=False)  # label_wait_days = 0.5 past the end
+    assert (late.labeled_rows, late.metric_value) == (0, None)
+    # All labels in: the window closes as soon as event time passes its end.
+    m2 = monitor()
+    s2 = Stream(m2)
+    s2.run(24)
+    (prompt,) = s2.run(1)
+    assert prompt.labeled_rows == 48
+
+
+def test_labels_before_rows_and_late_rows() -> None:
+    m = monitor()
+    m.label("early", [11.0, 11.0])
+    s = Stream(m)
+    m.observe("early", 1, T0, [[0.0, 0.0]] * 2, [10.0, 10.0])
+    (window,) = s.days(2)[:1]
+    assert window.labeled_rows == 50
+    assert m.observe("late", 1, T0, [[0.0, 0.0]], [1.0]) == [] and m.late_rows == 1
+    open_rows = sum(len(rows) for rows in m.windows.values())
+    assert m.observe("r30", 1, T0 + timedelta(hours=30), [[0.0, 0.0]], [1.0]) == []  # redelivered
+    assert sum(len(rows) for rows in m.windows.values()) == open_rows
+
+
+def test_only_the_production_version_is_judged() -> None:
+    m = monitor()
+    s = Stream(m)
+    s.run(20, version=1)
+    m.deployed(2, at=T0 + timedelta(hours=20), validation_metric=1.0, reference=REFERENCE)
+    (window,) = s.run(4, version=2) + s.run(3, version=2)
+    assert window.version == 2 and window.rows == 8 and "too few rows" in window.reason
+
+
+def test_concept_shift_caught_by_labels_not_features() -> None:
+    m = monitor(spec(consecutive=2, cooldown_days=0))
+    s = Stream(m)
+    results = s.days(1, error=1.1) + s.days(3, error=2.0)  # same features; the target moved
+    assert [(r.cause, r.detect) for r in results] == [(None, False), ("performance", False),
+                                                      ("performance", True)]
+    assert all(r.drift_share == 0.0 for r in results)
+    assert results[2].metric_value == 2.0 and results[2].baseline_metric == 1.0
+    assert results[2].drift_start == T0 + timedelta(days=1)
+
+
+def test_labels_overrule_data_drift_by_default() -> None:
+    policy = {"consecutive": 1, "data_drift_when_labeled": False}
+    labeled = Stream(monitor(spec(**policy))).days(2, a=1.0, error=1.0)
+    assert [(r.drift_share, r.drifted, r.reason) for r in labeled] == [(1.0, False, "no drift")]
+    unlabeled = Stream(monitor(spec(**policy))).days(2, a=1.0, label=False)
+    assert [(r.cause, r.detect) for r in unlabeled] == [("data", True)]  # no labels: data decides
+
+
+# --- with Evidently ------------------------------------------------------------------------
+
+FOUR = SPEC.replace('features = ["a", "b"]', 'features = ["a", "b", "c", "d"]')
+
+
+def synthetic_stream(m: DriftMonitor, days: int, shift: float = 0.0, concept: bool = False,
+                     seed: int = 0) -> list[WindowResult]:
+    """Four rows an hour; the model learned y = 3a + b; a shift moves a, b and c."""
+    rng = np.random.default_rng(seed)
+    out: list[WindowResult] = []
+    for h in range(days * 24):
+        x = rng.normal(size=(4, 4))
+        x[:, :3] += shift
+        y = (-1 if concept else 1) * 3 * x[:, 0] + x[:, 1] + rng.normal(scale=0.5, size=4)
+        rid = f"s{h}"
+        out += m.observe(rid, 1, T0 + timedelta(hours=h), x.tolist(), (3 * x[:, 0] + x[:, 1]).tolist())
+        out += m.label(rid, y.tolist())
+    return out
+
+
+@pytest.fixture(scope="module")
+def evidently_reference() -> pd.DataFrame:
+    return pd.DataFrame(np.random.default_rng(99).normal(size=(600, 4)), columns=["a", "b", "c", "d"])
+
+
+def real_monitor(reference: pd.DataFrame) -> DriftMonitor:
+    m = DriftMonitor(spec(FOUR))  # the default drift function: Evidently
+    m.deployed(1, at=T0 - timedelta(days=2), validation_metric=0.4, reference=reference)
+    return m
+
+
+def test_stationary_stream_never_detects(evidently_reference: pd.DataFrame) -> None:
+    results = synthetic_stream(real_monitor(evidently_reference), days=5)
+    assert len(results) == 4 and not any(r.drifted for r in results)
+    assert all(r.drift_share is not None and r.drift_share < 0.5 for r in results)
+    assert all(0.3 < (r.metric_value or 0) < 0.5 for r in results)
+
+
+def test_feature_shift_is_detected_within_two_windows(evidently_reference: pd.DataFrame) -> None:
+    results = synthetic_stream(real_monitor(evidently_reference), days=3, shift=1.0)
+    assert [(r.cause, r.detect) for r in results] == [("data", False), ("data", True)]
+    assert all(r.drift_share == 0.75 for r in results)
+
+
+def test_concept_shift_is_detected_from_labels(evidently_reference: pd.DataFrame) -> None:
+    results = synthetic_stream(real_monitor(evidently_reference), days=3, concept=True)
+    assert [(r.cause, r.detect) for r in results] == [("performance", False), ("performance", True)]
+    assert all((r.drift_share or 0) < 0.5 for r in results)

@@ -1,0 +1,67 @@
+"""A runner process for the placement tests.
+
+``python -m tests.runtime.placement_runner BOOTSTRAP CONTROL_TOPIC NAME MODEL GPUS``
+
+Offers two functions under placement: ``NAME-pref`` (gpu="preferred", score.requested →
+score.completed, the prediction is this process's pid) and ``NAME-req`` (gpu="required",
+labels.received, emits nothing). ``GPUS`` goes through the ``gpus`` settings override, so a
+machine without a GPU plays a GPU runner. Heartbeats every 0.5 s, a 3 s timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from driftline.events import LabelsReceived, ScoreCompleted, ScoreRequested
+from driftline.runtime.capabilities import detect
+from driftline.runtime.context import Context
+from driftline.runtime.function import function
+from driftline.runtime.kafka_bus import KafkaBus
+from driftline.runtime.placement import Placement
+from driftline.runtime.runner import Runner
+from driftline.runtime.settings import Settings
+from tests.fixtures.kafka import TEST_GROUP_SETTINGS
+
+INTERVAL_S = 0.5
+TIMEOUT_S = 3.0
+
+
+def main(bootstrap: str, topic: str, name: str, model: str, gpus: int) -> None:
+    @function(subscribes="score.requested", emits="score.completed", name=f"{name}-pref", gpu="preferred")
+    def pref(event: ScoreRequested, ctx: Context) -> ScoreCompleted | None:
+        if event.model != model:  # the session broker holds other tests' requests too
+            return None
+        time.sleep(0.01)
+        return ScoreCompleted(model=model, request_id=event.request_id, version=1, predictions=[float(os.getpid())])
+
+    @function(subscribes="labels.received", name=f"{name}-req", gpu="required")
+    def req(event: LabelsReceived, ctx: Context) -> None:
+        return None
+
+    # to stderr, which the test keeps in a file and shows when it fails
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    caps = detect(Settings(gpus=gpus))
+    # Tansu sometimes leaves a member stuck in a join when others leave the group at once;
+    # the bus rejoins after max_poll_interval + session timeout: keep that short here.
+    bus = KafkaBus(bootstrap, client_id="driftline-test", **{**TEST_GROUP_SETTINGS, "max_poll_interval_ms": 6000})
+    runner = Runner(bus, [], capabilities=caps, poll_timeout_s=0.2, max_records=20)
+    placement = Placement(runner, [pref, req], caps, interval_s=INTERVAL_S, timeout_s=TIMEOUT_S,
+                          warmup_s=2.0, settle_s=30.0, topic=topic)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    placement.start()
+    print(f"ready {placement.id}", flush=True)
+    while not stop.wait(1.0):
+        logging.info("consumed %s", {k: v.consumed for k, v in runner.stats.items()})
+    placement.stop()
+    bus.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))

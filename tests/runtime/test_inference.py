@@ -1,0 +1,310 @@
+"""Open Inference Protocol (KServe v2) scoring, against models trained by the real functions.
+
+A real V2 client nobody here wrote (``tritonclient[http]``) talks to ``driftline up`` run as
+a command; a bounded load runs through a hot swap; the protocol's error answers say why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from fastapi.testclient import TestClient
+
+from driftline.events import Event, Matrix, ScoreRequested
+from driftline.functions.score import Sessions, score
+from driftline.runtime.context import Context
+from driftline.runtime.gateway import create_app
+from driftline.runtime.platform import Platform
+from driftline.runtime.registry import Registry
+from driftline.runtime.settings import Settings
+from driftline.runtime.store import LocalStore
+from tests.runtime.gateway_helpers import (
+    FEATURES,
+    MODEL,
+    free_port,
+    live,
+    new_home,
+    publish,
+    trained,
+)
+
+ROWS = np.array([[1.5, 0.0, 0.5], [-1.0, 2.0, 0.125], [0.25, -0.75, 0.875]], dtype=np.float32)
+
+
+def _score_function(home: Path, events: list[Event]) -> np.ndarray:
+    """What the score function itself answers for ROWS."""
+    store, registry = LocalStore(home / "store"), Registry()
+    for event in events:
+        registry.apply(event)
+    ctx = Context(function="score", store=store, registry=registry)
+    ctx.state = Sessions(store, registry)
+    done = score(
+        ScoreRequested(
+            model=MODEL, request_id="r", columns=FEATURES, rows=Matrix(ROWS.astype(float))
+        ),
+        ctx,
+    )
+    assert done is not None
+    return np.array(done.predictions)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "exited"
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("driftline up never became ready")
+
+
+@pytest.mark.slow
+def test_tritonclient_against_driftline_up(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    model = trained(tmp_path_factory)
+    home = new_home(model, tmp_path / "home", model.v1)
+    expected = _score_function(home, model.v1)
+    port, env = free_port(), {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "driftline.runtime.cli",
+            "up",
+            "--home",
+            str(home),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc)
+        client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+        try:
+            assert (
+                client.is_server_live()
+                and client.is_server_ready()
+                and client.is_model_ready(MODEL)
+            )
+            assert client.get_server_metadata()["name"] == "driftline"
+            meta = client.get_model_metadata(MODEL)
+            assert meta["versions"] == ["1"]
+            assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3]}]
+            assert meta["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
+
+            binary = triton.InferInput("input", list(ROWS.shape), "FP32")
+            binary.set_data_from_numpy(ROWS)  # the binary tensor extension, tritonclient's default
+            result = client.infer(MODEL, [binary])
+            assert result.get_response()["model_version"] == "1"
+            assert np.array_equal(result.as_numpy("predict"), expected), (
+                "the score function's answer"
+            )
+
+            as_json = triton.InferInput("input", list(ROWS.shape), "FP32")
+            as_json.set_data_from_numpy(ROWS, binary_data=False)
+            wanted = [triton.InferRequestedOutput("predict", binary_data=False)]
+            result = client.infer(
+                MODEL, [as_json], outputs=wanted, model_version="1", request_id="req-7"
+            )
+            assert result.get_response()["id"] == "req-7"
+            assert np.array_equal(result.as_numpy("predict"), expected)
+        finally:
+            client.close()
+
+        # the functions run in the same process: an event published over HTTP gets scored
+        sent = httpx.post(
+            f"{url}/v1/events/score.requested",
+            json={
+                "model": MODEL,
+                "request_id": "via-http",
+                "columns": FEATURES,
+                "rows": ROWS.tolist(),
+            },
+        )
+        assert sent.status_code == 202, sent.text
+        deadline = time.monotonic() + 20
+        while (
+            _metric(
+                text := httpx.get(f"{url}/metrics").text,
+                "function_events_consumed_total",
+                'function="drift-check"',
+            )
+            < 2
+        ):  # model.deployed, then the score.completed
+            assert time.monotonic() < deadline, text
+            time.sleep(0.2)
+        assert _metric(text, "function_events_succeeded_total", 'function="score"') == 2
+        assert _metric(text, "model_production_version", 'model="synth"') == 1
+        assert _metric(text, "inference_requests_total", 'code="200",model="synth"') == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        finally:
+            output = proc.stdout.read().decode() if proc.stdout else ""
+            if proc.stdout:
+                proc.stdout.close()
+    assert code == 0, output
+    assert f"driftline up: http://127.0.0.1:{port}" in output
+
+
+def _metric(text: str, name: str, labels: str) -> float:
+    match = re.search(rf"^driftline_{name}{{{re.escape(labels)}}} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else -1.0
+
+
+@pytest.mark.slow
+def test_hot_swap_under_load_fails_no_request(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    model = trained(tmp_path_factory)
+    platform = Platform.open(Settings(home=new_home(model, tmp_path / "home", model.v1)))
+    body = {
+        "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1.5, 0.0, 0.5]}]
+    }
+    results: list[tuple[float, float, int, str | None]] = []
+    stop = threading.Event()
+
+    def load(url: str) -> None:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while not stop.is_set():
+                started = time.monotonic()
+                answer = client.post(f"/v2/models/{MODEL}/infer", json=body)
+                version = (
+                    answer.json().get("model_version") if answer.status_code == 200 else answer.text
+                )
+                results.append((started, time.monotonic(), answer.status_code, version))
+
+    try:
+        with live(create_app(platform, Sessions(platform.store, platform.registry))) as url:
+            threads = [threading.Thread(target=load, args=(url,)) for _ in range(4)]
+            for t in threads:
+                t.start()
+            time.sleep(0.8)
+            publish(platform.bus, model.v2)  # model.registered + model.deployed of v2
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline and not any(r[3] == "2" for r in results[-20:]):
+                time.sleep(0.05)
+            time.sleep(0.3)
+            stop.set()
+            for t in threads:
+                t.join(10)
+    finally:
+        stop.set()
+        platform.close()
+    failed = [r for r in results if r[2] != 200]
+    assert not failed, failed[:5]
+    swapped_at = min(end for _, end, _, version in results if version == "2")
+    assert {v for _, _, _, v in results} == {"1", "2"}
+    assert all(v == "2" for start, _, _, v in results if start > swapped_at), (
+        "no request goes back to v1"
+    )
+    assert len(results) > 100
+
+
+@pytest.fixture(scope="module")
+def v2_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    model = trained(tmp_path_factory)
+    home = tmp_path_factory.mktemp("v2") / "home"
+    platform = Platform.open(Settings(home=new_home(model, home, model.v1 + model.v2)))
+    try:
+        with TestClient(
+            create_app(platform, Sessions(platform.store, platform.registry))
+        ) as client:
+            yield client
+    finally:
+        platform.close()
+
+
+def _infer(
+    client: TestClient, inputs: list[dict], path: str = f"/v2/models/{MODEL}/infer"
+) -> httpx.Response:  # type: ignore[type-arg]
+    return client.post(path, json={"inputs": inputs})
+
+
+def test_per_feature_inputs_and_pinned_versions(v2_app: TestClient) -> None:
+    one = _infer(
+        v2_app, [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [[1.0, 0.0, 0.5]]}]
+    )
+    assert one.status_code == 200 and one.json()["model_version"] == "2"
+    named = _infer(
+        v2_app,
+        [
+            {"name": f, "shape": [1], "datatype": "FP32", "data": [v]}
+            for f, v in zip(["x3", "x1", "x2"], [0.5, 1.0, 0.0], strict=True)
+        ],
+    )
+    assert named.json()["outputs"][0]["data"] == one.json()["outputs"][0]["data"]
+    old = _infer(
+        v2_app,
+        [{"name": "input", "shape": [3], "datatype": "FP32", "data": [1.0, 0.0, 0.5]}],
+        f"/v2/models/{MODEL}/versions/1/infer",
+    )
+    assert old.status_code == 200 and old.json()["model_version"] == "1"
+    assert old.json()["outputs"][0]["data"] != one.json()["outputs"][0]["data"]
+    assert v2_app.get(f"/v2/models/{MODEL}/versions/1/ready").json()["ready"] is True
+    assert v2_app.get(f"/v2/models/{MODEL}").json()["versions"] == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "status", "says"),
+    [
+        (
+            [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}],
+            400,
+            "takes [N, 3]",
+        ),
+        (
+            [{"name": "input", "shape": [2, 3], "datatype": "FP32", "data": [1.0, 2.0, 3.0]}],
+            400,
+            "needs 6 values",
+        ),
+        (
+            [{"name": "input", "shape": [1, 3], "datatype": "BYTES", "data": ["a", "b", "c"]}],
+            400,
+            "datatype BYTES",
+        ),
+        (
+            [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": ["a", 1, 2]}],
+            400,
+            "not FP32 values",
+        ),
+        ([{"name": "input", "shape": [1, 3], "datatype": "FP32"}], 400, "no data"),
+        ([{"name": "input", "datatype": "FP32", "data": [1, 2, 3]}], 422, "inputs.0.shape"),
+        ([], 422, "inputs"),
+    ],
+)
+def test_infer_errors_say_why(v2_app: TestClient, inputs: list, status: int, says: str) -> None:  # type: ignore[type-arg]
+    answer = _infer(v2_app, inputs)
+    assert answer.status_code == status and says in answer.json()["error"], answer.json()
+
+
+def test_unknown_models_and_versions_are_404(v2_app: TestClient) -> None:
+    assert v2_app.get("/v2/models/nope/ready").status_code == 404
+    answer = v2_app.post("/v2/models/nope/infer", json={"inputs": []})
+    assert answer.status_code == 404 and "no model named 'nope'" in answer.json()["error"]
+    answer = v2_app.get(f"/v2/models/{MODEL}/versions/9")
+    assert answer.status_code == 404 and "registered: [1, 2]" in answer.json()["error"]
