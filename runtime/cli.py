@@ -266,6 +266,8 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
     try:
         topics = [dlq_topic(t) for t in EVENT_TOPICS]
         bus.create_topics(topics)
+        if args.action == "replay":
+            return _dlq_replay(bus, topics, args.wait)
         consumer = bus.consumer(f"driftline.cli.{uuid.uuid4().hex}", topics)
         rows, deadline = [], time.monotonic() + args.wait
         while time.monotonic() < deadline:
@@ -276,6 +278,31 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
         _print(rows, args.json)
     finally:
         bus.close()
+    return 0
+
+
+def _dlq_replay(bus: Any, topics: list[str], wait_s: float) -> int:
+    """Send dead-lettered events back to their topics; a committed group replays each once."""
+    import time
+
+    consumer = bus.consumer("driftline.dlq-replay", topics)
+    producer = bus.producer()
+    replayed, deadline = 0, time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        records = consumer.poll(0.2, 1000)
+        for r in records:
+            origin = r.header("dlq_topic")
+            if origin is None:
+                continue
+            headers = [(k, v) for k, v in r.headers if not k.startswith("dlq_")]
+            producer.send(origin.decode(), r.value, key=r.key, headers=headers)
+            replayed += 1
+        if records:
+            producer.flush()
+            consumer.commit({r.tp: r.offset + 1 for r in records})
+    producer.close()
+    consumer.close()
+    print(f"replayed {replayed} dead-lettered event(s)")
     return 0
 
 
@@ -351,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(pub)
     pub.set_defaults(func=_cmd_publish)
 
-    dlq = sub.add_parser("dlq", help="list dead-lettered events with their errors")
-    dlq.add_argument("action", choices=["list"])
+    dlq = sub.add_parser("dlq", help="dead-lettered events: list them with their errors, or replay them")
+    dlq.add_argument("action", choices=["list", "replay"])
     dlq.add_argument("--wait", type=float, default=2.0, help="seconds to read for (default 2)")
     dlq.add_argument("--json", action="store_true")
     _common(dlq)

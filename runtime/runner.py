@@ -273,8 +273,7 @@ class FunctionWorker:
             if batch.abandoned:
                 return
             log.warning("%s: %s after %d attempt(s): %s", self.spec.name, type(exc).__name__, attempts, exc)
-            self._dead_letter(record, exc, attempts)
-            self._seen.add(envelope.id)
+            self._dead_letter(record, exc, attempts)  # not marked seen: `dlq replay` may bring it back
             return
         self.stats.observe(time.perf_counter() - started)
         if batch.abandoned:

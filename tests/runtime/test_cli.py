@@ -35,3 +35,30 @@ def test_publish_refuses_an_unknown_type(tmp_path: Path, capsys: pytest.CaptureF
 def test_a_bad_bus_url_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["dlq", "list", "--bus", "redis://x", "--home", str(tmp_path)]) == 2
     assert "unknown bus URL" in capsys.readouterr().err
+
+
+def test_dlq_replay_sends_a_dead_letter_back_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from driftline.runtime.embedded_bus import EmbeddedBus
+    from driftline.runtime.runner import Runner
+    from tests.conftest import wait_for
+    from tests.runtime.runner_helpers import echo, publish, read_all, request
+
+    home = tmp_path / "home"
+    bus = EmbeddedBus(home / "bus.db", partitions=1)
+    runner = Runner(bus, [echo], poll_timeout_s=0.1)
+    runner.start()
+    publish(bus, [request("poison-1")])
+    wait_for(lambda: runner.stats["echo"].dead_lettered == 1)
+    runner.stop()
+    bus.close()
+    assert main(["dlq", "list", "--home", str(home), "--wait", "0.3", "--json"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    assert entry["function"] == "echo" and entry["error_type"] == "PermanentError"
+    for expected in (1, 0):  # a second replay finds nothing new
+        assert main(["dlq", "replay", "--home", str(home), "--wait", "0.3"]) == 0
+        assert capsys.readouterr().out.strip() == f"replayed {expected} dead-lettered event(s)"
+    bus = EmbeddedBus(home / "bus.db", partitions=1)
+    back = [r for r in read_all(bus, "score.requested", 2) if b"poison-1" in r.value]
+    bus.close()
+    assert len(back) == 2 and back[0].header("ce_id") == back[1].header("ce_id")
+    assert not any(k.startswith("dlq_") for k, _ in back[1].headers)
