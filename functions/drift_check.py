@@ -2,8 +2,8 @@
 
 Feeds a :class:`~driftline.functions.monitor.DriftMonitor` per model with scored rows,
 late labels, deploys and rejections. Every closed window gives ``drift.checked`` with its
-figures; a window that passes every guard also gives ``drift.detected``. Drifted windows
-get Evidently's HTML report in the store (quiet windows only their figures).
+figures; a window that passes every guard also gives ``drift.detected`` and Evidently's
+HTML report in the store (several megabytes each, so other windows keep only figures).
 
 Labeled rows also become feedback data (``feedback/<model>/...parquet``), which retrain
 learns from beside the ingested datasets. The monitor's state is saved in the store when a
@@ -145,7 +145,9 @@ def _add_feedback(m: _Model, when: Any, rows: list[list[float]], labels: list[fl
 
 def _verdict(ctx: Context, m: _Model, r: WindowResult) -> list[Event]:
     report_key = None
-    if r.drifted and r.current is not None and r.drift is not None:
+    # Only windows that trigger a retrain get the (megabytes) HTML report: on seasonal data
+    # most windows drift a little, and their figures are already in drift.checked.
+    if r.detect and r.current is not None:
         reference = ctx.state._reference(m.spec.name, r.version)
         if reference is not None:
             report_key = f"reports/{m.spec.name}/v{r.version}/{r.start:%Y%m%dT%H%M}.html"

@@ -55,7 +55,10 @@ class DriftResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return {
-            "share": self.share, "count": self.count, "n_columns": self.n_columns, "drifted": self.drifted,
+            "share": self.share,
+            "count": self.count,
+            "n_columns": self.n_columns,
+            "drifted": self.drifted,
             "per_column": {c: vars(d) for c, d in self.per_column.items()},
         }
 
@@ -67,23 +70,35 @@ def _evidently() -> SimpleNamespace:
     from evidently.presets import DataDriftPreset
 
     return SimpleNamespace(
-        Report=evidently.Report, Dataset=evidently.Dataset, DataDefinition=evidently.DataDefinition,
-        DriftedColumnsCount=DriftedColumnsCount, ValueDrift=ValueDrift, DataDriftPreset=DataDriftPreset,
+        Report=evidently.Report,
+        Dataset=evidently.Dataset,
+        DataDefinition=evidently.DataDefinition,
+        DriftedColumnsCount=DriftedColumnsCount,
+        ValueDrift=ValueDrift,
+        DataDriftPreset=DataDriftPreset,
     )
 
 
-def _run(metrics: list[Any], reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]) -> Any:
+def _run(
+    metrics: list[Any], reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]
+) -> Any:
     ev = _evidently()
     missing = [c for c in columns if c not in reference.columns or c not in current.columns]
     if missing:
-        raise ValidationError(f"drift check: columns {missing} missing from the reference or the window")
+        raise ValidationError(
+            f"drift check: columns {missing} missing from the reference or the window"
+        )
     if len(reference) < 2 or len(current) < 2:
         raise ValidationError(
             f"drift check: need at least 2 rows on each side (reference {len(reference)}, window {len(current)})"
         )
     definition = ev.DataDefinition(numerical_columns=columns)
-    cur = ev.Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=definition)
-    ref = ev.Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition)
+    cur = ev.Dataset.from_pandas(
+        current[columns].reset_index(drop=True), data_definition=definition
+    )
+    ref = ev.Dataset.from_pandas(
+        reference[columns].reset_index(drop=True), data_definition=definition
+    )
     # Constant columns (a week without holidays) are normal; Evidently's correlation step then
     # divides by a zero deviation, which only matters to a correlation we do not read.
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -106,17 +121,29 @@ def data_drift(
     None (default) only when the window drifted.
     """
     ev, cols = _evidently(), list(columns)
-    count_metric = ev.DriftedColumnsCount(columns=cols, drift_share=drift_share, method=method, threshold=threshold)
+    count_metric = ev.DriftedColumnsCount(
+        columns=cols, drift_share=drift_share, method=method, threshold=threshold
+    )
     snapshot = _run([count_metric], reference, current, cols)
     value = snapshot.dict()["metrics"][0]["value"]
     share, count = float(value["share"]), int(value["count"])
     drifted = share >= drift_share
-    details = _per_column(reference, current, cols, method, threshold) if per_column or (per_column is None and drifted) else {}
-    return DriftResult(share=share, count=count, n_columns=len(cols), drifted=drifted, per_column=details)
+    details = (
+        _per_column(reference, current, cols, method, threshold)
+        if per_column or (per_column is None and drifted)
+        else {}
+    )
+    return DriftResult(
+        share=share, count=count, n_columns=len(cols), drifted=drifted, per_column=details
+    )
 
 
 def _per_column(
-    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], method: str | None, threshold: float | None
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: list[str],
+    method: str | None,
+    threshold: float | None,
 ) -> dict[str, ColumnDrift]:
     ev = _evidently()
     metrics = [ev.ValueDrift(column=c, method=method, threshold=threshold) for c in columns]
@@ -156,7 +183,9 @@ def html_report(
     About 2 s and several megabytes: meant for drifted windows only.
     """
     ev, cols = _evidently(), list(columns)
-    snapshot = _run([ev.DataDriftPreset(columns=cols, drift_share=drift_share)], reference, current, cols)
+    snapshot = _run(
+        [ev.DataDriftPreset(columns=cols, drift_share=drift_share)], reference, current, cols
+    )
     html = snapshot.get_html_str(as_iframe=False).encode("utf-8")
     if path is not None:
         Path(path).write_bytes(html)

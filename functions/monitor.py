@@ -5,13 +5,16 @@ delayed labels (:meth:`label`), deploys (:meth:`deployed`) and rejections
 (:meth:`rejected`); it does no I/O. Rows fall into fixed windows of event time
 (``drift.window_days``, aligned to the Unix epoch). A window closes, in order, once
 event time has passed its end and every row in it is labeled, or once event time is
-``drift.label_wait_days`` past its end, whichever comes first; labels arriving after
-that are counted as late and ignored. A closed window gives a :class:`WindowResult`.
+``drift.label_wait_days`` past its end, whichever comes first; labels for a closed
+window no longer count. Scored rows older than the newest closed window are dropped
+(``late_rows``). A closed window gives a :class:`WindowResult`.
 
 Only rows scored by the production version count: against that version's reference
 sample (data drift, Evidently) and its validation metric (performance drift, on the
 labeled rows, which catches a changed relation between features and target that feature
-statistics cannot see). A drifted window raises ``detect`` only through every guard:
+statistics cannot see). When both drift, the cause is ``performance``. With
+``drift.data_drift_when_labeled`` off, data drift counts only in windows with too few
+labels to judge the model. A drifted window raises ``detect`` only through every guard:
 
 1. at least ``min_window_rows`` rows of the version (fewer: no verdict, the streak holds);
 2. ``consecutive`` drifted windows in a row (a clean window resets the streak; so does a
@@ -30,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -89,11 +92,11 @@ class WindowResult:
 def _epoch(value: datetime | float) -> float:
     if isinstance(value, int | float):
         return float(value)
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
 def _when(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def _default_drift_fn(*args: Any, **kwargs: Any) -> Any:
@@ -197,6 +200,8 @@ class DriftMonitor:
         start, positions = found
         window = self.windows[start]
         for pos, value in zip(positions, labels, strict=False):
+            if math.isnan(value):  # a missing label labels nothing
+                continue
             if window[pos][_LABEL] is None:
                 self._unlabeled[start] -= 1
             window[pos][_LABEL] = float(value)
@@ -233,20 +238,42 @@ class DriftMonitor:
 
     def _judge(self, start: float, rows: list[list[Any]]) -> WindowResult:
         p, end = self.policy, start + self._width
-        base = {"model": self.spec.name, "version": self.version, "window": _when(start).isoformat(),
-                "start": _when(start), "end": _when(end), "rows": len(rows),
-                "labeled_rows": sum(r[_LABEL] is not None for r in rows),
-                "metric": self.spec.metric_name, "baseline_metric": self.baseline}
+        base = {
+            "model": self.spec.name,
+            "version": self.version,
+            "window": _when(start).isoformat(),
+            "start": _when(start),
+            "end": _when(end),
+            "rows": len(rows),
+            "labeled_rows": sum(r[_LABEL] is not None for r in rows),
+            "metric": self.spec.metric_name,
+            "baseline_metric": self.baseline,
+        }
         if self.version is None or len(rows) < p.min_window_rows:
-            why = "no production version" if self.version is None else (
-                f"too few rows ({len(rows)} < {p.min_window_rows}): no verdict")
-            return WindowResult(**base, drift_share=None, metric_value=None, drifted=False, cause=None,
-                                drift_start=None, detect=False, idempotency_key=None, reason=why)
+            why = (
+                "no production version"
+                if self.version is None
+                else (f"too few rows ({len(rows)} < {p.min_window_rows}): no verdict")
+            )
+            return WindowResult(
+                **base,
+                drift_share=None,
+                metric_value=None,
+                drifted=False,
+                cause=None,
+                drift_start=None,
+                detect=False,
+                idempotency_key=None,
+                reason=why,
+            )
         current = pd.DataFrame([r[_X] for r in rows], columns=self.spec.feature_names)
         drift = self._data_drift(current)
         value = self._metric(rows)
-        perf = value is not None and self.baseline is not None and is_worse(
-            self.spec.metric_name, value, self.baseline, p.performance_tolerance)
+        perf = (
+            value is not None
+            and self.baseline is not None
+            and is_worse(self.spec.metric_name, value, self.baseline, p.performance_tolerance)
+        )
         data = bool(drift is not None and drift.drifted)
         judged_by_labels = value is not None and self.baseline is not None
         if judged_by_labels and not p.data_drift_when_labeled:
@@ -258,11 +285,19 @@ class DriftMonitor:
         since = _when(self.streak_start) if cause and self.streak_start is not None else None
         key = f"{self.spec.name}:v{self.version}:{base['window']}"
         detect, reason = self._guards(cause, end, key)
-        return WindowResult(**base, drift_share=None if drift is None else float(drift.share),
-                            metric_value=value, drifted=cause is not None, cause=cause,
-                            drift_start=since, detect=detect,
-                            idempotency_key=key if detect else None, reason=reason, drift=drift,
-                            current=current)
+        return WindowResult(
+            **base,
+            drift_share=None if drift is None else float(drift.share),
+            metric_value=value,
+            drifted=cause is not None,
+            cause=cause,
+            drift_start=since,
+            detect=detect,
+            idempotency_key=key if detect else None,
+            reason=reason,
+            drift=drift,
+            current=current,
+        )
 
     def _data_drift(self, current: pd.DataFrame) -> Any:
         assert self.version is not None
@@ -274,8 +309,14 @@ class DriftMonitor:
         if reference is None:
             return None
         p = self.policy
-        return self._drift_fn(reference, current, self.spec.feature_names, p.drift_share,
-                              method=p.stattest, threshold=p.stattest_threshold)
+        return self._drift_fn(
+            reference,
+            current,
+            self.spec.feature_names,
+            p.drift_share,
+            method=p.stattest,
+            threshold=p.stattest_threshold,
+        )
 
     def _metric(self, rows: list[list[Any]]) -> float | None:
         labeled = [r for r in rows if r[_LABEL] is not None]
@@ -310,12 +351,19 @@ class DriftMonitor:
     def to_state(self) -> dict[str, Any]:
         """Everything but reference samples, as plain JSON-able values (NaN as None)."""
         return {
-            "model": self.spec.name, "version": self.version, "deployed_at": self.deployed_at,
-            "baseline": _nan_none(self.baseline), "watermark": self.watermark,
+            "model": self.spec.name,
+            "version": self.version,
+            "deployed_at": self.deployed_at,
+            "baseline": _nan_none(self.baseline),
+            "watermark": self.watermark,
             "closed_through": None if math.isinf(self.closed_through) else self.closed_through,
             "windows": {repr(s): [_row_state(r) for r in rows] for s, rows in self.windows.items()},
-            "streak": self.streak, "streak_start": self.streak_start, "inflight": self.inflight, "keys": list(self.keys),
-            "orphans": dict(self.orphans), "late_rows": self.late_rows,
+            "streak": self.streak,
+            "streak_start": self.streak_start,
+            "inflight": self.inflight,
+            "keys": list(self.keys),
+            "orphans": dict(self.orphans),
+            "late_rows": self.late_rows,
         }
 
     @classmethod
@@ -329,7 +377,11 @@ class DriftMonitor:
     ) -> DriftMonitor:
         """Rebuild a monitor saved with :meth:`to_state`."""
         m = cls(spec, drift_fn=drift_fn, reference_loader=reference_loader)
-        m.version, m.deployed_at, m.baseline = state["version"], state["deployed_at"], state["baseline"]
+        m.version, m.deployed_at, m.baseline = (
+            state["version"],
+            state["deployed_at"],
+            state["baseline"],
+        )
         m.watermark, m.streak, m.inflight = state["watermark"], state["streak"], state["inflight"]
         m.streak_start = state["streak_start"]
         m.closed_through = -math.inf if state["closed_through"] is None else state["closed_through"]
@@ -337,7 +389,9 @@ class DriftMonitor:
         m.late_rows = state["late_rows"]
         for key, rows in state["windows"].items():
             start = float(key)
-            m.windows[start] = [[*r[:6], [math.nan if v is None else v for v in r[6]]] for r in rows]
+            m.windows[start] = [
+                [*r[:6], [math.nan if v is None else v for v in r[6]]] for r in rows
+            ]
             for pos, r in enumerate(m.windows[start]):
                 m._pending.setdefault(r[_RID], (start, []))[1].append(pos)
             m._unlabeled[start] = sum(r[_LABEL] is None for r in m.windows[start])
@@ -349,4 +403,9 @@ def _nan_none(value: float | None) -> float | None:
 
 
 def _row_state(row: list[Any]) -> list[Any]:
-    return [*row[:_PRED], _nan_none(row[_PRED]), _nan_none(row[_LABEL]), [_nan_none(v) for v in row[_X]]]
+    return [
+        *row[:_PRED],
+        _nan_none(row[_PRED]),
+        _nan_none(row[_LABEL]),
+        [_nan_none(v) for v in row[_X]],
+    ]

@@ -78,8 +78,12 @@ class TrainResult:
 
 def signature(spec: ModelSpec) -> dict[str, Any]:
     """The input signature every model of ``spec`` has."""
-    return {"input": INPUT_NAME, "dtype": "float32", "shape": [None, len(spec.features)],
-            "features": spec.feature_names}
+    return {
+        "input": INPUT_NAME,
+        "dtype": "float32",
+        "shape": [None, len(spec.features)],
+        "features": spec.feature_names,
+    }
 
 
 def metric(spec: ModelSpec, y_true: Any, y_pred: Any, name: str | None = None) -> float:
@@ -103,14 +107,16 @@ def training_window(
     ``since`` (a change point) drops older rows, keeping at least ``training.min_rows``.
     """
     if TIME not in df.columns:
-        raise ValidationError(f"training data has no {TIME!r} column: pass it through validate_frame")
+        raise ValidationError(
+            f"training data has no {TIME!r} column: pass it through validate_frame"
+        )
     end = _utc(now) if now is not None else df[TIME].max()
     start = end - timedelta(days=spec.training.days)
     rows = df[(df[TIME] > start) & (df[TIME] <= end) & df[spec.target].notna()]
     rows = rows.sort_values(TIME, kind="stable")
     if since is not None:
         recent = int((rows[TIME] >= _utc(since)).sum())
-        rows = rows.iloc[-max(recent, spec.training.min_rows):]
+        rows = rows.iloc[-max(recent, spec.training.min_rows) :]
     return rows
 
 
@@ -139,7 +145,9 @@ class SklearnTrainer:
     def export(self, spec: ModelSpec, model: Any) -> ModelProto:
         options = {"zipmap": False} if spec.task == "classification" else None
         proto: ModelProto = to_onnx(
-            model, initial_types=[(INPUT_NAME, FloatTensorType([None, len(spec.features)]))], options=options
+            model,
+            initial_types=[(INPUT_NAME, FloatTensorType([None, len(spec.features)]))],
+            options=options,
         )
         if _log_link(model):
             _append_exp(proto)
@@ -150,7 +158,11 @@ class SklearnTrainer:
 
 
 def train(
-    spec: ModelSpec, df: pd.DataFrame, *, now: datetime | None = None, since: datetime | None = None,
+    spec: ModelSpec,
+    df: pd.DataFrame,
+    *,
+    now: datetime | None = None,
+    since: datetime | None = None,
     trainer: Trainer | None = None,
 ) -> TrainResult:
     """Fit, export and verify a model on the training window of ``df`` (a validated frame).
@@ -231,8 +243,12 @@ def _export(spec: ModelSpec, estimator: Any) -> bytes:
 
 
 def _with_metadata(spec: ModelSpec, model: ModelProto) -> bytes:
-    meta = {"driftline.model": spec.name, "driftline.task": spec.task, "driftline.target": spec.target,
-            "driftline.features": json.dumps(spec.feature_names)}
+    meta = {
+        "driftline.model": spec.name,
+        "driftline.task": spec.task,
+        "driftline.target": spec.target,
+        "driftline.features": json.dumps(spec.feature_names),
+    }
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -241,7 +257,10 @@ def _with_metadata(spec: ModelSpec, model: ModelProto) -> bytes:
 
 def _log_link(estimator: Any) -> bool:
     final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
-    return type(final).__name__ == "HistGradientBoostingRegressor" and final.loss in ("poisson", "gamma")
+    return type(final).__name__ == "HistGradientBoostingRegressor" and final.loss in (
+        "poisson",
+        "gamma",
+    )
 
 
 def _append_exp(model: Any) -> None:
@@ -256,7 +275,11 @@ def _append_exp(model: Any) -> None:
 
 
 def _check_parity(
-    spec: ModelSpec, estimator: Any, x: np.ndarray, expected: np.ndarray, session: ort.InferenceSession
+    spec: ModelSpec,
+    estimator: Any,
+    x: np.ndarray,
+    expected: np.ndarray,
+    session: ort.InferenceSession,
 ) -> dict[str, float]:
     got = _run(session, spec, x)
     if spec.task == "regression":
@@ -270,7 +293,11 @@ def _check_parity(
         return {"max_abs_diff": float(diff.max(initial=0.0))}
     differ = got != expected
     if differ.any():
-        proba = np.sort(estimator.predict_proba(x[differ]), axis=1) if hasattr(estimator, "predict_proba") else None
+        proba = (
+            np.sort(estimator.predict_proba(x[differ]), axis=1)
+            if hasattr(estimator, "predict_proba")
+            else None
+        )
         if proba is None or np.any(proba[:, -1] - proba[:, -2] > CLASS_MARGIN):
             raise ValidationError(
                 f"model {spec.name}: ONNX labels differ from scikit-learn on {int(differ.sum())} of "
@@ -280,7 +307,11 @@ def _check_parity(
 
 
 def load_session(
-    onnx_bytes: bytes, spec: ModelSpec, *, providers: list[str] | None = None, intra_op_threads: int = 0
+    onnx_bytes: bytes,
+    spec: ModelSpec,
+    *,
+    providers: list[str] | None = None,
+    intra_op_threads: int = 0,
 ) -> ort.InferenceSession:
     """Open an ONNX model for scoring and check it takes ``spec``'s features.
 
@@ -300,7 +331,9 @@ def load_session(
         )
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad bytes
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValidationError(f"model {spec.name}: not a loadable ONNX file ({first_line[:200]})") from None
+        raise ValidationError(
+            f"model {spec.name}: not a loadable ONNX file ({first_line[:200]})"
+        ) from None
     problem = _signature_problem(session, spec)
     if problem:
         raise ValidationError(f"model {spec.name}: wrong signature: {problem}")
@@ -331,7 +364,9 @@ def _run(session: ort.InferenceSession, spec: ModelSpec, x: np.ndarray) -> np.nd
     return np.asarray(session.run(None, {INPUT_NAME: x})[0], dtype=np.float64).ravel()
 
 
-def predict(session: ort.InferenceSession, spec: ModelSpec, rows: pd.DataFrame | np.ndarray) -> np.ndarray:
+def predict(
+    session: ort.InferenceSession, spec: ModelSpec, rows: pd.DataFrame | np.ndarray
+) -> np.ndarray:
     """Predictions for rows (a frame with the spec's features, or an array in feature order).
 
     Regression gives float64 values, classification the class labels.
@@ -354,7 +389,9 @@ class GateDecision:
     reason: str
 
 
-def gate(spec: ModelSpec, y_true: Any, candidate_pred: Any, champion_pred: Any | None) -> GateDecision:
+def gate(
+    spec: ModelSpec, y_true: Any, candidate_pred: Any, champion_pred: Any | None
+) -> GateDecision:
     """Candidate vs champion on the same recent labeled rows: the candidate must not be worse
     than the champion by more than ``gate.tolerance`` (relative). No champion: it passes."""
     name = spec.metric_name
@@ -364,7 +401,8 @@ def gate(spec: ModelSpec, y_true: Any, candidate_pred: Any, champion_pred: Any |
     champ = metric(spec, y_true, champion_pred, name)
     worse = is_worse(name, cand, champ, spec.gate.tolerance)
     verdict = "worse than" if worse else "not worse than"
-    reason = (f"candidate {name} {cand:.4g} is {verdict} production's {champ:.4g} on the "
-              f"{len(np.asarray(y_true))} most recent labeled rows (tolerance {spec.gate.tolerance:.0%})")
+    reason = (
+        f"candidate {name} {cand:.4g} is {verdict} production's {champ:.4g} on the "
+        f"{len(np.asarray(y_true))} most recent labeled rows (tolerance {spec.gate.tolerance:.0%})"
+    )
     return GateDecision(not worse, name, cand, champ, reason)
-

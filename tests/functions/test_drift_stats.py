@@ -44,9 +44,14 @@ def test_shifted_columns_are_drifted_with_per_column_details(reference: pd.DataF
 
 def test_method_and_threshold_pass_through(reference: pd.DataFrame) -> None:
     shifted = sample(170, seed=3, shift={"a": 1.0})
-    result = data_drift(reference, shifted, COLUMNS, 0.25, method="wasserstein", threshold=0.5, per_column=True)
+    result = data_drift(
+        reference, shifted, COLUMNS, 0.25, method="wasserstein", threshold=0.5, per_column=True
+    )
     assert result.drifted and result.count == 1
-    assert result.per_column["a"].method.startswith("Wasserstein") and result.per_column["a"].threshold == 0.5
+    assert (
+        result.per_column["a"].method.startswith("Wasserstein")
+        and result.per_column["a"].threshold == 0.5
+    )
     ks = data_drift(reference, shifted, COLUMNS, 0.25, method="ks", per_column=True)
     assert ks.per_column["a"].method == "K-S p_value" and ks.per_column["a"].drifted
     assert not ks.per_column["b"].drifted
@@ -60,4 +65,8 @@ def test_missing_column_is_a_validation_error(reference: pd.DataFrame) -> None:
 def test_html_report(reference: pd.DataFrame, tmp_path: Path) -> None:
     path = tmp_path / "window.html"
     html = html_report(reference, sample(170, seed=5, shift={"a": 2.0}), COLUMNS, path)
-    assert html.lstrip().startswith(b"<!DOCTYPE html>") and b"</html>" in html[-2000:].lower() and path.read_bytes() == html
+    assert (
+        html.lstrip().startswith(b"<!DOCTYPE html>")
+        and b"</html>" in html[-2000:].lower()
+        and path.read_bytes() == html
+    )

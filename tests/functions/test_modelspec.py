@@ -74,17 +74,29 @@ def test_spec_is_frozen() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (spec_with('[drift]\nwindow_days = 0\n'), "drift.window_days: Input should be greater than 0"),
+        (
+            spec_with("[drift]\nwindow_days = 0\n"),
+            "drift.window_days: Input should be greater than 0",
+        ),
         (spec_with(**{'task = "regression"': 'task = "ranking"'}), "task: Input should be"),
         (spec_with(**{'"sklearn.linear_model.Ridge"': '"os.system"'}), "only scikit-learn classes"),
         (spec_with(**{"Ridge": "Nope"}), "no such class in scikit-learn"),
         (spec_with(**{"alpha = 0.5": "alpha = -1"}), "alpha"),
         (spec_with(**{"alpha = 0.5": "wings = 2"}), "unexpected keyword argument 'wings'"),
-        (spec_with(**{"Ridge": "LogisticRegression", "alpha = 0.5": ""}), "not a regression estimator"),
-        (spec_with('[gate]\nmetric = "accuracy"\n'), "gate.metric 'accuracy' does not fit task regression"),
+        (
+            spec_with(**{"Ridge": "LogisticRegression", "alpha = 0.5": ""}),
+            "not a regression estimator",
+        ),
+        (
+            spec_with('[gate]\nmetric = "accuracy"\n'),
+            "gate.metric 'accuracy' does not fit task regression",
+        ),
         (spec_with(**{'"a", {': '"a", "a", {'}), "duplicate names"),
         (spec_with(**{'target = "y"': 'target = "a"'}), "target 'a' is also listed as a feature"),
-        (spec_with(**{'kind = "numeric"': 'kind = "categorical"'}), "categorical features are not supported"),
+        (
+            spec_with(**{'kind = "numeric"': 'kind = "categorical"'}),
+            "categorical features are not supported",
+        ),
         ("name = [", "not valid TOML"),
     ],
 )
@@ -134,26 +146,46 @@ def test_hour_column_is_added_to_the_date() -> None:
 
 def test_missing_columns_refuse_the_whole_file() -> None:
     with pytest.raises(ValidationError) as err:
-        validate_frame(ModelSpec.from_toml(SPEC), raw_frame().drop(columns=["b", "y"]), source="s3://raw/jan.csv")
+        validate_frame(
+            ModelSpec.from_toml(SPEC),
+            raw_frame().drop(columns=["b", "y"]),
+            source="s3://raw/jan.csv",
+        )
     assert str(err.value) == (
         "s3://raw/jan.csv: columns 'b', 'y' missing (expected 2 features: a, b; time column 'day'; target 'y')"
     )
 
 
 def test_scoring_rows_need_no_target() -> None:
-    good, bad = validate_frame(ModelSpec.from_toml(SPEC), raw_frame().drop(columns=["y"]), with_target=False)
+    good, bad = validate_frame(
+        ModelSpec.from_toml(SPEC), raw_frame().drop(columns=["y"]), with_target=False
+    )
     assert "y" not in good.columns and len(good) == 2 and len(bad) == 4
 
 
 def test_iso_times_by_default_and_integer_class_labels() -> None:
-    text = spec_with(**{'format = "%d/%m/%y"\nhour_column = "hr"': "", "Ridge": "LogisticRegression",
-                        "alpha = 0.5": "C = 1.0", '"regression"': '"classification"'})
-    frame = pd.DataFrame({"day": ["2024-03-01T10:00:00Z", "2024-03-01 11:30", "soon"],
-                          "a": [1, 2, 3], "b": [1, 2, 3], "y": [0, 1.5, 1]})
+    text = spec_with(
+        **{
+            'format = "%d/%m/%y"\nhour_column = "hr"': "",
+            "Ridge": "LogisticRegression",
+            "alpha = 0.5": "C = 1.0",
+            '"regression"': '"classification"',
+        }
+    )
+    frame = pd.DataFrame(
+        {
+            "day": ["2024-03-01T10:00:00Z", "2024-03-01 11:30", "soon"],
+            "a": [1, 2, 3],
+            "b": [1, 2, 3],
+            "y": [0, 1.5, 1],
+        }
+    )
     good, bad = validate_frame(ModelSpec.from_toml(text), frame)
     assert list(good[TIME]) == [pd.Timestamp("2024-03-01 10:00", tz="UTC")]
-    assert list(bad["reason"]) == ["target 'y': class labels must be integer codes",
-                                   "time 'day': cannot parse (soon) as ISO8601"]
+    assert list(bad["reason"]) == [
+        "target 'y': class labels must be integer codes",
+        "time 'day': cannot parse (soon) as ISO8601",
+    ]
 
 
 def test_metrics_and_direction() -> None:

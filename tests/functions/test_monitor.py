@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ import pytest
 from driftline.functions.modelspec import ModelSpec
 from driftline.functions.monitor import DriftMonitor, WindowResult
 
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)  # a window boundary (epoch-aligned days)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)  # a window boundary (epoch-aligned days)
 SPEC = """
 name = "m"
 task = "regression"
@@ -45,8 +45,9 @@ class FakeDrift:
     drifted: bool
 
 
-def fake_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], share: float,
-               **_: Any) -> FakeDrift:
+def fake_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], share: float, **_: Any
+) -> FakeDrift:
     moved = abs(current["a"].mean() - reference["a"].mean()) > 0.5
     return FakeDrift(1.0 if moved else 0.0, moved)
 
@@ -77,14 +78,22 @@ class Stream:
     hour: int = 0
     seq: int = 0
 
-    def run(self, hours: int, a: float = 0.0, error: float = 1.0, version: int | None = None,
-            label: bool = True) -> list[WindowResult]:
+    def run(
+        self,
+        hours: int,
+        a: float = 0.0,
+        error: float = 1.0,
+        version: int | None = None,
+        label: bool = True,
+    ) -> list[WindowResult]:
         out: list[WindowResult] = []
         for _ in range(hours):
             t = T0 + timedelta(hours=self.hour)
             rid = f"r{self.seq}"
             rows = [[a, 0.0]] * self.rows_per_hour
-            out += self.m.observe(rid, version or self.m.version or 1, t, rows, [10.0] * self.rows_per_hour)
+            out += self.m.observe(
+                rid, version or self.m.version or 1, t, rows, [10.0] * self.rows_per_hour
+            )
             if label:
                 out += self.m.label(rid, [10.0 + error] * self.rows_per_hour)  # |error| is the MAE
             self.hour += 1
@@ -99,8 +108,18 @@ def test_clean_windows_close_on_time_with_their_metric() -> None:
     results = Stream(monitor()).days(3)
     assert [r.window for r in results] == ["2024-01-01T00:00:00+00:00", "2024-01-02T00:00:00+00:00"]
     first = results[0]
-    assert (first.rows, first.labeled_rows, first.drift_share, first.metric_value) == (48, 48, 0.0, 1.0)
-    assert (first.drifted, first.cause, first.detect, first.reason) == (False, None, False, "no drift")
+    assert (first.rows, first.labeled_rows, first.drift_share, first.metric_value) == (
+        48,
+        48,
+        0.0,
+        1.0,
+    )
+    assert (first.drifted, first.cause, first.detect, first.reason) == (
+        False,
+        None,
+        False,
+        "no drift",
+    )
     assert first.end - first.start == timedelta(days=1) and first.current is not None
 
 
@@ -110,8 +129,11 @@ def test_too_few_rows_gives_no_verdict_and_keeps_the_streak() -> None:
     results = s.days(1, a=1.0) + s.run(1, a=1.0)  # day 2 gets a single row
     s.hour = 48
     results += s.days(1, a=1.0) + s.run(1)
-    assert [(r.rows, r.drifted, r.detect) for r in results] == [(24, True, False), (1, False, False),
-                                                                (24, True, True)]
+    assert [(r.rows, r.drifted, r.detect) for r in results] == [
+        (24, True, False),
+        (1, False, False),
+        (24, True, True),
+    ]
     assert results[1].reason == "too few rows (1 < 20): no verdict"
     assert m.streak == 0  # reset by the detection
 
@@ -120,15 +142,21 @@ def test_consecutive_windows_needed() -> None:
     m = monitor(spec(consecutive=3))
     results = Stream(m).days(4, a=1.0)
     assert [r.detect for r in results] == [False, False, True]
-    assert [r.reason for r in results[:2]] == ["data drift, 1 of 3 consecutive windows",
-                                               "data drift, 2 of 3 consecutive windows"]
+    assert [r.reason for r in results[:2]] == [
+        "data drift, 1 of 3 consecutive windows",
+        "data drift, 2 of 3 consecutive windows",
+    ]
     assert results[2].drift_start == T0  # where the streak began
 
 
 def test_clean_window_resets_the_streak() -> None:
     s = Stream(monitor())
     results = s.days(1, a=1.0) + s.days(1) + s.days(1, a=1.0) + s.days(1, a=1.0)
-    assert [(r.drifted, r.detect) for r in results] == [(True, False), (False, False), (True, False)]
+    assert [(r.drifted, r.detect) for r in results] == [
+        (True, False),
+        (False, False),
+        (True, False),
+    ]
 
 
 def test_cooldown_after_a_deploy() -> None:
@@ -145,7 +173,9 @@ def test_one_retrain_in_flight_until_deploy_or_rejection() -> None:
     first = s.days(2, a=1.0)
     assert [r.detect for r in first] == [True]
     blocked = s.days(1, a=1.0)
-    assert not blocked[0].detect and "retrain already in flight (m:v1:2024-01-01" in blocked[0].reason
+    assert (
+        not blocked[0].detect and "retrain already in flight (m:v1:2024-01-01" in blocked[0].reason
+    )
     m.rejected()
     assert [r.detect for r in s.days(1, a=1.0)] == [True]
     m.deployed(2, at=T0 + timedelta(days=4), validation_metric=1.0, reference=REFERENCE)
@@ -178,11 +208,15 @@ def test_state_round_trips_through_json() -> None:
     s.run(30, a=1.0)
     s.run(3, label=False)
     state = json.loads(json.dumps(m.to_state(), allow_nan=False))
-    copy = DriftMonitor.from_state(m.spec, state, drift_fn=fake_drift, reference_loader=lambda v: REFERENCE)
+    copy = DriftMonitor.from_state(
+        m.spec, state, drift_fn=fake_drift, reference_loader=lambda v: REFERENCE
+    )
     assert copy.to_state() == m.to_state()
     a = s.days(2, a=1.0)
     b = Stream(copy, hour=s.hour - 48, seq=s.seq - 48).days(2, a=1.0)
-    assert [(r.window, r.rows, r.cause, r.detect) for r in a] == [(r.window, r.rows, r.cause, r.detect) for r in b]
+    assert [(r.window, r.rows, r.cause, r.detect) for r in a] == [
+        (r.window, r.rows, r.cause, r.detect) for r in b
+    ]
 
 
 def test_windows_wait_for_delayed_labels_then_close_without_them() -> None:
@@ -225,8 +259,11 @@ def test_concept_shift_caught_by_labels_not_features() -> None:
     m = monitor(spec(consecutive=2, cooldown_days=0))
     s = Stream(m)
     results = s.days(1, error=1.1) + s.days(3, error=2.0)  # same features; the target moved
-    assert [(r.cause, r.detect) for r in results] == [(None, False), ("performance", False),
-                                                      ("performance", True)]
+    assert [(r.cause, r.detect) for r in results] == [
+        (None, False),
+        ("performance", False),
+        ("performance", True),
+    ]
     assert all(r.drift_share == 0.0 for r in results)
     assert results[2].metric_value == 2.0 and results[2].baseline_metric == 1.0
     assert results[2].drift_start == T0 + timedelta(days=1)
@@ -245,8 +282,9 @@ def test_labels_overrule_data_drift_by_default() -> None:
 FOUR = SPEC.replace('features = ["a", "b"]', 'features = ["a", "b", "c", "d"]')
 
 
-def synthetic_stream(m: DriftMonitor, days: int, shift: float = 0.0, concept: bool = False,
-                     seed: int = 0) -> list[WindowResult]:
+def synthetic_stream(
+    m: DriftMonitor, days: int, shift: float = 0.0, concept: bool = False, seed: int = 0
+) -> list[WindowResult]:
     """Four rows an hour; the model learned y = 3a + b; a shift moves a, b and c."""
     rng = np.random.default_rng(seed)
     out: list[WindowResult] = []
@@ -255,14 +293,18 @@ def synthetic_stream(m: DriftMonitor, days: int, shift: float = 0.0, concept: bo
         x[:, :3] += shift
         y = (-1 if concept else 1) * 3 * x[:, 0] + x[:, 1] + rng.normal(scale=0.5, size=4)
         rid = f"s{h}"
-        out += m.observe(rid, 1, T0 + timedelta(hours=h), x.tolist(), (3 * x[:, 0] + x[:, 1]).tolist())
+        out += m.observe(
+            rid, 1, T0 + timedelta(hours=h), x.tolist(), (3 * x[:, 0] + x[:, 1]).tolist()
+        )
         out += m.label(rid, y.tolist())
     return out
 
 
 @pytest.fixture(scope="module")
 def evidently_reference() -> pd.DataFrame:
-    return pd.DataFrame(np.random.default_rng(99).normal(size=(600, 4)), columns=["a", "b", "c", "d"])
+    return pd.DataFrame(
+        np.random.default_rng(99).normal(size=(600, 4)), columns=["a", "b", "c", "d"]
+    )
 
 
 def real_monitor(reference: pd.DataFrame) -> DriftMonitor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -32,9 +32,8 @@ min_rows = 50
 validation_fraction = 0.25
 reference_rows = 100
 """
-CLASSIFICATION = (
-    REGRESSION.replace('"regression"', '"classification"')
-    .replace("HistGradientBoostingRegressor", "HistGradientBoostingClassifier")
+CLASSIFICATION = REGRESSION.replace('"regression"', '"classification"').replace(
+    "HistGradientBoostingRegressor", "HistGradientBoostingClassifier"
 )
 
 
@@ -62,8 +61,8 @@ def trained(spec: ModelSpec) -> training.TrainResult:
 def test_train_uses_the_trailing_window_and_a_time_ordered_holdout(
     spec: ModelSpec, trained: training.TrainResult
 ) -> None:
-    assert trained.train_end == datetime(2024, 1, 20, 23, tzinfo=timezone.utc)
-    assert trained.train_start == datetime(2024, 1, 11, tzinfo=timezone.utc)  # 10 days back
+    assert trained.train_end == datetime(2024, 1, 20, 23, tzinfo=UTC)
+    assert trained.train_start == datetime(2024, 1, 11, tzinfo=UTC)  # 10 days back
     assert trained.n_rows + len(trained.holdout) == 240
     assert len(trained.holdout) == 60  # the most recent quarter
     assert trained.holdout[TIME].min() > pd.Timestamp("2024-01-18 11:00", tz="UTC")
@@ -76,16 +75,22 @@ def test_train_uses_the_trailing_window_and_a_time_ordered_holdout(
 
 def test_now_moves_the_window(spec: ModelSpec) -> None:
     result = train(spec, frame(), now=datetime(2024, 1, 12, 12))
-    assert result.train_end == datetime(2024, 1, 12, 12, tzinfo=timezone.utc)
-    assert result.train_start == datetime(2024, 1, 2, 13, tzinfo=timezone.utc)
+    assert result.train_end == datetime(2024, 1, 12, 12, tzinfo=UTC)
+    assert result.train_start == datetime(2024, 1, 2, 13, tzinfo=UTC)
 
 
-def test_onnx_matches_sklearn_and_the_signature(spec: ModelSpec, trained: training.TrainResult) -> None:
+def test_onnx_matches_sklearn_and_the_signature(
+    spec: ModelSpec, trained: training.TrainResult
+) -> None:
     session = load_session(trained.onnx, spec)
     (tensor,) = session.get_inputs()
     assert (tensor.name, tensor.type, tensor.shape[1]) == ("input", "tensor(float)", 3)
-    assert signature(spec) == {"input": "input", "dtype": "float32", "shape": [None, 3],
-                               "features": ["x1", "x2", "x3"]}
+    assert signature(spec) == {
+        "input": "input",
+        "dtype": "float32",
+        "shape": [None, 3],
+        "features": ["x1", "x2", "x3"],
+    }
     hold = trained.holdout
     pred = predict(session, spec, hold)
     assert metric(spec, hold["y"], pred) == pytest.approx(trained.metrics["mae"], rel=1e-5)
@@ -93,7 +98,9 @@ def test_onnx_matches_sklearn_and_the_signature(spec: ModelSpec, trained: traini
     assert np.allclose(predict(session, spec, rows), pred)
 
 
-def test_hist_gradient_boosting_thresholds_agree_with_onnx_on_float32_edges(spec: ModelSpec) -> None:
+def test_hist_gradient_boosting_thresholds_agree_with_onnx_on_float32_edges(
+    spec: ModelSpec,
+) -> None:
     # scikit-learn compares float32 inputs with float64 thresholds; a threshold just below a
     # float32 value v sends v right, but rounded to the nearest float32 (v itself) it sends
     # v left in ONNX. Seen on the bike data (hum = 0.6); forced here on the root split.
@@ -103,7 +110,9 @@ def test_hist_gradient_boosting_thresholds_agree_with_onnx_on_float32_edges(spec
 
     model = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(x, df["y"])
     root = model._predictors[0][0].nodes[0]
-    v = np.float32(x[np.argmin(np.abs(x[:, root["feature_idx"]] - root["num_threshold"])), root["feature_idx"]])
+    v = np.float32(
+        x[np.argmin(np.abs(x[:, root["feature_idx"]] - root["num_threshold"])), root["feature_idx"]]
+    )
     below = np.float64(np.nextafter(v, np.float32(-np.inf)))
     edge = np.float64(v) - (np.float64(v) - below) / 4  # nearest float32: v itself
     model._predictors[0][0].nodes["num_threshold"][0] = edge
@@ -120,13 +129,17 @@ def test_hist_gradient_boosting_thresholds_agree_with_onnx_on_float32_edges(spec
 
 def test_poisson_regressor_exports_its_inverse_link() -> None:
     # skl2onnx alone exports log-predictions for a log-link HistGradientBoostingRegressor.
-    spec = ModelSpec.from_toml(REGRESSION.replace("max_iter = 30", 'max_iter = 30, loss = "poisson"'))
+    spec = ModelSpec.from_toml(
+        REGRESSION.replace("max_iter = 30", 'max_iter = 30, loss = "poisson"')
+    )
     df = frame()
     df["y"] = np.exp(df["x1"])  # positive, like counts
     result = train(spec, df)
     assert result.parity["max_abs_diff"] < 1e-3
     pred = predict(load_session(result.onnx, spec), spec, result.holdout)
-    assert pred.min() > 0 and metric(spec, result.holdout["y"], pred) == pytest.approx(result.metrics["mae"])
+    assert pred.min() > 0 and metric(spec, result.holdout["y"], pred) == pytest.approx(
+        result.metrics["mae"]
+    )
 
 
 def test_classifier_exports_labels_without_zipmap() -> None:
@@ -141,7 +154,9 @@ def test_classifier_exports_labels_without_zipmap() -> None:
 
 
 def test_too_few_rows_is_refused(spec: ModelSpec) -> None:
-    with pytest.raises(ValidationError, match=r"40 labeled rows in the last 10 days, need at least 50"):
+    with pytest.raises(
+        ValidationError, match=r"40 labeled rows in the last 10 days, need at least 50"
+    ):
         train(spec, frame().iloc[:40])
 
 
@@ -167,7 +182,9 @@ def test_wrong_signature(spec: ModelSpec, trained: training.TrainResult) -> None
     x = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
     model = LinearRegression().fit(x, x[:, 0])
     two = to_onnx(model, initial_types=[("input", FloatTensorType([None, 2]))]).SerializeToString()
-    with pytest.raises(ValidationError, match=r"wrong signature: input shape \[None, 2\], expected \[N, 3\]"):
+    with pytest.raises(
+        ValidationError, match=r"wrong signature: input shape \[None, 2\], expected \[N, 3\]"
+    ):
         load_session(two, spec)
     renamed = to_onnx(model, initial_types=[("X", FloatTensorType([None, 2]))]).SerializeToString()
     with pytest.raises(ValidationError, match="input 'X' of tensor\\(float\\), expected 'input'"):
