@@ -123,6 +123,9 @@ class FunctionWorker:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"fn-{spec.name}")
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._outbox: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
+        self._unsettled: set[str] = set()
+        """Ids handled in the batch in hand: seen for good only once the batch is committed."""
         self.committed: dict[TopicPartition, int] = {}
         """Offsets this worker committed last, per partition (for lag and replay barriers)."""
         self.joined = False
@@ -157,6 +160,7 @@ class FunctionWorker:
             except Exception:  # a broken client may fail to close; we drop it either way
                 log.debug("close failed", exc_info=True)
         self._consumer = self._producer = None
+        self._outbox, self._unsettled = [], set()  # uncommitted: those inputs come again
         self._stop.wait(backoff_s)
         if not self._stop.is_set():
             self._connect()
@@ -217,11 +221,24 @@ class FunctionWorker:
                 late.extend(self._consumer.poll(0, self.max_records))  # keeps the group alive
         if paused:
             self._consumer.resume(paused)
-        self._producer.flush()
+        self._ship()
         if batch.offsets:
             self._consumer.commit(batch.offsets)
             self.committed.update(batch.offsets)
+        for event_id in self._unsettled:
+            self._seen.add(event_id)
+        self._unsettled = set()
         return late
+
+    def _ship(self) -> None:
+        """Send the batch's outputs back to back, then flush: the producer batches them
+        well (sent one by one beside the handler, each send woke kafka-python's sender
+        thread for a tiny request, and the two threads fought over the GIL)."""
+        assert self._producer is not None
+        outbox, self._outbox = self._outbox, []
+        for topic, value, key, headers in outbox:
+            self._producer.send(topic, value, key=key, headers=headers)
+        self._producer.flush()
 
     def _check_timeout(self, batch: _Batch, future: Future[None]) -> tuple[_Batch, Future[None]]:
         if time.monotonic() - batch.started <= self.spec.timeout_s or future.done():
@@ -261,7 +278,7 @@ class FunctionWorker:
             log.warning("%s: %s", self.spec.name, exc)
             self._dead_letter(record, exc, 0)
             return
-        if envelope.id in self._seen:
+        if envelope.id in self._seen or envelope.id in self._unsettled:
             self.stats.duplicates += 1
             return
         started = time.perf_counter()
@@ -279,7 +296,7 @@ class FunctionWorker:
         if batch.abandoned:
             return
         self._send(envelope, outputs)
-        self._seen.add(envelope.id)
+        self._unsettled.add(envelope.id)
         self.stats.succeeded += 1
 
     def _attempt(self, envelope: Envelope) -> tuple[int, list[Event]]:
@@ -324,7 +341,7 @@ class FunctionWorker:
                 out, id=output_id(envelope.id, self.spec.name, i), source=self._source,
                 time=now, traceparent=child_traceparent(envelope.traceparent),
             )
-            self._producer.send(out.TYPE, value, key=out.model.encode(), headers=headers)
+            self._outbox.append((out.TYPE, value, out.model.encode(), headers))
 
     def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
         assert self._producer is not None
@@ -340,7 +357,7 @@ class FunctionWorker:
             ("dlq_retryable", b"true" if _is_retryable(exc) else b"false"),
             ("dlq_time", datetime.now(UTC).isoformat().encode()),
         ]
-        self._producer.send(dlq_topic(record.topic), record.value, key=record.key, headers=headers)
+        self._outbox.append((dlq_topic(record.topic), record.value, record.key, headers))
         self.stats.dead_lettered += 1
 
 
