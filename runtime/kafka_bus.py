@@ -265,22 +265,9 @@ class KafkaConsumer(Consumer):
             return
         self._closed = True
         try:
-            self._finish_join(_CLOSE_TIMEOUT_S)
             self._client.close(autocommit=False, timeout_ms=int(_CLOSE_TIMEOUT_S * 1000))
         except kerrors.KafkaError as exc:
             log.warning("group %s: consumer close was not clean: %r", self._group, exc)
-
-    def _finish_join(self, timeout_s: float) -> None:
-        # A member leaving mid-join makes kafka-python still send its SyncGroup after the
-        # LeaveGroup, and Tansu then keeps the departed member as the group's leader for good
-        # (the others rebalance forever). Let the join finish first; what it fetches is dropped.
-        deadline = time.monotonic() + timeout_s
-        while (
-            self._client.group_metadata().state == MemberState.REBALANCING
-            and time.monotonic() < deadline
-        ):
-            self._client.pause(*self._client.assignment())
-            self._client.poll(timeout_ms=100)
 
     def _assigned(self, partitions: Iterable[TopicPartition]) -> list[kafka.TopicPartition]:
         assigned = self._client.assignment()

@@ -2,9 +2,12 @@
 
 ``python -m tests.runtime.placement_runner BOOTSTRAP CONTROL_TOPIC NAME MODEL GPUS``
 
-Offers two functions under placement: ``NAME-pref`` (gpu="preferred", score.requested →
-score.completed, the prediction is this process's pid) and ``NAME-req`` (gpu="required",
-labels.received, emits nothing). ``GPUS`` goes through the ``gpus`` settings override, so a
+Offers two functions under placement: ``NAME-pref`` (gpu="preferred") and ``NAME-req``
+(gpu="required", labels.received, emits nothing). ``NAME-pref`` answers requests on the
+drift.checked topic, the one topic that neither a built-in function nor another test reads
+(so this test's traffic slows no other test down): a request is a ``drift.checked`` event with
+``metric="request"`` and the request id as ``window``; the answer has ``metric="answer"``,
+the same ``window`` and this process's pid as ``version``. ``GPUS`` goes through the ``gpus`` settings override, so a
 machine without a GPU plays a GPU runner. Heartbeats every 0.5 s, a 3 s timeout.
 """
 
@@ -17,7 +20,7 @@ import sys
 import threading
 import time
 
-from driftline.events import LabelsReceived, ScoreCompleted, ScoreRequested
+from driftline.events import DriftChecked, LabelsReceived
 from driftline.runtime.capabilities import detect
 from driftline.runtime.context import Context
 from driftline.runtime.function import function
@@ -32,12 +35,12 @@ TIMEOUT_S = 3.0
 
 
 def main(bootstrap: str, topic: str, name: str, model: str, gpus: int) -> None:
-    @function(subscribes="score.requested", emits="score.completed", name=f"{name}-pref", gpu="preferred")
-    def pref(event: ScoreRequested, ctx: Context) -> ScoreCompleted | None:
-        if event.model != model:  # the session broker holds other tests' requests too
+    @function(subscribes="drift.checked", emits="drift.checked", name=f"{name}-pref", gpu="preferred")
+    def pref(event: DriftChecked, ctx: Context) -> DriftChecked | None:
+        if event.model != model or event.metric != "request":  # answers, or another run's traffic
             return None
         time.sleep(0.01)
-        return ScoreCompleted(model=model, request_id=event.request_id, version=1, predictions=[float(os.getpid())])
+        return event.model_copy(update={"metric": "answer", "version": os.getpid()})
 
     @function(subscribes="labels.received", name=f"{name}-req", gpu="required")
     def req(event: LabelsReceived, ctx: Context) -> None:

@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from driftline.events import Codec
+from driftline.events import Codec, DriftChecked
 from driftline.runtime import placement as placement_module
 from driftline.runtime.capabilities import Capabilities, GpuInfo
 from driftline.runtime.context import Context
@@ -188,8 +190,7 @@ class _Proc:
 def test_preferred_gpu_work_follows_the_gpu_runner(kafka_bus, kafka_bootstrap, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     name, model, topic = unique_name("place"), unique_name("m"), unique_name("runners")
     pref, req = f"{name}-pref", f"{name}-req"
-    kafka_bus.create_topics(["score.requested", "score.completed", "labels.received", "score.requested.dlq",
-                             "labels.received.dlq"])
+    kafka_bus.create_topics(["drift.checked", "labels.received", "drift.checked.dlq", "labels.received.dlq"])
     kafka_bus.create_topics([topic], partitions=1)
     view = LiveRunners(kafka_bus, timeout_s=TIMEOUT_S, topic=topic)
     view.start(poll_s=0.1)
@@ -200,17 +201,31 @@ def test_preferred_gpu_work_follows_the_gpu_runner(kafka_bus, kafka_bootstrap, t
     def joined(fn: str) -> set[str]:
         return {b.runner for b in view.runners() if fn in b.ready}
 
-    reader = kafka_bus.consumer(unique_name("reader"), ["score.completed"])
+    reader = kafka_bus.consumer(unique_name("reader"), ["drift.checked"])
     seen_ids: dict[str, set[str]] = {}  # request id -> output ids (one, after deduplication)
-    answered: dict[str, set[float]] = {}  # request id -> pids of the runners that answered it
+    answered: dict[str, set[int]] = {}  # request id -> pids of the runners that answered it
 
-    def outputs() -> dict[str, set[float]]:
+    def outputs() -> dict[str, set[int]]:
         for r in reader.poll(0.2, 1000):
-            if r.key == model.encode():
-                e = codec.decode(r.value, r.headers)
-                seen_ids.setdefault(e.data.request_id, set()).add(e.id)
-                answered.setdefault(e.data.request_id, set()).update(e.data.predictions)
+            e = codec.decode(r.value, r.headers) if r.key == model.encode() else None
+            if e is not None and e.data.metric == "answer":
+                seen_ids.setdefault(e.data.window, set()).add(e.id)  # window: the request id
+                answered.setdefault(e.data.window, set()).add(e.data.version)  # version: the pid
         return answered
+
+    def publish(prefix: str, n: int) -> list[str]:
+        now = datetime.now(UTC)
+        producer, sent = kafka_bus.producer(), []
+        for i in range(n):
+            request_id = str(uuid.uuid4())
+            event = DriftChecked(model=model, version=0, window=f"{prefix}{i}", metric="request",
+                                 window_start=now, window_end=now, rows=1)
+            value, headers = codec.encode(event, id=request_id)
+            producer.send(event.TYPE, value, key=model.encode(), headers=headers)
+            sent.append(request_id)
+        producer.flush()
+        producer.close()
+        return sent
 
     procs: list[_Proc] = []
     logs = iter(tmp_path / f"runner-{i}.log" for i in range(10))
@@ -228,13 +243,13 @@ def test_preferred_gpu_work_follows_the_gpu_runner(kafka_bus, kafka_bootstrap, t
         procs.append(cpu)
         wait_for(lambda: {b.runner for b in view.runners()} == {gpu.id, cpu.id}, timeout_s=20)
         ids = {}
-        ids["a"] = publish(kafka_bus, [request(f"a{i}", model) for i in range(40)])
+        ids["a"] = publish("a", 40)
         wait_for(lambda: len(outputs()) >= 40, timeout_s=30, interval_s=0.2)
         assert set().union(*outputs().values()) == {gpu.pid}, "while the GPU runner lives, only it serves"
         assert serving(pref) == {gpu.id}
 
         # the GPU runner dies mid-stream: the CPU runner takes over within the heartbeat timeout
-        ids["b"] = publish(kafka_bus, [request(f"b{i}", model) for i in range(300)])
+        ids["b"] = publish("b", 300)
         wait_for(lambda: len(outputs()) >= 60, timeout_s=30, interval_s=0.05)
         gpu.end(signal.SIGKILL)
         killed = time.monotonic()
@@ -249,7 +264,7 @@ def test_preferred_gpu_work_follows_the_gpu_runner(kafka_bus, kafka_bootstrap, t
         procs.append(gpu2)
         wait_for(lambda: serving(pref) == {gpu2.id}, timeout_s=25, interval_s=0.2)
         assert not any(b.unserveable for b in view.runners())
-        ids["c"] = publish(kafka_bus, [request(f"c{i}", model) for i in range(40)])
+        ids["c"] = publish("c", 40)
         wait_for(lambda: len(outputs()) >= 380, timeout_s=45, interval_s=0.2)
         done = outputs()
         assert all(done[f"c{i}"] == {gpu2.pid} for i in range(40)), "the work moved back to the GPU runner"

@@ -20,6 +20,7 @@ from driftline.runtime.errors import ConfigError
 from driftline.runtime.heartbeat import Beat, HeartbeatSender, LiveRunners
 from driftline.runtime.replicas import parse_replicas, process_plan
 from tests.conftest import wait_for
+from tests.fixtures.kafka import make_test_bus
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT_IN = ["ingest", "retrain", "register", "score", "drift-check"]
@@ -72,14 +73,17 @@ def test_status_lists_live_runners_and_what_cannot_be_served(tmp_path: Path,
 
 
 @pytest.mark.kafka
-def test_runner_replicas_start_processes_in_the_same_group(kafka_bus, kafka_bootstrap, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_runner_replicas_start_processes_in_the_same_group(tansu_broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A private broker: the replicas join the built-in function's real group (driftline.register),
+    # which must not meet the history other tests leave on the session broker.
     started = time.time()
+    bus = make_test_bus(tansu_broker.bootstrap)
     cmd = [sys.executable, "-m", "driftline.runtime.cli", "runner", "--replicas", "register=2",
-           "--functions", "register", "--bus", f"kafka://{kafka_bootstrap}", "--store", str(tmp_path / "store")]
+           "--functions", "register", "--bus", f"kafka://{tansu_broker.bootstrap}", "--store", str(tmp_path / "store")]
     env = {**os.environ, "DRIFTLINE_HEARTBEAT_INTERVAL_S": "0.5", "DRIFTLINE_HEARTBEAT_TIMEOUT_S": "3",
            "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "4000"}
     parent = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    view = LiveRunners(kafka_bus, timeout_s=3.0)
+    view = LiveRunners(bus, timeout_s=3.0)
     view.start(poll_s=0.2)
 
     def replicas() -> list[Beat]:
@@ -96,3 +100,4 @@ def test_runner_replicas_start_processes_in_the_same_group(kafka_bus, kafka_boot
     assert code == 0, "every replica drained and stopped cleanly"
     wait_for(lambda: replicas() == [], timeout_s=5)  # their goodbye beats
     view.close()
+    bus.close()
