@@ -246,11 +246,29 @@ def _document(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _runners(view: Any) -> APIRouter:
+    api = APIRouter(tags=["runners"])
+
+    @api.get("/v1/runners")
+    def runners() -> dict[str, Any]:
+        """Live runners (from their heartbeats), their capabilities, and per function who
+        serves it, with a problem named where no live runner can."""
+        from driftline.functions import FUNCTIONS
+        from driftline.runtime.heartbeat import function_report
+
+        live = view.runners()
+        known = {f.spec.name: f.spec.gpu for f in FUNCTIONS}  # type: ignore[attr-defined]
+        return {"runners": view.snapshot(), "functions": function_report(live, known)}
+
+    return api
+
+
 def create_app(
     platform: Any,
     sessions: Sessions,
     runner: Any = None,
     hooks: Mapping[str, HookSettings] | None = None,
+    runners: Any = None,
 ) -> FastAPI:
     """The gateway over an open :class:`~driftline.runtime.platform.Platform`.
 
@@ -311,5 +329,7 @@ def create_app(
         )
     )
     app.include_router(metrics.router())
+    if runners is not None:  # a LiveRunners view (driftline up starts one)
+        app.include_router(_runners(runners))
     _document(app, [InferenceRequest, s3events.S3Notification, *EVENT_MODELS])
     return app

@@ -39,7 +39,13 @@ def serve(
     stoppers: list[Callable[[], Any]] = [platform.close]
     try:
         runner = _background(platform, watch_interval_s, stoppers)
-        app = create_app(platform, runner.workers["score"].ctx.state, runner)
+        from driftline.runtime.heartbeat import LiveRunners
+
+        view = LiveRunners(platform.bus, timeout_s=settings.heartbeat_timeout_s)
+        view.start()
+        stoppers.append(view.close)
+        stoppers.append(_announce(platform.bus, runner, settings))
+        app = create_app(platform, runner.workers["score"].ctx.state, runner, runners=view)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False)
         names = ", ".join(s.name for s in runner.specs)
         server = _Server(
@@ -69,6 +75,43 @@ def serve(
                 stopper()
             except Exception:  # stop the rest whatever one of them does
                 log.exception("stopping %s failed", stopper)
+
+
+def _announce(bus: Any, runner: Any, settings: Settings) -> Callable[[], None]:
+    """Heartbeats for this process (it serves every function), so ``GET /v1/runners`` and
+    ``driftline status`` on Kafka see it; returns the stopper, which says goodbye."""
+    import os
+    import threading
+    import time
+
+    from driftline.runtime.capabilities import detect
+    from driftline.runtime.heartbeat import Beat, HeartbeatSender, new_runner_id
+
+    sender, stop = HeartbeatSender(bus), threading.Event()
+    caps, runner_id, started = detect(settings), new_runner_id(), time.time()
+    names = tuple(s.name for s in runner.specs)
+    offers = {s.name: s.gpu for s in runner.specs}
+
+    def beat(state: str) -> Beat:
+        return Beat(runner=runner_id, capabilities=caps, offers=offers, serves=names, ready=names,
+                    state=state, pid=os.getpid(), started=started,  # type: ignore[arg-type]
+                    sent=time.time(), interval_s=settings.heartbeat_interval_s)
+
+    def loop() -> None:
+        while not stop.is_set():
+            sender.send(beat("alive"))
+            stop.wait(settings.heartbeat_interval_s)
+
+    thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join(5)
+        sender.send(beat("stopped"))
+        sender.close()
+
+    return close
 
 
 def _background(platform: Any, watch_interval_s: float, stoppers: list[Callable[[], Any]]) -> Any:

@@ -156,6 +156,15 @@ def test_tritonclient_against_driftline_up(
         assert _metric(text, "function_events_succeeded_total", 'function="score"') == 2
         assert _metric(text, "model_production_version", 'model="synth"') == 1
         assert _metric(text, "inference_requests_total", 'code="200",model="synth"') == 2
+
+        # the process announces itself: GET /v1/runners lists it with what it serves
+        deadline = time.monotonic() + 20
+        while not (listed := httpx.get(f"{url}/v1/runners").json())["runners"]:
+            assert time.monotonic() < deadline, listed
+            time.sleep(0.2)
+        [me] = listed["runners"]
+        assert me["pid"] == proc.pid and "score" in me["serves"] and me["capabilities"]["cpu_cores"] >= 1
+        assert {f["function"] for f in listed["functions"] if f["serveable"]} >= {"ingest", "score", "drift-check"}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
