@@ -203,16 +203,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _rollback(platform: Any, entry: Any) -> int:
-    from driftline.events import ModelDeployed
-
-    if entry.previous is None:
+    event = entry.rollback_event()
+    if event is None:
         print(f"{entry.name}: no previous version to roll back to", file=sys.stderr)
         return 1
-    target = entry.versions[entry.previous]
-    event = ModelDeployed(model=entry.name, version=target.version, artifact_key=target.artifact_key,
-                          sha256=target.sha256, previous_version=entry.production, reason="rollback")
     _publish(platform.bus, event)
-    print(f"{entry.name}: production {entry.production} -> {target.version} (rollback)")
+    print(f"{entry.name}: production {entry.production} -> {event.version} (rollback)")
     return 0
 
 

@@ -196,25 +196,17 @@ def _models(registry: Registry, publisher: Publisher, auth: list[Any]) -> APIRou
     def rollback(name: str) -> Rollback:
         """Publish model.deployed (reason rollback) for the previous version: every scorer swaps to it."""
         e = entry(name)
-        if e.previous is None or e.previous not in e.versions:
+        event = e.rollback_event()
+        if event is None:
             raise ProblemError(
                 409,
                 f"model {name} has no previous version to roll back to "
                 f"(production: {e.production})",
                 "no_previous",
             )
-        target = e.versions[e.previous]
-        event = ModelDeployed(
-            model=name,
-            version=target.version,
-            artifact_key=target.artifact_key,
-            sha256=target.sha256,
-            previous_version=e.production,
-            reason="rollback",
-        )
         event_id = publisher.publish(event, str(uuid.uuid4()))
         return Rollback(
-            id=event_id, model=name, version=target.version, previous_version=e.production
+            id=event_id, model=name, version=event.version, previous_version=e.production
         )
 
     return api

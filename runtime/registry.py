@@ -38,6 +38,14 @@ class ModelEntry:
     deployments: list[ModelDeployed] = field(default_factory=list)
     rejections: list[ModelRejected] = field(default_factory=list)
 
+    def rollback_event(self) -> ModelDeployed | None:
+        """The ``model.deployed`` that moves production back to ``previous`` (None: no previous)."""
+        target = self.versions.get(self.previous) if self.previous is not None else None
+        if target is None:
+            return None
+        return ModelDeployed(model=self.name, version=target.version, artifact_key=target.artifact_key,
+                             sha256=target.sha256, previous_version=self.production, reason="rollback")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from driftline.runtime.bus import Consumer, Record
 from driftline.runtime.embedded_bus import EmbeddedBus
 
 pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.s3"]
@@ -34,3 +35,12 @@ def wait_for(predicate: Callable[[], object], timeout_s: float = 20.0, interval_
             return
         time.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s}s: {predicate()!r}")
+
+
+def drain(consumer: Consumer, want: int, timeout_s: float = 20.0) -> list[Record]:
+    """Poll until ``want`` records arrived or the time is up; returns what arrived."""
+    got: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < want and time.monotonic() < deadline:
+        got.extend(consumer.poll(0.5))
+    return got

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from driftline.runtime.bus import Bus, Consumer, Record, TopicPartition
+from driftline.runtime.bus import Bus, TopicPartition
+from tests.conftest import drain
 
 
 def _topic() -> str:
     return f"contract-{uuid.uuid4().hex[:8]}"
-
-
-def _drain(consumer: Consumer, want: int, timeout_s: float = 20.0) -> list[Record]:
-    import time
-
-    got: list[Record] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < want and time.monotonic() < deadline:
-        got.extend(consumer.poll(0.5))
-    return got
 
 
 def test_produce_then_consume_with_keys_and_headers(bus: Bus) -> None:
@@ -29,7 +20,7 @@ def test_produce_then_consume_with_keys_and_headers(bus: Bus) -> None:
         producer.send(topic, f"v{i}".encode(), key=f"k{i % 3}".encode(), headers=[("n", str(i).encode())])
     producer.flush()
     consumer = bus.consumer(f"g-{uuid.uuid4().hex[:6]}", [topic])
-    records = _drain(consumer, 30)
+    records = drain(consumer, 30)
     consumer.close()
     producer.close()
     assert sorted(r.value for r in records) == sorted(f"v{i}".encode() for i in range(30))
@@ -51,13 +42,13 @@ def test_committed_offsets_survive_a_new_consumer(bus: Bus) -> None:
         producer.send(topic, str(i).encode())
     producer.flush()
     first = bus.consumer(group, [topic])
-    records = _drain(first, 10)
+    records = drain(first, 10)
     tp = TopicPartition(topic, 0)
     first.commit({tp: records[5].offset + 1})  # handled 0..5 only
     assert first.committed(tp) == records[5].offset + 1
     first.close()
     second = bus.consumer(group, [topic])
-    rest = _drain(second, 4)
+    rest = drain(second, 4)
     second.close()
     producer.close()
     assert [r.value for r in rest] == [b"6", b"7", b"8", b"9"]
@@ -72,7 +63,7 @@ def test_groups_are_independent(bus: Bus) -> None:
     producer.flush()
     a = bus.consumer(f"a-{uuid.uuid4().hex[:6]}", [topic])
     b = bus.consumer(f"b-{uuid.uuid4().hex[:6]}", [topic])
-    assert len(_drain(a, 6)) == 6 and len(_drain(b, 6)) == 6
+    assert len(drain(a, 6)) == 6 and len(drain(b, 6)) == 6
     a.close()
     b.close()
     producer.close()
@@ -82,16 +73,16 @@ def test_pause_stops_delivery_until_resume(bus: Bus) -> None:
     topic = _topic()
     bus.create_topics([topic], partitions=1)
     consumer = bus.consumer(f"g-{uuid.uuid4().hex[:6]}", [topic])
-    _drain(consumer, 1, timeout_s=3)  # joins the group
+    drain(consumer, 1, timeout_s=3)  # joins the group
     assignment = consumer.assignment()
     assert assignment == {TopicPartition(topic, 0)}
     consumer.pause(assignment)
     producer = bus.producer()
     producer.send(topic, b"x")
     producer.flush()
-    assert _drain(consumer, 1, timeout_s=2) == []
+    assert drain(consumer, 1, timeout_s=2) == []
     consumer.resume(assignment)
-    assert [r.value for r in _drain(consumer, 1)] == [b"x"]
+    assert [r.value for r in drain(consumer, 1)] == [b"x"]
     consumer.close()
     producer.close()
 
@@ -104,6 +95,6 @@ def test_create_topics_is_idempotent(bus: Bus) -> None:
     producer.send(topic, b"ok")
     producer.flush()
     consumer = bus.consumer(f"g-{uuid.uuid4().hex[:6]}", [topic])
-    assert [r.value for r in _drain(consumer, 1)] == [b"ok"]
+    assert [r.value for r in drain(consumer, 1)] == [b"ok"]
     consumer.close()
     producer.close()

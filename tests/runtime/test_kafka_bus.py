@@ -17,19 +17,12 @@ import pytest
 from driftline.runtime.bus import Consumer, Record, TopicPartition
 from driftline.runtime.errors import BusError, ConfigError
 from driftline.runtime.kafka_bus import KafkaBus
+from tests.conftest import drain
 from tests.fixtures.kafka import TansuBroker, free_port, make_test_bus, unique_name
 
 pytestmark = pytest.mark.kafka
 
 T = TypeVar("T")
-
-
-def _drain(consumer: Consumer, want: int, timeout_s: float = 20.0) -> list[Record]:
-    got: list[Record] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < want and time.monotonic() < deadline:
-        got.extend(consumer.poll(0.5))
-    return got
 
 
 def _join(consumer: Consumer, timeout_s: float = 15.0) -> set[TopicPartition]:
@@ -62,7 +55,7 @@ def test_records_keep_keys_headers_and_timestamps(kafka_bus: KafkaBus) -> None:
     producer.send(topic, b"no-key")
     producer.send(topic, b"")
     producer.flush()
-    records = {r.value: r for r in _drain(kafka_bus.consumer(unique_name("g"), [topic]), 3)}
+    records = {r.value: r for r in drain(kafka_bus.consumer(unique_name("g"), [topic]), 3)}
     assert set(records) == {b"with-key", b"no-key", b""}
     keyed = records[b"with-key"]
     assert keyed.key == b"k"
@@ -80,7 +73,7 @@ def test_a_new_member_resumes_from_the_committed_offsets(kafka_bus: KafkaBus) ->
         producer.send(topic, str(i).encode(), key=f"k{i}".encode())
     producer.flush()
     first = kafka_bus.consumer(group, [topic])
-    records = _drain(first, 30)
+    records = drain(first, 30)
     assert len(records) == 30
     by_partition: dict[TopicPartition, list[Record]] = {}
     for r in records:
@@ -94,7 +87,7 @@ def test_a_new_member_resumes_from_the_committed_offsets(kafka_bus: KafkaBus) ->
 
     second = kafka_bus.consumer(group, [topic])
     expected = {r.value for tp, rs in by_partition.items() for r in rs[len(handled[tp]) :]}
-    rest = _drain(second, len(expected))
+    rest = drain(second, len(expected))
     assert sorted(r.value for r in rest) == sorted(expected)
 
 
@@ -187,10 +180,10 @@ def test_pause_holds_back_only_the_paused_partition(kafka_bus: KafkaBus) -> None
     for i in range(30):
         producer.send(topic, str(i).encode(), key=f"k{i}".encode())
     producer.flush()
-    early = _drain(consumer, 30, timeout_s=2)
+    early = drain(consumer, 30, timeout_s=2)
     assert early and all(r.tp != paused for r in early)
     consumer.resume([paused])
-    late = _drain(consumer, 30 - len(early))
+    late = drain(consumer, 30 - len(early))
     assert {r.tp for r in late} == {paused}
     assert len(early) + len(late) == 30
 
@@ -269,7 +262,7 @@ def test_clients_survive_a_broker_restart(tansu_broker: TansuBroker, outage_bus:
     for i in range(5):
         producer.send(topic, f"before-{i}".encode())
     producer.flush()
-    assert len(_drain(consumer, 5)) == 5
+    assert len(drain(consumer, 5)) == 5
 
     tansu_broker.kill()
     outage_ends = time.monotonic() + 2
