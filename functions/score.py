@@ -33,7 +33,16 @@ class Served:
 
 
 class Sessions:
-    """The served version of each model; shared by the score function and the HTTP edge."""
+    """The served version of each model; shared by the score function and the HTTP edge.
+
+    ``model.deployed`` moves a model's session (:meth:`deploy`), but with replicas a process
+    only reads the partitions its group gives it: a replica that held a model's partition,
+    lost it in a rebalance and got it back has missed the deployments in between. So
+    :meth:`get` also follows the registry: when the registry's production version of a model
+    has changed since this process last looked, that version is served. Looking only at
+    *changes* keeps a fresh ``model.deployed`` from being undone by a registry that has not
+    caught up with it yet.
+    """
 
     def __init__(self, store: Any, registry: Any = None, providers: list[str] | None = None):
         self.store = store
@@ -41,9 +50,12 @@ class Sessions:
         self.providers = providers
         """onnxruntime execution providers, best first (default: the CPU)."""
         self._served: dict[str, Served] = {}
+        self._followed: dict[str, int | None] = {}
+        """Per model, the registry's production version when this process last looked."""
         self._lock = threading.Lock()
 
     def deploy(self, model: str, version: int, artifact_key: str, sha256: str) -> Served:
+        self._followed[model] = self._production_version(model)
         current = self._served.get(model)
         if current is not None and current.version == version:
             return current
@@ -59,12 +71,17 @@ class Sessions:
 
     def get(self, model: str) -> Served:
         served = self._served.get(model)
-        if served is not None:
-            return served
         production = self.registry.production(model) if self.registry is not None else None
+        moved = production is not None and self._followed.get(model) != production.version
+        if served is not None and not moved:
+            return served
         if production is None:
             raise PermanentError(f"model {model!r} has no production version yet; nothing can score it")
         return self.deploy(model, production.version, production.artifact_key, production.sha256)
+
+    def _production_version(self, model: str) -> int | None:
+        production = self.registry.production(model) if self.registry is not None else None
+        return production.version if production is not None else None
 
 
 def matrix(spec: ModelSpec, columns: list[str], rows: Matrix) -> np.ndarray:

@@ -121,6 +121,23 @@ def test_score_uses_production_and_swaps_on_deploy(tmp_path: Path) -> None:
     assert score(request, ctx).version == 7
 
 
+def test_a_replica_that_missed_a_deployment_follows_the_registry(tmp_path: Path) -> None:
+    """With replicas, ``model.deployed`` reaches only the process holding its partition."""
+    ctx = context(tmp_path)
+    registered, deployed = register(_trained(ctx), ctx)
+    ctx.state = Sessions(ctx.store, ctx.registry)
+    request = ScoreRequested(model="synth", request_id="r1", columns=["x1", "x2", "x3"], rows=[[1.0, 0.0, 0.5]])
+    assert score(request, ctx).version == 1
+    # v2 is registered and deployed by events this replica never reads
+    ctx.registry.apply(registered.model_copy(update={"version": 2}))
+    ctx.registry.apply(deployed.model_copy(update={"version": 2, "previous_version": 1}))
+    assert score(request, ctx).version == 2
+    # a deployment read before the registry has caught up with it is not undone by the registry
+    assert score(deployed.model_copy(update={"version": 3}), ctx) is None
+    assert ctx.registry.production("synth").version == 2
+    assert score(request, ctx).version == 3
+
+
 def test_score_errors_are_clear(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     ctx.state = Sessions(ctx.store, ctx.registry)
