@@ -32,7 +32,13 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     TYPE: ClassVar[str] = ""
 
-    model: str = Field(description="Name of the model (spec) this event is about; the partition key.")
+    model: str = Field(description="Name of the model (spec) this event is about; the partition key "
+                       "of every event but score.requested.")
+
+    def partition_key(self) -> bytes:
+        """The Kafka record key: a model's events share a partition, so one consumer sees them
+        in order (one registry writer, one drift monitor per model)."""
+        return self.model.encode()
 
 
 class DatasetUploaded(Event):
@@ -131,6 +137,12 @@ class ScoreRequested(Event):
 
     TYPE: ClassVar[str] = "score.requested"
     request_id: str
+
+    def partition_key(self) -> bytes:
+        """Requests need no order among themselves: keyed by request id they spread over all
+        partitions, so score replicas share even one model's load (a replica follows the
+        registry for the version to serve, see ``functions.score.Sessions``)."""
+        return self.request_id.encode()
     columns: list[str] = Field(description="Feature names, the order of values in each row.")
     rows: Matrix = Field(description="Feature values, one row per list, in ``columns`` order; null: missing.")
     event_time: Timestamp | None = Field(default=None, description="Data time of the rows.")

@@ -91,12 +91,16 @@ def _run_replicas(args: argparse.Namespace, settings: Settings, wanted: list[str
               "process only", file=sys.stderr)
         return 2
     plan = process_plan(wanted, parse_replicas(args.replicas, wanted))
-    common = [f"--{k}={v}" for k, v in (("home", args.home), ("bus", args.bus), ("store", args.store)) if v]
-    replicas = ReplicaSet(plan, common, verbose=args.verbose)
+    replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: replicas.stop())
     print(f"driftline runner: {len(plan)} processes: " + "; ".join(",".join(p) for p in plan), flush=True)
     return replicas.run()
+
+
+def _child_args(args: argparse.Namespace) -> list[str]:
+    """The bus/store/home options a child runner process needs to join this one's work."""
+    return [f"--{k}={v}" for k, v in (("home", args.home), ("bus", args.bus), ("store", args.store)) if v]
 
 
 def _wait_for_signal() -> None:
@@ -160,7 +164,7 @@ def _print_status(runners: list[Any], report: list[dict[str, Any]]) -> None:
         rows.append({"runner": r.runner, "gpus": gpus or "-", "cores": caps.cpu_cores,
                      "memory": f"{caps.memory_mb // 1024}GiB", "gpu trainer": caps.gpu_trainer or "-",
                      "onnx": ",".join(p.removesuffix("ExecutionProvider") for p in caps.onnx_providers),
-                     "serves": ",".join(r.serves) or "-"})
+                     "serves": ",".join(f"{n}({len(r.partitions.get(n, ()))})" for n in r.serves) or "-"})
     print(f"{len(rows)} live runner(s)")
     if rows:
         _print(rows, False)
@@ -170,9 +174,22 @@ def _print_status(runners: list[Any], report: list[dict[str, Any]]) -> None:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    from driftline.functions import FUNCTIONS
+    from driftline.runtime.replicas import ReplicaSet, parse_replicas
     from driftline.runtime.server import serve
 
-    return serve(_settings(args), args.host, args.port, log_level="info" if args.verbose else "warning")
+    settings = _settings(args)
+    replicas = None
+    if args.replicas:
+        if not (settings.bus or "").startswith("kafka://"):
+            print("--replicas needs a Kafka bus (--bus kafka://host:port): the embedded bus serves one "
+                  "process only", file=sys.stderr)
+            return 2
+        counts = parse_replicas(args.replicas, [f.spec.name for f in FUNCTIONS])  # type: ignore[attr-defined]
+        plan = [[name] for name, n in counts.items() for _ in range(n)]
+        replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose)
+    return serve(settings, args.host, args.port, log_level="info" if args.verbose else "warning",
+                 replicas=replicas)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -220,7 +237,7 @@ def _publish(bus: Any, event: Any) -> str:
     event_id = str(uuid.uuid4())
     value, headers = Codec().encode(event, id=event_id, source="driftline/cli")
     producer = bus.producer()
-    producer.send(event.TYPE, value, key=event.model.encode(), headers=headers)
+    producer.send(event.TYPE, value, key=event.partition_key(), headers=headers)
     producer.flush()
     producer.close()
     return event_id
@@ -341,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="live runners, their capabilities and functions; exit 1 if a "
                         "function cannot be served",
                         description="List the runners whose heartbeats are live on the control topic, "
-                        "with their CPUs, GPUs, onnxruntime providers and the functions each serves, and "
+                        "with their CPUs, GPUs, onnxruntime providers and the functions each serves (with how "
+                        "many partitions it holds of each: how replicas split the work), and "
                         "the functions no live runner can serve. Exit 0 when every expected function "
                         "can be served, 1 otherwise.")
     st.add_argument("--expect", help="comma-separated functions that should be served (default: the "
@@ -358,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "under --home (or on --bus) are served at once. Exit 0 after a clean stop.")
     up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    up.add_argument("--replicas", metavar="NAME=N,...",
+                    help="run the named functions in N runner processes each instead of in this one, "
+                    "e.g. score=3,drift-check=2: the processes join the function's consumer group and "
+                    "split its partitions; one that dies is started again; needs a Kafka bus")
     _common(up)
     up.set_defaults(func=_cmd_up)
 

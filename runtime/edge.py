@@ -165,7 +165,7 @@ class Publisher:
             with self._lock:
                 if self._producer is None:
                     self._producer = self.bus.producer()
-                self._producer.send(event.TYPE, value, key=event.model.encode(), headers=headers)
+                self._producer.send(event.TYPE, value, key=event.partition_key(), headers=headers)
                 self._producer.flush()
         except BusError as exc:
             raise ProblemError(

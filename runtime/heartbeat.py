@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,6 +62,9 @@ class Beat:
     """Offered functions not served here, with why (placed on a GPU runner, needs a GPU)."""
     unserveable: tuple[str, ...] = ()
     """Offered functions that no live runner can serve, as this runner sees it."""
+    partitions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per served function, the partitions its consumer group gives this runner now, as
+    ``topic[partition]`` (how replicas split the work; empty while it waits for a share)."""
     state: Literal["alive", "stopped"] = "alive"
     pid: int = 0
     started: float = 0.0
@@ -75,6 +78,7 @@ class Beat:
             "capabilities": self.capabilities.as_dict(), "offers": self.offers,
             "serves": list(self.serves), "ready": list(self.ready), "unserved": self.unserved,
             "unserveable": list(self.unserveable),
+            "partitions": {name: list(tps) for name, tps in self.partitions.items()},
         }
         return json.dumps(data, sort_keys=True).encode()
 
@@ -89,6 +93,7 @@ class Beat:
             ready=tuple(data.get("ready") or ()),
             unserved=dict(data.get("unserved") or {}),
             unserveable=tuple(data.get("unserveable") or ()),
+            partitions={str(k): tuple(v) for k, v in (data.get("partitions") or {}).items()},
             state="stopped" if data.get("state") == "stopped" else "alive",
             pid=int(data.get("pid", 0)),
             started=float(data.get("started", 0.0)),
@@ -102,6 +107,12 @@ class Beat:
         data.pop("v")
         data["age_s"] = round(max(0.0, (now or time.time()) - self.sent), 3)
         return data
+
+
+def partitions_of(workers: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """``{function: ("topic[p]", ...)}`` from running workers' assignments, sorted."""
+    return {name: tuple(f"{t}[{p}]" for t, p in sorted((tp.topic, tp.partition) for tp in w.assigned))
+            for name, w in sorted(dict(workers).items())}
 
 
 class HeartbeatSender:

@@ -38,7 +38,14 @@ from driftline.runtime.bus import Bus
 from driftline.runtime.capabilities import Capabilities
 from driftline.runtime.errors import BusError
 from driftline.runtime.function import FunctionSpec, Handler, spec_of
-from driftline.runtime.heartbeat import Beat, HeartbeatSender, LiveRunners, new_runner_id, serveable
+from driftline.runtime.heartbeat import (
+    Beat,
+    HeartbeatSender,
+    LiveRunners,
+    new_runner_id,
+    partitions_of,
+    serveable,
+)
 from driftline.runtime.runner import Runner
 
 log = logging.getLogger("driftline.placement")
@@ -139,6 +146,7 @@ class Placement:
         ready = tuple(n for n in serves if workers[n].joined or now - workers[n].started_at >= self.settle_s)
         return Beat(runner=self.id, capabilities=self.caps, offers=self.offers, serves=serves, ready=ready,
                     unserved=last.unserved, unserveable=tuple(sorted(last.unserveable)),
+                    partitions=partitions_of(workers),
                     state="stopped" if state == "stopped" else "alive", pid=os.getpid(),
                     started=self.started, sent=time.time(), interval_s=self.interval_s)
 

@@ -62,7 +62,7 @@ class _Publisher:
 
     def send(self, event: Event) -> None:
         value, headers = self.codec.encode(event, id=str(uuid.uuid4()), source="driftline/replay")
-        self.producer.send(event.TYPE, value, key=event.model.encode(), headers=headers)
+        self.producer.send(event.TYPE, value, key=event.partition_key(), headers=headers)
 
     def flush(self) -> None:
         self.producer.flush()

@@ -130,6 +130,8 @@ class FunctionWorker:
         """Offsets this worker committed last, per partition (for lag and replay barriers)."""
         self.joined = False
         """Whether the group has given this worker partitions yet (placement hands over after)."""
+        self.assigned: frozenset[TopicPartition] = frozenset()
+        """The partitions the group gives this worker now (heartbeats show the spread)."""
         self.started_at = 0.0
         self.thread = threading.Thread(target=self._run, name=f"runner-{spec.name}", daemon=True)
 
@@ -160,6 +162,7 @@ class FunctionWorker:
             except Exception:  # a broken client may fail to close; we drop it either way
                 log.debug("close failed", exc_info=True)
         self._consumer = self._producer = None
+        self.assigned = frozenset()
         self._outbox, self._unsettled = [], set()  # uncommitted: those inputs come again
         self._stop.wait(backoff_s)
         if not self._stop.is_set():
@@ -175,7 +178,8 @@ class FunctionWorker:
                 assert self._consumer is not None
                 records = pending or self._consumer.poll(self.poll_timeout_s, self.max_records)
                 pending = []
-                if not self.joined and self._consumer.assignment():
+                self.assigned = frozenset(self._consumer.assignment())
+                if self.assigned:
                     self.joined = True
                 if records:
                     pending = self._handle(records)
@@ -341,7 +345,7 @@ class FunctionWorker:
                 out, id=output_id(envelope.id, self.spec.name, i), source=self._source,
                 time=now, traceparent=child_traceparent(envelope.traceparent),
             )
-            self._outbox.append((out.TYPE, value, out.model.encode(), headers))
+            self._outbox.append((out.TYPE, value, out.partition_key(), headers))
 
     def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
         assert self._producer is not None

@@ -51,7 +51,7 @@ class UploadWatcher:
         # saved publishes the same id again, and the ingest function drops the duplicate
         event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{info.key}#{info.etag}"))
         value, headers = self.codec.encode(event, id=event_id, source="driftline/watcher")
-        self.producer.send(event.TYPE, value, key=event.model.encode(), headers=headers)
+        self.producer.send(event.TYPE, value, key=event.partition_key(), headers=headers)
         self.producer.flush()  # published before the checkpoint moves past it
 
     def poll_once(self) -> int:
