@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from driftline.runtime.errors import DriftlineError
+from driftline.runtime.errors import ConfigError, DriftlineError
 from driftline.runtime.settings import Settings
 
 SAMPLE_DIR = Path(__file__).parent / "sample"
@@ -43,9 +43,27 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     data = args.data if args.command == "replay" else SAMPLE_DIR / "bike_sharing_hour.csv"
     spec = args.spec if args.command == "replay" else SAMPLE_DIR / "bike_sharing.toml"
+    if args.command == "demo" and not (args.home or args.bus or args.store):
+        args.home = _fresh_demo_home(Path(args.out) / "home")
     summary = replay(Path(data), Path(spec), _settings(args), out=args.out, step_hours=args.step_hours,
                      label_delay_hours=args.label_delay_hours, progress=not args.quiet)
     return 0 if summary["rows"] > 0 else 1
+
+
+def _fresh_demo_home(home: Path) -> Path:
+    """The demo's own state folder, emptied: each ``driftline demo`` starts from nothing, as a
+    replay must (pass ``--home`` to keep the state somewhere for later commands)."""
+    import shutil
+
+    if home.exists():
+        ours = {"bus.db", "bus.db-wal", "bus.db-shm", "bus.db.lock", "store"}
+        strangers = sorted(p.name for p in home.iterdir() if p.name not in ours)
+        if strangers:
+            raise ConfigError(f"{home} holds files a demo did not write ({strangers[:3]}); move them "
+                              f"or pass --home")
+        shutil.rmtree(home)
+    print(f"driftline demo: state in {home} (fresh)", flush=True)
+    return home
 
 
 def _cmd_runner(args: argparse.Namespace) -> int:
@@ -335,7 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="the closed loop on the bundled bike sharing data (embedded default)")
+    demo = sub.add_parser("demo", help="the closed loop on the bundled bike sharing data (embedded default)",
+                          description="Replay the bundled bike sharing data through the loop. Without "
+                          "--home, --bus or --store, state goes to OUT/home, emptied first, so every "
+                          "demo starts from nothing.")
     _replay_args(demo)
     demo.set_defaults(func=_cmd_replay)
 

@@ -42,6 +42,7 @@ from driftline.functions import FUNCTIONS
 from driftline.functions.layout import read_upload, spec_key
 from driftline.functions.modelspec import TIME, ModelSpec, validate_frame
 from driftline.functions.training import load_session, metric, predict
+from driftline.runtime.errors import ConfigError
 from driftline.runtime.platform import Platform
 from driftline.runtime.report import write_report
 from driftline.runtime.runner import Runner
@@ -82,6 +83,13 @@ def replay(data: Path, spec_path: Path, settings: Settings, *, out: Path, step_h
     is_initial = rows[TIME] < initial_end
 
     platform = Platform.open(settings)
+    existing = platform.registry.entry(spec.name)
+    if existing is not None and existing.versions:
+        platform.close()
+        raise ConfigError(
+            f"model {spec.name!r} already has version(s) {sorted(existing.versions)} on this bus "
+            f"({settings.bus or settings.home_dir}): a replay starts from an untrained model; use a new "
+            f"--home (or bus), or another model name in the spec")
     runner = Runner(platform.bus, FUNCTIONS, store=platform.store, settings=settings,
                     registry=platform.registry, poll_timeout_s=0.2)
     runner.start()

@@ -127,7 +127,9 @@ class FunctionWorker:
         self._unsettled: set[str] = set()
         """Ids handled in the batch in hand: seen for good only once the batch is committed."""
         self.committed: dict[TopicPartition, int] = {}
-        """Offsets this worker committed last, per partition (for lag and replay barriers)."""
+        """The group's committed offset per partition as this worker knows it: read from the
+        group when a partition is assigned, then what this worker commits (for lag and
+        replay barriers; without the first, history left by an earlier run looks unread)."""
         self.joined = False
         """Whether the group has given this worker partitions yet (placement hands over after)."""
         self.assigned: frozenset[TopicPartition] = frozenset()
@@ -178,7 +180,10 @@ class FunctionWorker:
                 assert self._consumer is not None
                 records = pending or self._consumer.poll(self.poll_timeout_s, self.max_records)
                 pending = []
-                self.assigned = frozenset(self._consumer.assignment())
+                assigned = frozenset(self._consumer.assignment())
+                if assigned != self.assigned:
+                    self._note_group_offsets(assigned - self.assigned)
+                    self.assigned = assigned
                 if self.assigned:
                     self.joined = True
                 if records:
@@ -195,6 +200,13 @@ class FunctionWorker:
                 self._reconnect(backoff)
                 backoff = min(backoff * 2, 30.0)
         self._close()
+
+    def _note_group_offsets(self, partitions: frozenset[TopicPartition]) -> None:
+        assert self._consumer is not None
+        for tp in partitions:
+            offset = self._consumer.committed(tp)
+            if offset is not None and offset > self.committed.get(tp, -1):
+                self.committed[tp] = offset
 
     def _close(self) -> None:
         for client in (self._consumer, self._producer):

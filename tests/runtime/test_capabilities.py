@@ -153,6 +153,15 @@ def test_the_gpu_trainer_needs_a_gpu_xgboost_with_cuda_and_onnxmltools(monkeypat
     assert "onnxmltools is not installed" in caps_mod.gpu_trainer(GPU)[1]
 
 
+def test_the_cpu_build_of_xgboost_is_not_taken_for_a_gpu_trainer() -> None:
+    """The installed xgboost itself (the suite has the xgboost-cpu build): a runner with a GPU
+    but this build trains on the CPU path, and says why."""
+    xgboost = pytest.importorskip("xgboost")
+    if xgboost.build_info().get("USE_CUDA"):
+        pytest.skip("this xgboost is built with CUDA")
+    assert caps_mod.gpu_trainer(GPU) == (None, "xgboost was built without CUDA (xgboost-cpu?)")
+
+
 # -- scoring: CUDA provider only where there is a GPU and onnxruntime has it -----------------
 
 

@@ -64,3 +64,11 @@ def test_the_home_folder_keeps_registry_and_models_for_later_commands(tmp_path: 
     assert v1["trigger"] == "initial" and len(v1["sha256"]) == 64
     assert (tmp_path / "home" / "store" / v1["artifact_key"]).exists()
     assert main(["models", "show", "nope", "--home", str(tmp_path / "home")]) == 2
+    capsys.readouterr()
+    # a second replay into the same home would start from a model that is already trained
+    data, spec = tmp_path / "data.csv", tmp_path / "synth.toml"
+    assert main(["replay", str(data), "--spec", str(spec), "--home", str(tmp_path / "home"),
+                 "--out", str(tmp_path / "out2"), "--quiet"]) == 2
+    assert "model 'synth' already has version(s) [1]" in capsys.readouterr().err
+    assert main(["models", "list", "--home", str(tmp_path / "home"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == listed, "the refused replay changed nothing"

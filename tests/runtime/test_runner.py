@@ -145,3 +145,22 @@ def test_restart_resumes_after_the_last_commit(bus: Bus) -> None:
     assert again.stats["echo"].consumed == 5, "committed work is not redone"
     out = [r for r in read_all(bus, "score.completed", 10) if r.key == model.encode()]
     assert len(out) == 10
+
+
+def test_a_new_worker_knows_what_its_group_committed_before_it(bus: Bus) -> None:
+    """Lag is measured against ``worker.committed`` (replay's settle): a worker that joins a
+    group with history must not look behind on partitions it has nothing new to read on."""
+    model = _model()
+    first = _run(bus, echo)
+    publish(bus, [request(f"c{i}", model) for i in range(5)])
+    wait_for(lambda: first.stats["echo"].succeeded >= 5)
+    first.stop()
+    before = dict(first.workers["echo"].committed)
+    assert before
+    again = _run(bus, echo)
+    try:
+        wait_for(lambda: all(again.workers["echo"].committed.get(tp, -1) >= offset for tp, offset in before.items()),
+                 timeout_s=30)
+        assert again.stats["echo"].consumed == 0
+    finally:
+        again.stop()
