@@ -5,9 +5,16 @@ late labels, deploys and rejections. Every closed window gives ``drift.checked``
 figures; a window that passes every guard also gives ``drift.detected`` and Evidently's
 HTML report in the store (several megabytes each, so other windows keep only figures).
 
-Labeled rows also become feedback data (``feedback/<model>/...parquet``), which retrain
-learns from beside the ingested datasets. The monitor's state is saved in the store when a
-window closes, so a restarted runner picks up where it left off.
+Labeled rows also become feedback data (``feedback/<model>/...parquet``, written when a
+window closes), which retrain learns from beside the ingested datasets.
+
+State, per model: the monitor (open windows with their rows and labels, streak, guards),
+the scored rows waiting for labels and the feedback not written yet. The runner calls
+:func:`save_changed` after each batch, once its outputs are sent and before its offsets are
+committed, so a restarted runner (or a replica that takes the partition over) finds every
+committed input in the saved state; inputs after it come again and are deduplicated by
+request id. The cost is one JSON write per changed model per batch, the size of what is
+waiting (a window's rows and the rows whose labels have not arrived).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -47,6 +55,37 @@ class _Model:
     early: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
     """Labels that arrived before their scored rows."""
     feedback: list[dict[str, Any]] = field(default_factory=list)
+    changed: bool = False
+    """Whether anything above changed since the last save."""
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            **self.monitor.to_state(),
+            "scored": [[rid, _iso(t), _rows(rows)] for rid, (t, rows) in self.scored.items()],
+            "early": [[rid, labels] for rid, labels in self.early.items()],
+            "feedback": [{**row, TIME: _iso(row[TIME])} for row in self.feedback],
+        }
+
+    @classmethod
+    def from_state(cls, spec: ModelSpec, state: dict[str, Any], loader: Any) -> _Model:
+        m = cls(spec, DriftMonitor.from_state(spec, state, reference_loader=loader))
+        m.scored = OrderedDict((rid, (_time(t), rows)) for rid, t, rows in state.get("scored", []))
+        m.early = OrderedDict((rid, labels) for rid, labels in state.get("early", []))
+        m.feedback = [{**row, TIME: _time(row[TIME])} for row in state.get("feedback", [])]
+        return m
+
+
+def _rows(rows: Any) -> list[list[float | None]]:
+    """A request's rows (a :class:`Matrix` or lists) as JSON-able lists, NaN as None."""
+    return [[None if v != v else float(v) for v in row] for row in rows]
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else pd.Timestamp(value).isoformat()
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 class Monitors:
@@ -61,9 +100,8 @@ class Monitors:
             spec = load_spec(self.ctx.store, model)
             key = state_key(model)
             loader = lambda v: self._reference(model, v)  # noqa: E731
-            monitor = (DriftMonitor.from_state(spec, json.loads(self.ctx.store.get(key)), reference_loader=loader)
-                       if self.ctx.store.exists(key) else DriftMonitor(spec, reference_loader=loader))
-            self.models[model] = _Model(spec, monitor)
+            self.models[model] = (_Model.from_state(spec, json.loads(self.ctx.store.get(key)), loader)
+                                  if self.ctx.store.exists(key) else _Model(spec, DriftMonitor(spec, reference_loader=loader)))
         return self.models[model]
 
     def _reference(self, model: str, version: int) -> pd.DataFrame | None:
@@ -79,14 +117,22 @@ def _monitors(ctx: Context) -> Monitors:
     return Monitors(ctx)
 
 
+def save_changed(ctx: Context) -> None:
+    """The checkpoint: save the state of every model a batch changed."""
+    for m in ctx.state.models.values():
+        if m.changed:
+            ctx.store.put(state_key(m.spec.name), json.dumps(m.to_state()).encode(), "application/json")
+            m.changed = False
+
+
 @function(subscribes=("score.completed", "labels.received", "model.deployed", "model.rejected"),
-          emits=("drift.checked", "drift.detected"), init=_monitors, timeout_s=300)
+          emits=("drift.checked", "drift.detected"), init=_monitors, checkpoint=save_changed, timeout_s=300)
 def drift_check(event: ScoreCompleted | LabelsReceived | ModelDeployed | ModelRejected,
                 ctx: Context) -> list[Event]:
     m = ctx.state.get(event.model)
+    m.changed = True
     if isinstance(event, ModelDeployed):
         _deployed(ctx, m, event)
-        _save(ctx, m)
         return []
     if isinstance(event, ModelRejected):
         m.monitor.rejected()
@@ -103,7 +149,6 @@ def drift_check(event: ScoreCompleted | LabelsReceived | ModelDeployed | ModelRe
         out.extend(_verdict(ctx, m, result))
     if results:
         _write_feedback(ctx, m)
-        _save(ctx, m)
     return out
 
 
@@ -177,6 +222,3 @@ def _write_feedback(ctx: Context, m: _Model) -> None:
     put_table(ctx.store, f"feedback/{m.spec.name}/{first:%Y%m%dT%H%M%S}-{len(frame)}.parquet", frame)
     m.feedback = []
 
-
-def _save(ctx: Context, m: _Model) -> None:
-    ctx.store.put(state_key(m.spec.name), json.dumps(m.monitor.to_state()).encode(), "application/json")

@@ -8,7 +8,7 @@
     models/<model>/<run>/reference.parquet     its reference sample (for data drift)
     models/<model>/<run>/holdout.parquet       its most recent labeled rows (for the gate)
     reports/<model>/v<version>/<window>.html   Evidently report of a drifted window
-    state/<model>/drift.json                   the drift monitor's state
+    state/<model>/drift.json                   drift-check's state (saved after each batch)
 """
 
 from __future__ import annotations

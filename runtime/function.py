@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 Gpu = Literal["none", "preferred", "required"]
 Handler = Callable[[Any, "Context"], Any]
 InitHook = Callable[["Context"], Any]
+CheckpointHook = Callable[["Context"], None]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class FunctionSpec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout_s: float = 60.0
     init: InitHook | None = None
+    checkpoint: CheckpointHook | None = None
+    """Persists ``ctx.state`` after each batch: called once its outputs are sent and before
+    its offsets are committed, so no committed input is missing from saved state. If it
+    raises, nothing is committed and the batch comes again (outputs keep their ids)."""
 
     @property
     def group(self) -> str:
@@ -87,6 +92,7 @@ def function(
     retry: RetryPolicy | None = None,
     timeout_s: float = 60.0,
     init: InitHook | None = None,
+    checkpoint: CheckpointHook | None = None,
 ) -> Callable[[Handler], Handler]:
     """Declare a handler as a Driftline function (attaches ``handler.spec``)."""
     subs = (subscribes,) if isinstance(subscribes, str) else tuple(subscribes)
@@ -108,6 +114,7 @@ def function(
             retry=retry or RetryPolicy(),
             timeout_s=timeout_s,
             init=init,
+            checkpoint=checkpoint,
         )
         handler.spec = spec  # type: ignore[attr-defined]
         return handler

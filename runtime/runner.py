@@ -238,6 +238,8 @@ class FunctionWorker:
         if paused:
             self._consumer.resume(paused)
         self._ship()
+        if batch.offsets and self.spec.checkpoint is not None:
+            self._checkpoint()
         if batch.offsets:
             self._consumer.commit(batch.offsets)
             self.committed.update(batch.offsets)
@@ -255,6 +257,15 @@ class FunctionWorker:
         for topic, value, key, headers in outbox:
             self._producer.send(topic, value, key=key, headers=headers)
         self._producer.flush()
+
+    def _checkpoint(self) -> None:
+        """The function saves its state; the handlers are idle (the batch is done)."""
+        assert self.spec.checkpoint is not None
+        try:
+            self.spec.checkpoint(self.ctx)
+        except Exception as exc:
+            raise BusError(f"{self.spec.name}: checkpoint failed, the batch is not committed and "
+                           f"will come again: {type(exc).__name__}: {exc}") from exc
 
     def _check_timeout(self, batch: _Batch, future: Future[None]) -> tuple[_Batch, Future[None]]:
         if time.monotonic() - batch.started <= self.spec.timeout_s or future.done():

@@ -164,3 +164,38 @@ def test_a_new_worker_knows_what_its_group_committed_before_it(bus: Bus) -> None
         assert again.stats["echo"].consumed == 0
     finally:
         again.stop()
+
+
+def _tally(ctx: Context) -> dict[str, object]:
+    return {"handled": set(), "saved": set(), "fail_next": True}
+
+
+def _save_tally(ctx: Context) -> None:
+    if ctx.state["fail_next"]:
+        ctx.state["fail_next"] = False
+        raise OSError("disk full")
+    ctx.state["saved"] |= ctx.state["handled"]
+
+
+@function(subscribes="score.requested", emits="score.completed", init=_tally, checkpoint=_save_tally)
+def tally(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
+    ctx.state["handled"].add(event.request_id)
+    return ScoreCompleted(model=event.model, request_id=event.request_id, version=1, predictions=[1.0])
+
+
+def test_a_failed_checkpoint_commits_nothing_and_the_batch_comes_again(embedded_bus: Bus) -> None:
+    model = _model()
+    ids = publish(embedded_bus, [request(f"t{i}", model) for i in range(10)])
+    runner = _run(embedded_bus, tally)
+    state = runner.workers["tally"].ctx.state
+    try:
+        wait_for(lambda: state["saved"] >= {f"t{i}" for i in range(10)})
+        worker = runner.workers["tally"]
+        wait_for(lambda: sum(worker.committed.values()) >= 10)
+    finally:
+        runner.stop()
+    assert not state["fail_next"]
+    assert runner.stats["tally"].consumed > 10, "the batch whose checkpoint failed was read again"
+    out = [codec.decode(r.value, r.headers) for r in read_all(embedded_bus, "score.completed", 10**6, 1.0)
+           if r.key == model.encode()]
+    assert {e.id for e in out} == {output_id(i, "tally", 0) for i in ids}, "again, under the same ids"

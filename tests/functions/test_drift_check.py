@@ -1,0 +1,67 @@
+"""drift-check's state survives a restart: what a committed batch changed is in the store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from driftline.events import LabelsReceived, Matrix, ScoreCompleted
+from driftline.functions.drift_check import Monitors, drift_check, save_changed, state_key
+from driftline.functions.layout import get_table
+from driftline.functions.modelspec import TIME
+from tests.functions.synthetic import context
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _scored(i: int) -> ScoreCompleted:
+    return ScoreCompleted(model="synth", request_id=f"r{i}", version=1, predictions=[10.0 + i],
+                          columns=["x1", "x2", "x3"], rows=Matrix([[float(i), 0.5, 0.25]]),
+                          event_time=START + timedelta(hours=i))
+
+
+def test_a_restarted_drift_check_has_every_row_and_label_of_the_saved_batches(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    ctx.state = Monitors(ctx)
+    for i in range(10):
+        assert drift_check(_scored(i), ctx) == []
+    for i in range(4):  # labels for the first four rows, before the restart
+        drift_check(LabelsReceived(model="synth", request_id=f"r{i}", labels=[20.0 + i]), ctx)
+    save_changed(ctx)  # what the runner calls before committing the batch
+    assert ctx.store.exists(state_key("synth"))
+    before = ctx.state.models["synth"]
+
+    restarted = context(tmp_path, registry=ctx.registry)  # the same store, a new process
+    restarted.state = Monitors(restarted)
+    after = restarted.state.get("synth")
+    assert after.monitor.windows == before.monitor.windows, "the open window's rows and labels"
+    assert list(after.scored) == [f"r{i}" for i in range(4, 10)], "rows still waiting for labels"
+    assert [row["y"] for row in after.feedback] == [20.0, 21.0, 22.0, 23.0]
+    assert after.feedback[0][TIME] == START
+
+    # a label for a row scored before the restart still joins it; a redelivered row is ignored
+    drift_check(LabelsReceived(model="synth", request_id="r5", labels=[25.0]), restarted)
+    assert drift_check(_scored(5), restarted) == []
+    assert [row["y"] for row in after.feedback][-1] == 25.0
+    assert sum(len(rows) for rows in after.monitor.windows.values()) == 10
+
+    # the window closes once event time passes it: its feedback is written, with all labels
+    out = drift_check(_scored(24 * 4), restarted)
+    assert [e.TYPE for e in out] == ["drift.checked"]
+    feedback = list(restarted.store.list("feedback/synth/"))
+    assert len(feedback) == 1
+    assert sorted(get_table(restarted.store, feedback[0].key)["y"]) == [20.0, 21.0, 22.0, 23.0, 25.0]
+
+
+def test_save_changed_writes_only_models_a_batch_changed(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    ctx.state = Monitors(ctx)
+    drift_check(_scored(0), ctx)
+    save_changed(ctx)
+    first = ctx.store.get(state_key("synth"))
+    ctx.store.delete(state_key("synth"))
+    save_changed(ctx)  # nothing changed since
+    assert not ctx.store.exists(state_key("synth"))
+    drift_check(_scored(1), ctx)
+    save_changed(ctx)
+    assert ctx.store.get(state_key("synth")) != first
