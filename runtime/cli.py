@@ -197,17 +197,25 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from driftline.runtime.server import serve
 
     settings = _settings(args)
+    known = [f.spec.name for f in FUNCTIONS]  # type: ignore[attr-defined]
+    functions = None
+    if args.functions is not None:
+        functions = [] if args.functions in ("", "none") else args.functions.split(",")
+        unknown = [n for n in functions if n not in known]
+        if unknown:
+            print(f"unknown function(s) {unknown}; known: {known}", file=sys.stderr)
+            return 2
     replicas = None
     if args.replicas:
         if not (settings.bus or "").startswith("kafka://"):
             print("--replicas needs a Kafka bus (--bus kafka://host:port): the embedded bus serves one "
                   "process only", file=sys.stderr)
             return 2
-        counts = parse_replicas(args.replicas, [f.spec.name for f in FUNCTIONS])  # type: ignore[attr-defined]
+        counts = parse_replicas(args.replicas, known)
         plan = [[name] for name, n in counts.items() for _ in range(n)]
         replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose)
     return serve(settings, args.host, args.port, log_level="info" if args.verbose else "warning",
-                 replicas=replicas)
+                 functions=functions, replicas=replicas)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -393,10 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="the HTTP gateway, all five functions and the upload watcher, until SIGTERM",
                         description="Serve the gateway (events, hooks, S3 notifications, /v2 inference, "
-                        "/metrics) and run every function in one process; models already registered "
+                        "/metrics) and run the functions in one process (GPU placement decides, with "
+                        "other runners on the bus, which it serves); models already registered "
                         "under --home (or on --bus) are served at once. Exit 0 after a clean stop.")
     up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    up.add_argument("--functions", metavar="NAME,...",
+                    help="the functions to run in this process (default: all five; 'none' for the "
+                    "gateway alone, beside separate runners); they follow GPU placement like "
+                    "driftline runner's")
     up.add_argument("--replicas", metavar="NAME=N,...",
                     help="run the named functions in N runner processes each instead of in this one, "
                     "e.g. score=3,drift-check=2: the processes join the function's consumer group and "

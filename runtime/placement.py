@@ -112,6 +112,7 @@ class Placement:
         self.started = time.time()
         self.last = Plan(frozenset(), {}, frozenset())
         self._moving: dict[str, threading.Thread] = {}
+        self._applied = False
         self._retry_at: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -125,6 +126,18 @@ class Placement:
     def start(self) -> None:
         self.runner.start()
         self._thread.start()
+
+    def wait_placed(self, timeout_s: float = 30.0) -> bool:
+        """Wait until the first plan is applied and its functions have started (False: timed
+        out). On Kafka, ``preferred`` functions of a CPU runner start only after the warm-up."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                done = self._applied and not any(t.is_alive() for t in self._moving.values())
+            if done:
+                return True
+            self._stop.wait(0.05)
+        return False
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Drain and commit every function, then say goodbye on the control topic."""
@@ -188,6 +201,7 @@ class Placement:
                 mover = threading.Thread(target=self._move, args=(name, start), name=f"move-{name}", daemon=True)
                 self._moving[name] = mover
                 mover.start()
+            self._applied = True
         self._report(old, new)
         return bool(moves) or old.unserveable != new.unserveable
 

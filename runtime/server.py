@@ -37,11 +37,14 @@ def serve(
     watch_interval_s: float = 2.0,
     log_level: str = "warning",
     announce: Callable[[str], None] = print,
+    functions: Collection[str] | None = None,
     replicas: ReplicaSet | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code (1 if the server could not start).
 
-    ``replicas``: child runner processes for some functions, which then do not run here.
+    ``functions``: the built-in functions to host here (None: all five), under the same GPU
+    placement as ``driftline runner``; ``replicas``: child runner processes for some
+    functions, which then do not run here.
     """
     from driftline.runtime.gateway import create_app
     from driftline.runtime.heartbeat import LiveRunners
@@ -53,14 +56,18 @@ def serve(
         elsewhere = {f for child in replicas.children for f in child.functions} if replicas else set()
         if replicas is not None:
             stoppers.append(_start_replicas(replicas))
-        runner = _background(platform, watch_interval_s, stoppers, skip=elsewhere)
+        placement = _host(platform, functions, elsewhere, stoppers)
+        runner = placement.runner
+        _start_triggers(platform, watch_interval_s, stoppers)
         view = LiveRunners(platform.bus, timeout_s=settings.heartbeat_timeout_s)
         view.start()
         stoppers.append(view.close)
-        stoppers.append(_announce(platform.bus, runner, settings))
-        app = create_app(platform, _gateway_sessions(platform, runner), runner, runners=view)
+        app = create_app(platform, _gateway_sessions(platform, placement), runner, runners=view)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False)
-        names = ", ".join(s.name for s in runner.specs) or "no functions"
+        names = ", ".join(sorted(runner.workers)) or "no functions"
+        waiting = sorted(set(placement.specs) - set(runner.workers))
+        if waiting:
+            names += "; placed elsewhere or not yet: " + ", ".join(waiting)
         if replicas is not None:
             counts = {f: sum(f in c.functions for c in replicas.children) for f in sorted(elsewhere)}
             names += "; in replica processes: " + ", ".join(f"{f} ({n})" for f, n in counts.items())
@@ -93,41 +100,28 @@ def serve(
                 log.exception("stopping %s failed", stopper)
 
 
-def _announce(bus: Any, runner: Any, settings: Settings) -> Callable[[], None]:
-    """Heartbeats for this process (it serves every function), so ``GET /v1/runners`` and
-    ``driftline status`` on Kafka see it; returns the stopper, which says goodbye."""
-    import os
-    import time
-
+def _host(platform: Any, functions: Collection[str] | None, elsewhere: Collection[str],
+          stoppers: list[Callable[[], Any]]) -> Any:
+    """A runner for this process's functions under GPU placement (heartbeats included), with
+    the first placement applied; its stop goes on ``stoppers``."""
+    from driftline.functions import FUNCTIONS
     from driftline.runtime.capabilities import detect
-    from driftline.runtime.heartbeat import Beat, HeartbeatSender, new_runner_id, partitions_of
+    from driftline.runtime.placement import Placement
+    from driftline.runtime.runner import Runner
 
-    sender, stop = HeartbeatSender(bus), threading.Event()
-    caps, runner_id, started = detect(settings), new_runner_id(), time.time()
-    names = tuple(s.name for s in runner.specs)
-    offers = {s.name: s.gpu for s in runner.specs}
-
-    def beat(state: str) -> Beat:
-        return Beat(runner=runner_id, capabilities=caps, offers=offers, serves=names, ready=names,
-                    partitions=partitions_of(runner.workers),
-                    state=state, pid=os.getpid(), started=started,  # type: ignore[arg-type]
-                    sent=time.time(), interval_s=settings.heartbeat_interval_s)
-
-    def loop() -> None:
-        while not stop.is_set():
-            sender.send(beat("alive"))
-            stop.wait(settings.heartbeat_interval_s)
-
-    thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
-    thread.start()
-
-    def close() -> None:
-        stop.set()
-        thread.join(5)
-        sender.send(beat("stopped"))
-        sender.close()
-
-    return close
+    settings = platform.settings
+    here = [f for f in FUNCTIONS if (functions is None or f.spec.name in functions)  # type: ignore[attr-defined]
+            and f.spec.name not in elsewhere]  # type: ignore[attr-defined]
+    caps = detect(settings)
+    runner = Runner(platform.bus, [], store=platform.store, settings=settings, registry=platform.registry,
+                    capabilities=caps)
+    embedded = not (settings.bus or "").startswith("kafka://")
+    placement = Placement(runner, here, caps, interval_s=settings.heartbeat_interval_s,
+                          timeout_s=settings.heartbeat_timeout_s, warmup_s=0.0 if embedded else None)
+    placement.start()
+    stoppers.append(placement.stop)
+    placement.wait_placed(timeout_s=30.0)
+    return placement
 
 
 def _start_replicas(replicas: ReplicaSet) -> Callable[[], Any]:
@@ -142,35 +136,25 @@ def _start_replicas(replicas: ReplicaSet) -> Callable[[], Any]:
     return stop
 
 
-def _gateway_sessions(platform: Any, runner: Any) -> Any:
-    """The score function's sessions when it runs here; else the gateway's own, on the same
-    execution providers (the gateway keeps them on the production versions)."""
+def _gateway_sessions(platform: Any, placement: Any) -> Any:
+    """The score function's sessions when it runs here now; else the gateway's own, on the
+    same execution providers (the gateway keeps them on the production versions)."""
     from driftline.functions.score import Sessions
-    from driftline.runtime.capabilities import detect, scoring_providers
+    from driftline.runtime.capabilities import scoring_providers
 
-    if "score" in runner.workers:
-        return runner.workers["score"].ctx.state
-    providers = scoring_providers(detect(platform.settings))
-    return Sessions(platform.store, platform.registry, providers=providers)
+    worker = placement.runner.workers.get("score")
+    if worker is not None:
+        return worker.ctx.state
+    return Sessions(platform.store, platform.registry, providers=scoring_providers(placement.caps))
 
 
-def _background(platform: Any, watch_interval_s: float, stoppers: list[Callable[[], Any]], *,
-                skip: Collection[str] = ()) -> Any:
-    """Start the functions (but those in ``skip``) and the upload triggers; their stops go on
-    ``stoppers``."""
-    from driftline.functions import FUNCTIONS
+def _start_triggers(platform: Any, watch_interval_s: float, stoppers: list[Callable[[], Any]]) -> None:
+    """Start the upload watcher and the S3 notification consumer; their stops go on ``stoppers``."""
     from driftline.runtime.edge import Publisher
-    from driftline.runtime.runner import Runner
     from driftline.runtime.s3events import NotificationConsumer
     from driftline.runtime.triggers import UploadWatcher
 
     settings = platform.settings
-    here = [f for f in FUNCTIONS if f.spec.name not in skip]  # type: ignore[attr-defined]
-    runner = Runner(
-        platform.bus, here, store=platform.store, settings=settings, registry=platform.registry
-    )
-    runner.start()
-    stoppers.append(runner.stop)
     watcher = UploadWatcher(platform.store, platform.bus)
     watcher.start(watch_interval_s)
     stoppers.append(watcher.stop)
@@ -183,7 +167,6 @@ def _background(platform: Any, watch_interval_s: float, stoppers: list[Callable[
         )
         consumer.start()
         stoppers.append(consumer.stop)
-    return runner
 
 
 class _Server(uvicorn.Server):

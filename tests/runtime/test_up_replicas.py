@@ -18,6 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from driftline.events import Codec, Matrix, ScoreRequested
@@ -36,11 +37,14 @@ MODEL = "synth"
 codec = Codec()
 
 
-def test_up_rejects_replicas_on_the_embedded_bus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_up_rejects_replicas_on_the_embedded_bus_and_unknown_functions(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from driftline.runtime.cli import main
 
     assert main(["up", "--replicas", "score=2", "--home", str(tmp_path)]) == 2
     assert "needs a Kafka bus" in capsys.readouterr().err
+    assert main(["up", "--functions", "ingest,scoring", "--home", str(tmp_path)]) == 2
+    assert "unknown function(s) ['scoring']" in capsys.readouterr().err
 
 
 def test_up_replicas_split_score_and_a_killed_one_loses_nothing(tansu_broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -51,8 +55,9 @@ def test_up_replicas_split_score_and_a_killed_one_loses_nothing(tansu_broker, tm
     env = {**os.environ, "DRIFTLINE_HEARTBEAT_INTERVAL_S": "0.5", "DRIFTLINE_HEARTBEAT_TIMEOUT_S": "3",
            "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "4000", "DRIFTLINE_PARTITIONS": "3"}
     log = (tmp_path / "up.log").open("w")
+    port = free_port()
     up = subprocess.Popen(
-        [sys.executable, "-m", "driftline.runtime.cli", "up", "--replicas", "score=2", "--port", str(free_port()),
+        [sys.executable, "-m", "driftline.runtime.cli", "up", "--replicas", "score=2", "--port", str(port),
          "--bus", f"kafka://{tansu_broker.bootstrap}", "--store", str(store_dir)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     bus = make_test_bus(tansu_broker.bootstrap)
@@ -81,6 +86,10 @@ def test_up_replicas_split_score_and_a_killed_one_loses_nothing(tansu_broker, tm
         wait_for(lambda: len(holding()) == 2, timeout_s=60, interval_s=0.5)
         up_beats = [b for b in view.runners() if b.pid == up.pid]
         assert up_beats and "score" not in up_beats[0].serves, "score runs in the replicas, not in up"
+        # the gateway scores /v2 requests with its own sessions, on the production version
+        infer = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1.0, 0.0, 0.5]}]}
+        answer = httpx.post(f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer", json=infer, timeout=10)
+        assert answer.status_code == 200 and answer.json()["model_version"] == "1", answer.text
         shares = [set(b.partitions["score"]) for b in holding()]
         assert not shares[0] & shares[1], "no partition is held twice"
         assert {p for s in shares for p in s if p.startswith("score.requested[")} == {
