@@ -82,6 +82,12 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     def assignment(self) -> set[TopicPartition]: ...
 
+    @property
+    def rebalances(self) -> int:
+        """How many assignments this member has received so far (each rebalance adds one,
+        even one that gives back the same partitions: others may have held them between)."""
+        return 0
+
     @abc.abstractmethod
     def pause(self, partitions: Iterable[TopicPartition]) -> None: ...
 

@@ -238,6 +238,7 @@ class _EmbeddedConsumer(Consumer):
         self._group = group
         self.topics = topics
         self._generation = -1
+        self._assignments = 0
         self._assigned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
         self._paused: set[TopicPartition] = set()
@@ -247,6 +248,7 @@ class _EmbeddedConsumer(Consumer):
         if self._generation == self._group.generation:
             return
         self._generation = self._group.generation
+        self._assignments += 1
         self._assigned = self._group.assignment_for(self, self._bus)
         for tp in list(self._positions):
             if tp not in self._assigned:
@@ -298,6 +300,10 @@ class _EmbeddedConsumer(Consumer):
         with self._bus._lock:
             self._refresh()
             return set(self._assigned)
+
+    @property
+    def rebalances(self) -> int:
+        return self._assignments
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
         with self._bus._lock:

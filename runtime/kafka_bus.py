@@ -251,6 +251,10 @@ class KafkaConsumer(Consumer):
     def assignment(self) -> set[TopicPartition]:
         return {TopicPartition(tp.topic, tp.partition) for tp in self._client.assignment()}
 
+    @property
+    def rebalances(self) -> int:
+        return int(self._listener.assignments)
+
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
         """Stop fetching from these partitions (those not assigned are ignored)."""
         self._client.pause(*self._assigned(partitions))
@@ -317,11 +321,13 @@ class _RebalanceListener(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(self, rebalanced: threading.Event) -> None:
         self._rebalanced = rebalanced
+        self.assignments = 0
 
     def on_partitions_revoked(self, revoked: object) -> None:
         pass
 
     def on_partitions_assigned(self, assigned: object) -> None:
+        self.assignments += 1
         self._rebalanced.set()
 
 

@@ -134,6 +134,10 @@ class FunctionWorker:
         """Whether the group has given this worker partitions yet (placement hands over after)."""
         self.assigned: frozenset[TopicPartition] = frozenset()
         """The partitions the group gives this worker now (heartbeats show the spread)."""
+        self._rebalances: int | None = None
+        """The consumer's assignment count when last seen (None: a new consumer)."""
+        self._state_fresh = True
+        """Whether ``ctx.state`` was built from the saved checkpoint since the last assignment."""
         self.started_at = 0.0
         self.thread = threading.Thread(target=self._run, name=f"runner-{spec.name}", daemon=True)
 
@@ -164,7 +168,7 @@ class FunctionWorker:
             except Exception:  # a broken client may fail to close; we drop it either way
                 log.debug("close failed", exc_info=True)
         self._consumer = self._producer = None
-        self.assigned = frozenset()
+        self.assigned, self._rebalances = frozenset(), None
         self._outbox, self._unsettled = [], set()  # uncommitted: those inputs come again
         self._stop.wait(backoff_s)
         if not self._stop.is_set():
@@ -180,6 +184,9 @@ class FunctionWorker:
                 assert self._consumer is not None
                 records = pending or self._consumer.poll(self.poll_timeout_s, self.max_records)
                 pending = []
+                rebalances = self._consumer.rebalances
+                if rebalances and rebalances != self._rebalances:
+                    self._rebalanced(rebalances)
                 assigned = frozenset(self._consumer.assignment())
                 if assigned != self.assigned:
                     self._note_group_offsets(assigned - self.assigned)
@@ -200,6 +207,15 @@ class FunctionWorker:
                 self._reconnect(backoff)
                 backoff = min(backoff * 2, 30.0)
         self._close()
+
+    def _rebalanced(self, count: int) -> None:
+        """A new assignment. A function with a checkpoint keeps state for the partitions it
+        reads; while they were elsewhere another process may have moved that state on (and
+        saved it), so the state is built again from the saved checkpoint."""
+        if self.spec.checkpoint is not None and not self._state_fresh:
+            log.info("%s: partitions reassigned; reloading its state from the last checkpoint", self.spec.name)
+            self.ctx.state = self.spec.init(self.ctx) if self.spec.init is not None else None
+        self._rebalances, self._state_fresh = count, False
 
     def _note_group_offsets(self, partitions: frozenset[TopicPartition]) -> None:
         assert self._consumer is not None

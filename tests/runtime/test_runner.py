@@ -166,15 +166,21 @@ def test_a_new_worker_knows_what_its_group_committed_before_it(bus: Bus) -> None
         again.stop()
 
 
+_TALLIES: dict[str, set[str]] = {}
+"""Saved by ``tally``'s checkpoint, per test key (its state is rebuilt after a reconnect)."""
+_DISK_FULL: set[str] = set()
+
+
 def _tally(ctx: Context) -> dict[str, object]:
-    return {"handled": set(), "saved": set(), "fail_next": True}
+    return {"key": ctx.settings["key"], "handled": set()}
 
 
 def _save_tally(ctx: Context) -> None:
-    if ctx.state["fail_next"]:
-        ctx.state["fail_next"] = False
+    key = ctx.state["key"]
+    if key not in _DISK_FULL:  # the first checkpoint of each test fails
+        _DISK_FULL.add(key)
         raise OSError("disk full")
-    ctx.state["saved"] |= ctx.state["handled"]
+    _TALLIES.setdefault(key, set()).update(ctx.state["handled"])
 
 
 @function(subscribes="score.requested", emits="score.completed", init=_tally, checkpoint=_save_tally)
@@ -184,18 +190,75 @@ def tally(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
 
 
 def test_a_failed_checkpoint_commits_nothing_and_the_batch_comes_again(embedded_bus: Bus) -> None:
-    model = _model()
+    model, key = _model(), uuid.uuid4().hex
     ids = publish(embedded_bus, [request(f"t{i}", model) for i in range(10)])
-    runner = _run(embedded_bus, tally)
-    state = runner.workers["tally"].ctx.state
+    runner = _run(embedded_bus, tally, settings={"key": key})
     try:
-        wait_for(lambda: state["saved"] >= {f"t{i}" for i in range(10)})
-        worker = runner.workers["tally"]
-        wait_for(lambda: sum(worker.committed.values()) >= 10)
+        wait_for(lambda: _TALLIES.get(key, set()) >= {f"t{i}" for i in range(10)})
     finally:
         runner.stop()
-    assert not state["fail_next"]
+    assert key in _DISK_FULL
     assert runner.stats["tally"].consumed > 10, "the batch whose checkpoint failed was read again"
     out = [codec.decode(r.value, r.headers) for r in read_all(embedded_bus, "score.completed", 10**6, 1.0)
            if r.key == model.encode()]
     assert {e.id for e in out} == {output_id(i, "tally", 0) for i in ids}, "again, under the same ids"
+
+
+_SAVED: dict[str, dict[str, int]] = {}
+"""A stand-in for the object store of ``counting``: per test key, the saved count of each model."""
+
+
+def _counts(ctx: Context) -> dict[str, object]:
+    return {"key": ctx.settings["key"], "counts": {}, "changed": set()}
+
+
+def _save_counts(ctx: Context) -> None:
+    saved = _SAVED.setdefault(ctx.state["key"], {})
+    for model in ctx.state["changed"]:
+        saved[model] = ctx.state["counts"][model]
+    ctx.state["changed"].clear()
+
+
+@function(subscribes="score.requested", emits="score.completed", init=_counts, checkpoint=_save_counts)
+def counting(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
+    """Counts requests per model, loaded on first use and saved per model, like drift-check."""
+    counts = ctx.state["counts"]
+    if event.model not in counts:
+        counts[event.model] = _SAVED.get(ctx.state["key"], {}).get(event.model, 0)
+    counts[event.model] += 1
+    ctx.state["changed"].add(event.model)
+    return ScoreCompleted(model=event.model, request_id=event.request_id, version=1, predictions=[1.0])
+
+
+def test_checkpointed_state_follows_its_partitions_through_rebalances(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A worker that lost partitions (another one took them, moved their state on and saved
+    it) reloads the checkpoint when they come back, instead of saving its stale copy."""
+    from driftline.runtime.embedded_bus import EmbeddedBus
+
+    bus = EmbeddedBus(tmp_path / "bus.db", partitions=3)
+    bus.create_topics(["score.requested", "score.completed", "score.requested.dlq"])
+    key = uuid.uuid4().hex
+    models = [f"m{i}" for i in range(6)]  # spread over the three partitions
+
+    def send(n: int) -> None:
+        publish(bus, [request(f"{key}-{len(sent)}-{i}", model) for i in range(n) for model in models])
+        sent.append(n)
+
+    def total() -> int:
+        return sum(sent) * len(models)
+
+    sent: list[int] = []
+    first = _run(bus, counting, settings={"key": key})
+    send(5)
+    wait_for(lambda: first.stats["counting"].succeeded >= total())
+    second = _run(bus, counting, settings={"key": key})  # takes some partitions (and their models)
+    wait_for(lambda: second.workers["counting"].assigned and first.workers["counting"].assigned
+             and not (first.workers["counting"].assigned & second.workers["counting"].assigned))
+    send(5)
+    wait_for(lambda: first.stats["counting"].succeeded + second.stats["counting"].succeeded >= total())
+    second.stop()  # its partitions, with the counts it saved, go back to the first worker
+    send(5)
+    wait_for(lambda: first.stats["counting"].succeeded + second.stats["counting"].succeeded >= total())
+    first.stop()
+    bus.close()
+    assert _SAVED[key] == {model: 15 for model in models}, "no model's count went back to a stale copy"
