@@ -15,6 +15,8 @@ from driftline.runtime.errors import ConfigError, DriftlineError
 from driftline.runtime.settings import Settings
 
 SAMPLE_DIR = Path(__file__).parent / "sample"
+REPLICAS_NEED_KAFKA = ("--replicas needs a Kafka bus (--bus kafka://host:port): the embedded bus serves one "
+                       "process only")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -105,8 +107,7 @@ def _run_replicas(args: argparse.Namespace, settings: Settings, wanted: list[str
     from driftline.runtime.replicas import ReplicaSet, parse_replicas, process_plan
 
     if embedded:
-        print("--replicas needs a Kafka bus (--bus kafka://host:port): the embedded bus serves one "
-              "process only", file=sys.stderr)
+        print(REPLICAS_NEED_KAFKA, file=sys.stderr)
         return 2
     plan = process_plan(wanted, parse_replicas(args.replicas, wanted))
     replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose)
@@ -208,8 +209,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     replicas = None
     if args.replicas:
         if not (settings.bus or "").startswith("kafka://"):
-            print("--replicas needs a Kafka bus (--bus kafka://host:port): the embedded bus serves one "
-                  "process only", file=sys.stderr)
+            print(REPLICAS_NEED_KAFKA, file=sys.stderr)
             return 2
         counts = parse_replicas(args.replicas, known)
         plan = [[name] for name, n in counts.items() for _ in range(n)]
