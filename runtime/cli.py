@@ -70,10 +70,8 @@ def _fresh_demo_home(home: Path) -> Path:
 
 def _cmd_runner(args: argparse.Namespace) -> int:
     from driftline.functions import FUNCTIONS
-    from driftline.runtime.capabilities import detect
     from driftline.runtime.placement import Placement
     from driftline.runtime.platform import Platform
-    from driftline.runtime.runner import Runner
 
     by_name = {f.spec.name: f for f in FUNCTIONS}  # type: ignore[attr-defined]
     wanted = args.functions.split(",") if args.functions else list(by_name)
@@ -85,16 +83,10 @@ def _cmd_runner(args: argparse.Namespace) -> int:
     embedded = not (settings.bus or "").startswith("kafka://")
     if args.replicas:
         return _run_replicas(args, settings, wanted, embedded)
-    capabilities = detect(settings)
     platform = Platform.open(settings)
-    runner = Runner(platform.bus, [], store=platform.store, settings=settings, registry=platform.registry,
-                    capabilities=capabilities)
-    # On the embedded bus this is the only process: no peer to listen for before placing.
-    placement = Placement(runner, [by_name[n] for n in wanted], capabilities,
-                          interval_s=settings.heartbeat_interval_s, timeout_s=settings.heartbeat_timeout_s,
-                          warmup_s=0.0 if embedded else None)
+    placement = Placement.on_platform(platform, [by_name[n] for n in wanted])
     placement.start()
-    gpus = ", ".join(g.name for g in capabilities.gpus) or "none"
+    gpus = ", ".join(g.name for g in placement.caps.gpus) or "none"
     print(f"driftline runner {placement.id}: offers {', '.join(wanted)}; GPUs: {gpus}; "
           f"on {settings.bus or 'the embedded bus'}", flush=True)
     _wait_for_signal()

@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from driftline.events.topics import RUNNERS_TOPIC
 from driftline.runtime.bus import Bus
@@ -118,6 +119,22 @@ class Placement:
         self._stop = threading.Event()
         self._moved = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="placement", daemon=True)
+
+    @classmethod
+    def on_platform(cls, platform: Any, functions: Sequence[Handler | FunctionSpec]) -> Placement:
+        """A placement (not started) for ``functions`` on an open
+        :class:`~driftline.runtime.platform.Platform`, with this machine's capabilities and
+        the platform's heartbeat settings. On the embedded bus this process is the only one:
+        nothing to listen for before placing."""
+        from driftline.runtime.capabilities import detect
+
+        settings = platform.settings
+        caps = detect(settings)
+        runner = Runner(platform.bus, [], store=platform.store, settings=settings, registry=platform.registry,
+                        capabilities=caps)
+        embedded = not (settings.bus or "").startswith("kafka://")
+        return cls(runner, functions, caps, interval_s=settings.heartbeat_interval_s,
+                   timeout_s=settings.heartbeat_timeout_s, warmup_s=0.0 if embedded else None)
 
     @property
     def offers(self) -> dict[str, str]:

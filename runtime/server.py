@@ -105,19 +105,11 @@ def _host(platform: Any, functions: Collection[str] | None, elsewhere: Collectio
     """A runner for this process's functions under GPU placement (heartbeats included), with
     the first placement applied; its stop goes on ``stoppers``."""
     from driftline.functions import FUNCTIONS
-    from driftline.runtime.capabilities import detect
     from driftline.runtime.placement import Placement
-    from driftline.runtime.runner import Runner
 
-    settings = platform.settings
     here = [f for f in FUNCTIONS if (functions is None or f.spec.name in functions)  # type: ignore[attr-defined]
             and f.spec.name not in elsewhere]  # type: ignore[attr-defined]
-    caps = detect(settings)
-    runner = Runner(platform.bus, [], store=platform.store, settings=settings, registry=platform.registry,
-                    capabilities=caps)
-    embedded = not (settings.bus or "").startswith("kafka://")
-    placement = Placement(runner, here, caps, interval_s=settings.heartbeat_interval_s,
-                          timeout_s=settings.heartbeat_timeout_s, warmup_s=0.0 if embedded else None)
+    placement = Placement.on_platform(platform, here)
     placement.start()
     stoppers.append(placement.stop)
     placement.wait_placed(timeout_s=30.0)
