@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(st)
     st.set_defaults(func=_cmd_status)
 
-    up = sub.add_parser("up", help="the HTTP gateway, all five functions and the upload watcher, until SIGTERM",
+    up = sub.add_parser("up", help="the HTTP gateway, the functions (all five by default) and the upload watcher, until SIGTERM",
                         description="Serve the gateway (events, hooks, S3 notifications, /v2 inference, "
                         "/metrics) and run the functions in one process (GPU placement decides, with "
                         "other runners on the bus, which it serves); models already registered "
