@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from driftline.events.codec import Codec
 from driftline.events.models import Event
-from driftline.runtime.bus import Bus, Producer
+from driftline.runtime.bus.base import Bus, Producer
 from driftline.runtime.errors import BusError, DriftlineError
 
 

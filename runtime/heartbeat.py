@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from driftline.events.topics import RUNNERS_TOPIC
-from driftline.runtime.bus import Bus, Consumer, Producer
+from driftline.runtime.bus.base import Bus, Consumer, Producer
 from driftline.runtime.capabilities import Capabilities
 from driftline.runtime.errors import BusError
 

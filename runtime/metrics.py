@@ -36,7 +36,7 @@ from prometheus_client.utils import floatToGoString
 
 from driftline.events.codec import Codec
 from driftline.events.models import DriftChecked
-from driftline.runtime.bus import Bus
+from driftline.runtime.bus.base import Bus
 from driftline.runtime.errors import DecodeError
 from driftline.runtime.registry import Registry
 from driftline.runtime.stats import LATENCY_BUCKETS_S

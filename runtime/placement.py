@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline.events.topics import RUNNERS_TOPIC
-from driftline.runtime.bus import Bus
+from driftline.runtime.bus.base import Bus
 from driftline.runtime.capabilities import Capabilities
 from driftline.runtime.errors import BusError
 from driftline.runtime.function import FunctionSpec, Handler, spec_of

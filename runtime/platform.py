@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from driftline.runtime.bus import Bus
+from driftline.runtime.bus.base import Bus
 from driftline.runtime.errors import ConfigError
 from driftline.runtime.registry import Registry, RegistryFollower
 from driftline.runtime.settings import Settings
@@ -20,14 +20,14 @@ def open_bus(settings: Settings) -> Bus:
     url = settings.bus or f"sqlite://{(settings.home_dir / 'bus.db').resolve()}"
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        from driftline.runtime.embedded_bus import EmbeddedBus
+        from driftline.runtime.bus.embedded import EmbeddedBus
 
         path = parts.netloc + parts.path
         if not path:
             raise ConfigError(f"bus URL {url!r} has no file path; accepted: {BUS_FORMS}")
         return EmbeddedBus(Path(path), partitions=settings.partitions)
     if parts.scheme == "kafka":
-        from driftline.runtime.kafka_bus import KafkaBus
+        from driftline.runtime.bus.kafka import KafkaBus
 
         servers = parts.netloc + parts.path.rstrip("/")
         if not servers:

@@ -19,7 +19,7 @@ from typing import Any
 
 from driftline.events.codec import Codec
 from driftline.events.models import Event, ModelDeployed, ModelRegistered, ModelRejected
-from driftline.runtime.bus import Bus
+from driftline.runtime.bus.base import Bus
 from driftline.runtime.errors import DecodeError
 
 log = logging.getLogger("driftline.registry")

@@ -34,7 +34,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from driftline.events.codec import Codec, Envelope, child_traceparent
 from driftline.events.models import Event
 from driftline.events.topics import dlq_topic
-from driftline.runtime.bus import Bus, Consumer, Producer, Record, TopicPartition
+from driftline.runtime.bus.base import Bus, Consumer, Producer, Record, TopicPartition
 from driftline.runtime.context import Context
 from driftline.runtime.errors import BusError, DecodeError, DriftlineError, PermanentError
 from driftline.runtime.function import FunctionSpec, Handler, spec_of

@@ -25,7 +25,7 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
 
 from driftline.events.models import DatasetUploaded
-from driftline.runtime.bus import Bus, Consumer, TopicPartition
+from driftline.runtime.bus.base import Bus, Consumer, TopicPartition
 from driftline.runtime.edge import Publisher, invalid, read_body, responses
 from driftline.runtime.store import ObjectInfo
 from driftline.runtime.triggers import dataset_uploaded_for

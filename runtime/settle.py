@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from driftline.runtime.bus import Bus, TopicPartition
+from driftline.runtime.bus.base import Bus, TopicPartition
 from driftline.runtime.runner import Runner
 
 

@@ -14,7 +14,7 @@ import uuid
 
 from driftline.events.codec import Codec
 from driftline.events.models import DatasetUploaded
-from driftline.runtime.bus import Bus
+from driftline.runtime.bus.base import Bus
 from driftline.runtime.store import ObjectInfo, ObjectStore
 from driftline.runtime.watcher import BucketWatcher, checkpoint_key
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from driftline.runtime.bus import Consumer, Record
-from driftline.runtime.embedded_bus import EmbeddedBus
+from driftline.runtime.bus.base import Consumer, Record
+from driftline.runtime.bus.embedded import EmbeddedBus
 
 pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.s3"]
 

@@ -126,7 +126,7 @@ def driftline_home(work: Path, result: Any) -> Path:
     """A fresh --home where the forest is version 1, in production."""
     from driftline.events import Codec, ModelDeployed, ModelRegistered
     from driftline.functions.layout import spec_key
-    from driftline.runtime.embedded_bus import EmbeddedBus
+    from driftline.runtime.bus.embedded import EmbeddedBus
     from driftline.runtime.store import LocalStore
 
     home = work / "driftline-home"

@@ -24,7 +24,7 @@ from driftline.events import DriftChecked, LabelsReceived
 from driftline.runtime.capabilities import detect
 from driftline.runtime.context import Context
 from driftline.runtime.function import function
-from driftline.runtime.kafka_bus import KafkaBus
+from driftline.runtime.bus.kafka import KafkaBus
 from driftline.runtime.placement import Placement
 from driftline.runtime.runner import Runner
 from driftline.runtime.settings import Settings

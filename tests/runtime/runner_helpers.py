@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 
 from driftline.events import Codec, LabelsReceived, ScoreCompleted, ScoreRequested
-from driftline.runtime.bus import Bus, Record
+from driftline.runtime.bus.base import Bus, Record
 from driftline.runtime.context import Context
 from driftline.runtime.errors import PermanentError, RetryableError
 from driftline.runtime.function import RetryPolicy, function

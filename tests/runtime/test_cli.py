@@ -38,7 +38,7 @@ def test_a_bad_bus_url_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_dlq_replay_sends_a_dead_letter_back_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from driftline.runtime.embedded_bus import EmbeddedBus
+    from driftline.runtime.bus.embedded import EmbeddedBus
     from driftline.runtime.runner import Runner
     from tests.conftest import wait_for
     from tests.runtime.runner_helpers import echo, publish, read_all, request

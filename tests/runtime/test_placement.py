@@ -17,7 +17,7 @@ from driftline.events import Codec, DriftChecked
 from driftline.runtime import placement as placement_module
 from driftline.runtime.capabilities import Capabilities, GpuInfo
 from driftline.runtime.context import Context
-from driftline.runtime.embedded_bus import EmbeddedBus
+from driftline.runtime.bus.embedded import EmbeddedBus
 from driftline.runtime.function import spec_of
 from driftline.runtime.heartbeat import Beat, HeartbeatSender, LiveRunners, function_report
 from driftline.runtime.placement import Placement, plan

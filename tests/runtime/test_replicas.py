@@ -15,7 +15,7 @@ import pytest
 from driftline.events.topics import RUNNERS_TOPIC
 from driftline.runtime.capabilities import Capabilities, GpuInfo
 from driftline.runtime.cli import main
-from driftline.runtime.embedded_bus import EmbeddedBus
+from driftline.runtime.bus.embedded import EmbeddedBus
 from driftline.runtime.errors import ConfigError
 from driftline.runtime.heartbeat import Beat, HeartbeatSender, LiveRunners
 from driftline.runtime.replicas import parse_replicas, process_plan

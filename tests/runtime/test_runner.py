@@ -7,7 +7,7 @@ import time
 import uuid
 
 from driftline.events import Codec, ScoreCompleted, ScoreRequested
-from driftline.runtime.bus import Bus
+from driftline.runtime.bus.base import Bus
 from driftline.runtime.context import Context
 from driftline.runtime.function import RetryPolicy, function
 from driftline.runtime.runner import Runner, output_id
@@ -233,7 +233,7 @@ def counting(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
 def test_checkpointed_state_follows_its_partitions_through_rebalances(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A worker that lost partitions (another one took them, moved their state on and saved
     it) reloads the checkpoint when they come back, instead of saving its stale copy."""
-    from driftline.runtime.embedded_bus import EmbeddedBus
+    from driftline.runtime.bus.embedded import EmbeddedBus
 
     bus = EmbeddedBus(tmp_path / "bus.db", partitions=3)
     bus.create_topics(["score.requested", "score.completed", "score.requested.dlq"])

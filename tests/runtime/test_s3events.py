@@ -19,7 +19,7 @@ from minio import Minio
 
 from driftline.events import Codec, DatasetUploaded, Envelope
 from driftline.functions.score import Sessions
-from driftline.runtime.bus import Bus
+from driftline.runtime.bus.base import Bus
 from driftline.runtime.edge import Publisher
 from driftline.runtime.gateway import create_app
 from driftline.runtime.platform import Platform

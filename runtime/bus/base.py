@@ -1,10 +1,10 @@
 """The Bus: topics, partitions, offsets and consumer groups, behind one small interface.
 
 Two implementations share this contract and one test suite
-(``tests/runtime/test_bus_contract.py``):
+(``tests/runtime/bus/test_contract.py``):
 
-- :class:`driftline.runtime.embedded_bus.EmbeddedBus`: one SQLite file, one process;
-- :class:`driftline.runtime.kafka_bus.KafkaBus`: any Kafka-protocol broker, via kafka-python.
+- :class:`driftline.runtime.bus.embedded.EmbeddedBus`: one SQLite file, one process;
+- :class:`driftline.runtime.bus.kafka.KafkaBus`: any Kafka-protocol broker, via kafka-python.
 
 Offsets follow Kafka's meaning: a committed offset is the offset of the *next* record
 the group will read.

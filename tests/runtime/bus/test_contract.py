@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from driftline.runtime.bus import Bus, TopicPartition
+from driftline.runtime.bus.base import Bus, TopicPartition
 from tests.conftest import drain
 
 

@@ -14,9 +14,9 @@ from typing import TypeVar
 
 import pytest
 
-from driftline.runtime.bus import Consumer, Record, TopicPartition
+from driftline.runtime.bus.base import Consumer, Record, TopicPartition
 from driftline.runtime.errors import BusError, ConfigError
-from driftline.runtime.kafka_bus import KafkaBus
+from driftline.runtime.bus.kafka import KafkaBus
 from tests.conftest import drain
 from tests.fixtures.kafka import TansuBroker, free_port, make_test_bus, unique_name
 

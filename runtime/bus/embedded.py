@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from driftline.runtime.bus import Bus, Consumer, Headers, Producer, Record, TopicPartition
+from driftline.runtime.bus.base import Bus, Consumer, Headers, Producer, Record, TopicPartition
 from driftline.runtime.errors import BusError, ConfigError
 
 _SCHEMA = """

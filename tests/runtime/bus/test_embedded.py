@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from driftline.runtime.bus import TopicPartition
-from driftline.runtime.embedded_bus import EmbeddedBus
+from driftline.runtime.bus.base import TopicPartition
+from driftline.runtime.bus.embedded import EmbeddedBus
 from driftline.runtime.errors import ConfigError
 
 

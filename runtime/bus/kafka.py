@@ -1,4 +1,4 @@
-"""KafkaBus: the :class:`~driftline.runtime.bus.Bus` over any Kafka-protocol broker.
+"""KafkaBus: the :class:`~driftline.runtime.bus.base.Bus` over any Kafka-protocol broker.
 
 Built on kafka-python. Delivery is at least once: the producer waits for every in-sync
 replica (``acks="all"``), is idempotent where the broker supports it and retries until
@@ -27,8 +27,8 @@ import kafka
 import kafka.errors as kerrors
 from kafka.structs import MemberState
 
-from .bus import Bus, Consumer, Headers, Producer, Record, TopicPartition
-from .errors import BusError, ConfigError
+from driftline.runtime.bus.base import Bus, Consumer, Headers, Producer, Record, TopicPartition
+from driftline.runtime.errors import BusError, ConfigError
 
 __all__ = ["KafkaBus", "KafkaConsumer", "KafkaProducer"]
 
