@@ -187,7 +187,7 @@ def _print_status(runners: list[Any], report: list[dict[str, Any]]) -> None:
 def _cmd_up(args: argparse.Namespace) -> int:
     from driftline.functions import FUNCTIONS
     from driftline.runtime.replicas import ReplicaSet, parse_replicas
-    from driftline.runtime.server import serve
+    from driftline.runtime.http.server import serve
 
     settings = _settings(args)
     known = [f.spec.name for f in FUNCTIONS]  # type: ignore[attr-defined]

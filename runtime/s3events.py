@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from driftline.events.models import DatasetUploaded
 from driftline.runtime.bus.base import Bus, Consumer, TopicPartition
-from driftline.runtime.edge import Publisher, invalid, read_body, responses
+from driftline.runtime.http.shared import Publisher, invalid, read_body, responses
 from driftline.runtime.store import ObjectInfo
 from driftline.runtime.triggers import dataset_uploaded_for
 

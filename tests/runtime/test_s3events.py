@@ -20,8 +20,8 @@ from minio import Minio
 from driftline.events import Codec, DatasetUploaded, Envelope
 from driftline.functions.score import Sessions
 from driftline.runtime.bus.base import Bus
-from driftline.runtime.edge import Publisher
-from driftline.runtime.gateway import create_app
+from driftline.runtime.http.shared import Publisher
+from driftline.runtime.http.app import create_app
 from driftline.runtime.platform import Platform
 from driftline.runtime.s3events import NotificationConsumer
 from driftline.runtime.settings import Settings

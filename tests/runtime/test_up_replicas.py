@@ -29,7 +29,7 @@ from driftline.runtime.store import LocalStore
 from tests.conftest import wait_for
 from tests.fixtures.kafka import make_test_bus
 from tests.functions.synthetic import SPEC_TOML, frame
-from tests.runtime.gateway_helpers import free_port
+from tests.runtime.http.helpers import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 
 from driftline.events import Codec, Envelope, Matrix, ModelDeployed, ScoreRequested
 from driftline.functions.score import Sessions
-from driftline.runtime.gateway import create_app
+from driftline.runtime.http.app import create_app
 from driftline.runtime.platform import Platform
 from driftline.runtime.settings import Settings
 from tests.conftest import wait_for
-from tests.runtime.gateway_helpers import FEATURES, MODEL, new_home, trained
+from tests.runtime.http.helpers import FEATURES, MODEL, new_home, trained
 from tests.runtime.runner_helpers import read_all
 
 TOKEN = "s3cret-token"

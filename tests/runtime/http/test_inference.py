@@ -25,12 +25,12 @@ from fastapi.testclient import TestClient
 from driftline.events import Event, Matrix, ScoreRequested
 from driftline.functions.score import Sessions, score
 from driftline.runtime.context import Context
-from driftline.runtime.gateway import create_app
+from driftline.runtime.http.app import create_app
 from driftline.runtime.platform import Platform
 from driftline.runtime.registry import Registry
 from driftline.runtime.settings import Settings
 from driftline.runtime.store import LocalStore
-from tests.runtime.gateway_helpers import (
+from tests.runtime.http.helpers import (
     FEATURES,
     MODEL,
     free_port,

@@ -12,12 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.events import DriftChecked
 from driftline.functions.score import Sessions
-from driftline.runtime.gateway import create_app
+from driftline.runtime.http.app import create_app
 from driftline.runtime.platform import Platform
 from driftline.runtime.runner import Runner
 from driftline.runtime.settings import Settings
 from tests.conftest import wait_for
-from tests.runtime.gateway_helpers import MODEL, new_home, publish, trained
+from tests.runtime.http.helpers import MODEL, new_home, publish, trained
 from tests.runtime.runner_helpers import echo, request
 
 

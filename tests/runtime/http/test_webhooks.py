@@ -17,10 +17,10 @@ from standardwebhooks.webhooks import Webhook
 from driftline.events import Codec, DatasetUploaded, Envelope
 from driftline.functions.score import Sessions
 from driftline.runtime.errors import ConfigError
-from driftline.runtime.gateway import create_app
+from driftline.runtime.http.app import create_app
 from driftline.runtime.platform import Platform
 from driftline.runtime.settings import HookSettings, Settings
-from driftline.runtime.webhooks import ReplayGuard, secret_key, sign, verify
+from driftline.runtime.http.webhooks import ReplayGuard, secret_key, sign, verify
 from tests.runtime.runner_helpers import read_all
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

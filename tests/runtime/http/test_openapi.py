@@ -26,10 +26,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from driftline.functions.score import Sessions
-from driftline.runtime.gateway import create_app
+from driftline.runtime.http.app import create_app
 from driftline.runtime.platform import Platform
 from driftline.runtime.settings import HookSettings, Settings
-from tests.runtime.gateway_helpers import new_home, trained
+from tests.runtime.http.helpers import new_home, trained
 
 TOKEN = "t0ken"
 EXAMPLES = 12

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from driftline.runtime.edge import FieldProblem, ProblemError
+from driftline.runtime.http.shared import FieldProblem, ProblemError
 
 REQUIRED = ("specversion", "id", "source", "type")
 STRUCTURED = "application/cloudevents+json"

@@ -30,8 +30,8 @@ from starlette.concurrency import run_in_threadpool
 from driftline.functions.layout import load_spec
 from driftline.functions.score import Served, Sessions
 from driftline.functions.training import load_session, predict
-from driftline.runtime import oip
-from driftline.runtime.edge import ProblemError, read_body, responses
+from driftline.runtime.http import oip
+from driftline.runtime.http.shared import ProblemError, read_body, responses
 from driftline.runtime.errors import DriftlineError
 from driftline.runtime.registry import Registry
 

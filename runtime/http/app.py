@@ -1,16 +1,16 @@
 """The HTTP gateway: how people and other systems reach a running Driftline.
 
     POST /v1/events/{type}           publish an event (CloudEvents binary or structured, or plain JSON)
-    POST /v1/hooks/{name}            a signed webhook trigger (runtime.webhooks)
+    POST /v1/hooks/{name}            a signed webhook trigger (runtime.http.webhooks)
     POST /v1/notifications/s3        MinIO / S3 bucket notifications (runtime.s3events)
     GET  /v1/models[/{name}]         registry state: versions, aliases, lineage
     POST /v1/models/{name}/rollback  production back to the previous version
-    /v2/...                          Open Inference Protocol scoring (runtime.inference)
-    GET  /metrics                    Prometheus metrics (runtime.metrics)
+    /v2/...                          Open Inference Protocol scoring (runtime.http.inference)
+    GET  /metrics                    Prometheus metrics (runtime.http.metrics)
 
 Write endpoints (events, notifications, rollback) need ``Authorization: Bearer <token>``
 when ``api_token`` is set; hooks carry their own signatures. Errors are answered as a
-:class:`~driftline.runtime.edge.Problem`.
+:class:`~driftline.runtime.http.shared.Problem`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from driftline.events.models import (
 )
 from driftline.events.topics import EVENT_TOPICS
 from driftline.functions.score import Sessions
-from driftline.runtime import cloudevents, inference, s3events, webhooks
-from driftline.runtime.edge import (
+from driftline.runtime import s3events
+from driftline.runtime.http import cloudevents, inference, webhooks
+from driftline.runtime.http.shared import (
     Problem,
     ProblemError,
     Publisher,
@@ -48,8 +49,8 @@ from driftline.runtime.edge import (
     responses,
     token_dependencies,
 )
-from driftline.runtime.metrics import Metrics
-from driftline.runtime.oip import InferenceRequest
+from driftline.runtime.http.metrics import Metrics
+from driftline.runtime.http.oip import InferenceRequest
 from driftline.runtime.registry import Registry
 from driftline.runtime.settings import HookSettings
 

@@ -46,7 +46,7 @@ def serve(
     placement as ``driftline runner``; ``replicas``: child runner processes for some
     functions, which then do not run here.
     """
-    from driftline.runtime.gateway import create_app
+    from driftline.runtime.http.app import create_app
     from driftline.runtime.heartbeat import LiveRunners
     from driftline.runtime.platform import Platform
 
@@ -142,7 +142,7 @@ def _gateway_sessions(platform: Any, placement: Any) -> Any:
 
 def _start_triggers(platform: Any, watch_interval_s: float, stoppers: list[Callable[[], Any]]) -> None:
     """Start the upload watcher and the S3 notification consumer; their stops go on ``stoppers``."""
-    from driftline.runtime.edge import Publisher
+    from driftline.runtime.http.shared import Publisher
     from driftline.runtime.s3events import NotificationConsumer
     from driftline.runtime.triggers import UploadWatcher
 

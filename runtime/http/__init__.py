@@ -1,0 +1,12 @@
+"""The HTTP gateway: how people and other systems reach a running Driftline. Read in this order:
+
+1. :mod:`.app`: the FastAPI application and its route list (events, hooks, notifications,
+   models, ``/v2``, ``/metrics``);
+2. :mod:`.shared`: what every endpoint shares: the :class:`~.shared.Problem` error body,
+   body limits, the bearer token, publishing onto the bus;
+3. :mod:`.cloudevents` and :mod:`.webhooks`: the two ways to publish an event over HTTP
+   (CloudEvents, signed Standard Webhooks);
+4. :mod:`.oip` and :mod:`.inference`: real-time scoring over the Open Inference Protocol;
+5. :mod:`.metrics`: Prometheus metrics;
+6. :mod:`.server`: ``driftline up``, the gateway with the functions and triggers around it.
+"""
