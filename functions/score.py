@@ -17,7 +17,7 @@ from driftline.events import Matrix, ModelDeployed, ScoreCompleted, ScoreRequest
 from driftline.functions.layout import load_spec
 from driftline.functions.modelspec import ModelSpec
 from driftline.functions.training import load_session, predict
-from driftline.runtime.capabilities import scoring_providers
+from driftline.runtime.cluster.capabilities import scoring_providers
 from driftline.runtime.context import Context
 from driftline.runtime.errors import PermanentError, ValidationError
 from driftline.runtime.function import function

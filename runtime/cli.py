@@ -70,7 +70,7 @@ def _fresh_demo_home(home: Path) -> Path:
 
 def _cmd_runner(args: argparse.Namespace) -> int:
     from driftline.functions import FUNCTIONS
-    from driftline.runtime.placement import Placement
+    from driftline.runtime.cluster.placement import Placement
     from driftline.runtime.platform import Platform
 
     by_name = {f.spec.name: f for f in FUNCTIONS}  # type: ignore[attr-defined]
@@ -96,7 +96,7 @@ def _cmd_runner(args: argparse.Namespace) -> int:
 
 
 def _run_replicas(args: argparse.Namespace, settings: Settings, wanted: list[str], embedded: bool) -> int:
-    from driftline.runtime.replicas import ReplicaSet, parse_replicas, process_plan
+    from driftline.runtime.cluster.replicas import ReplicaSet, parse_replicas, process_plan
 
     if embedded:
         print(REPLICAS_NEED_KAFKA, file=sys.stderr)
@@ -127,7 +127,7 @@ def _wait_for_signal() -> None:
 def _cmd_status(args: argparse.Namespace) -> int:
     import time
 
-    from driftline.runtime.heartbeat import LiveRunners, function_report
+    from driftline.runtime.cluster.heartbeat import LiveRunners, function_report
     from driftline.runtime.platform import open_bus
 
     settings = _settings(args)
@@ -186,7 +186,7 @@ def _print_status(runners: list[Any], report: list[dict[str, Any]]) -> None:
 
 def _cmd_up(args: argparse.Namespace) -> int:
     from driftline.functions import FUNCTIONS
-    from driftline.runtime.replicas import ReplicaSet, parse_replicas
+    from driftline.runtime.cluster.replicas import ReplicaSet, parse_replicas
     from driftline.runtime.http.server import serve
 
     settings = _settings(args)

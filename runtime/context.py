@@ -26,7 +26,7 @@ class Context:
     registry: Any = None
     """A read view of the model registry (:class:`driftline.runtime.registry.Registry`)."""
     capabilities: Any = None
-    """What this runner has (:class:`driftline.runtime.capabilities.Capabilities`)."""
+    """What this runner has (:class:`driftline.runtime.cluster.capabilities.Capabilities`)."""
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("driftline.function"))
     state: Any = None
     extras: Mapping[str, Any] = field(default_factory=dict)

@@ -408,7 +408,7 @@ class Runner:
     """Hosts a set of functions on one bus, each in its own consumer group.
 
     :meth:`add` and :meth:`remove` start and stop one function while the runner runs
-    (:mod:`driftline.runtime.placement` moves GPU-preferred work with them).
+    (:mod:`driftline.runtime.cluster.placement` moves GPU-preferred work with them).
     """
 
     def __init__(self, bus: Bus, functions: Sequence[Handler | FunctionSpec], *, store: Any = None,

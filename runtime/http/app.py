@@ -247,7 +247,7 @@ def _runners(view: Any) -> APIRouter:
         """Live runners (from their heartbeats), their capabilities, and per function who
         serves it, with a problem named where no live runner can."""
         from driftline.functions import FUNCTIONS
-        from driftline.runtime.heartbeat import function_report
+        from driftline.runtime.cluster.heartbeat import function_report
 
         live = view.runners()
         known = {f.spec.name: f.spec.gpu for f in FUNCTIONS}  # type: ignore[attr-defined]

@@ -3,7 +3,7 @@
 On the embedded default everything lives under ``--home``; with ``--bus``/``--store`` URLs
 the same process joins Kafka and S3 (and more processes can share the work). With
 ``--replicas score=3,drift-check=2`` (Kafka only) the named functions run in that many
-child runner processes instead of here (:mod:`driftline.runtime.replicas`); the gateway
+child runner processes instead of here (:mod:`driftline.runtime.cluster.replicas`); the gateway
 then scores HTTP requests with its own sessions, kept on the production versions. Models
 already in the registry are loaded before the first request is taken. SIGTERM or SIGINT
 stops the HTTP server gracefully (requests in flight are answered), then the watchers,
@@ -24,7 +24,7 @@ import uvicorn
 from driftline.runtime.settings import Settings
 
 if TYPE_CHECKING:
-    from driftline.runtime.replicas import ReplicaSet
+    from driftline.runtime.cluster.replicas import ReplicaSet
 
 log = logging.getLogger("driftline.server")
 
@@ -47,7 +47,7 @@ def serve(
     functions, which then do not run here.
     """
     from driftline.runtime.http.app import create_app
-    from driftline.runtime.heartbeat import LiveRunners
+    from driftline.runtime.cluster.heartbeat import LiveRunners
     from driftline.runtime.platform import Platform
 
     platform = Platform.open(settings)
@@ -105,7 +105,7 @@ def _host(platform: Any, functions: Collection[str] | None, elsewhere: Collectio
     """A runner for this process's functions under GPU placement (heartbeats included), with
     the first placement applied; its stop goes on ``stoppers``."""
     from driftline.functions import FUNCTIONS
-    from driftline.runtime.placement import Placement
+    from driftline.runtime.cluster.placement import Placement
 
     here = [f for f in FUNCTIONS if (functions is None or f.spec.name in functions)  # type: ignore[attr-defined]
             and f.spec.name not in elsewhere]  # type: ignore[attr-defined]
@@ -132,7 +132,7 @@ def _gateway_sessions(platform: Any, placement: Any) -> Any:
     """The score function's sessions when it runs here now; else the gateway's own, on the
     same execution providers (the gateway keeps them on the production versions)."""
     from driftline.functions.score import Sessions
-    from driftline.runtime.capabilities import scoring_providers
+    from driftline.runtime.cluster.capabilities import scoring_providers
 
     worker = placement.runner.workers.get("score")
     if worker is not None:

@@ -26,7 +26,7 @@ import pandas as pd
 from driftline.functions.gpu_training import XGBoostTrainer
 from driftline.functions.modelspec import TIME, ModelSpec, validate_frame
 from driftline.functions.training import SklearnTrainer, train
-from driftline.runtime.capabilities import detect
+from driftline.runtime.cluster.capabilities import detect
 
 SAMPLE = Path(__file__).resolve().parents[2] / "runtime" / "sample"
 

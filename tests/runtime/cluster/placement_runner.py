@@ -1,6 +1,6 @@
 """A runner process for the placement tests.
 
-``python -m tests.runtime.placement_runner BOOTSTRAP CONTROL_TOPIC NAME MODEL GPUS``
+``python -m tests.runtime.cluster.placement_runner BOOTSTRAP CONTROL_TOPIC NAME MODEL GPUS``
 
 Offers two functions under placement: ``NAME-pref`` (gpu="preferred") and ``NAME-req``
 (gpu="required", labels.received, emits nothing). ``NAME-pref`` answers requests on the
@@ -21,11 +21,11 @@ import threading
 import time
 
 from driftline.events import DriftChecked, LabelsReceived
-from driftline.runtime.capabilities import detect
+from driftline.runtime.cluster.capabilities import detect
 from driftline.runtime.context import Context
 from driftline.runtime.function import function
 from driftline.runtime.bus.kafka import KafkaBus
-from driftline.runtime.placement import Placement
+from driftline.runtime.cluster.placement import Placement
 from driftline.runtime.runner import Runner
 from driftline.runtime.settings import Settings
 from tests.fixtures.kafka import TEST_GROUP_SETTINGS

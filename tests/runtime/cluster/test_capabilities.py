@@ -33,8 +33,8 @@ from driftline.functions.layout import spec_key
 from driftline.functions.modelspec import ModelSpec, validate_frame
 from driftline.functions.retrain import retrain
 from driftline.functions.training import SklearnTrainer, train
-from driftline.runtime import capabilities as caps_mod
-from driftline.runtime.capabilities import (
+from driftline.runtime.cluster import capabilities as caps_mod
+from driftline.runtime.cluster.capabilities import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
     GPU_TRAINER,

@@ -36,10 +36,10 @@ from typing import Any
 
 from driftline.events.topics import RUNNERS_TOPIC
 from driftline.runtime.bus.base import Bus
-from driftline.runtime.capabilities import Capabilities
+from driftline.runtime.cluster.capabilities import Capabilities
 from driftline.runtime.errors import BusError
 from driftline.runtime.function import FunctionSpec, Handler, spec_of
-from driftline.runtime.heartbeat import (
+from driftline.runtime.cluster.heartbeat import (
     Beat,
     HeartbeatSender,
     LiveRunners,
@@ -126,7 +126,7 @@ class Placement:
         :class:`~driftline.runtime.platform.Platform`, with this machine's capabilities and
         the platform's heartbeat settings. On the embedded bus this process is the only one:
         nothing to listen for before placing."""
-        from driftline.runtime.capabilities import detect
+        from driftline.runtime.cluster.capabilities import detect
 
         settings = platform.settings
         caps = detect(settings)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from driftline.events.topics import RUNNERS_TOPIC
 from driftline.runtime.bus.base import Bus, Consumer, Producer
-from driftline.runtime.capabilities import Capabilities
+from driftline.runtime.cluster.capabilities import Capabilities
 from driftline.runtime.errors import BusError
 
 log = logging.getLogger("driftline.heartbeat")

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 
 from driftline.events import Codec, DriftChecked
-from driftline.runtime import placement as placement_module
-from driftline.runtime.capabilities import Capabilities, GpuInfo
+from driftline.runtime.cluster import placement as placement_module
+from driftline.runtime.cluster.capabilities import Capabilities, GpuInfo
 from driftline.runtime.context import Context
 from driftline.runtime.bus.embedded import EmbeddedBus
 from driftline.runtime.function import spec_of
-from driftline.runtime.heartbeat import Beat, HeartbeatSender, LiveRunners, function_report
-from driftline.runtime.placement import Placement, plan
+from driftline.runtime.cluster.heartbeat import Beat, HeartbeatSender, LiveRunners, function_report
+from driftline.runtime.cluster.placement import Placement, plan
 from driftline.runtime.runner import Runner, output_id
 from tests.conftest import wait_for
 from tests.fixtures.kafka import unique_name
-from tests.runtime.placement_runner import TIMEOUT_S
+from tests.runtime.cluster.placement_runner import TIMEOUT_S
 from tests.runtime.runner_helpers import echo, publish, request
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,7 +167,7 @@ class _Proc:
         self.log = log
         with log.open("w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.runtime.placement_runner", bootstrap, topic, name, model, str(gpus)],
+                [sys.executable, "-m", "tests.runtime.cluster.placement_runner", bootstrap, topic, name, model, str(gpus)],
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
             )
         assert self.proc.stdout is not None

@@ -23,7 +23,7 @@ import pytest
 
 from driftline.events import Codec, Matrix, ScoreRequested
 from driftline.functions.layout import spec_key
-from driftline.runtime.heartbeat import Beat, LiveRunners
+from driftline.runtime.cluster.heartbeat import Beat, LiveRunners
 from driftline.runtime.registry import RegistryFollower
 from driftline.runtime.store import LocalStore
 from tests.conftest import wait_for
