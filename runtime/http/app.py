@@ -2,7 +2,7 @@
 
     POST /v1/events/{type}           publish an event (CloudEvents binary or structured, or plain JSON)
     POST /v1/hooks/{name}            a signed webhook trigger (runtime.http.webhooks)
-    POST /v1/notifications/s3        MinIO / S3 bucket notifications (runtime.s3events)
+    POST /v1/notifications/s3        MinIO / S3 bucket notifications (runtime.triggers.notifications)
     GET  /v1/models[/{name}]         registry state: versions, aliases, lineage
     POST /v1/models/{name}/rollback  production back to the previous version
     /v2/...                          Open Inference Protocol scoring (runtime.http.inference)
@@ -37,7 +37,7 @@ from driftline.events.models import (
 )
 from driftline.events.topics import EVENT_TOPICS
 from driftline.functions.score import Sessions
-from driftline.runtime import s3events
+from driftline.runtime.triggers import notifications
 from driftline.runtime.http import cloudevents, inference, webhooks
 from driftline.runtime.http.shared import (
     Problem,
@@ -308,7 +308,7 @@ def create_app(
         )
     )
     app.include_router(
-        s3events.router(
+        notifications.router(
             publisher,
             getattr(platform.store, "bucket", None),
             max_body_bytes=limit,
@@ -324,5 +324,5 @@ def create_app(
     app.include_router(metrics.router())
     if runners is not None:  # a LiveRunners view (driftline up starts one)
         app.include_router(_runners(runners))
-    _document(app, [InferenceRequest, s3events.S3Notification, *EVENT_MODELS])
+    _document(app, [InferenceRequest, notifications.S3Notification, *EVENT_MODELS])
     return app

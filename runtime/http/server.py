@@ -143,8 +143,8 @@ def _gateway_sessions(platform: Any, placement: Any) -> Any:
 def _start_triggers(platform: Any, watch_interval_s: float, stoppers: list[Callable[[], Any]]) -> None:
     """Start the upload watcher and the S3 notification consumer; their stops go on ``stoppers``."""
     from driftline.runtime.http.shared import Publisher
-    from driftline.runtime.s3events import NotificationConsumer
-    from driftline.runtime.triggers import UploadWatcher
+    from driftline.runtime.triggers.notifications import NotificationConsumer
+    from driftline.runtime.triggers.uploads import UploadWatcher
 
     settings = platform.settings
     watcher = UploadWatcher(platform.store, platform.bus)

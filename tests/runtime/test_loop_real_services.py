@@ -20,7 +20,7 @@ from driftline.functions.layout import spec_key
 from driftline.runtime.registry import RegistryFollower
 from driftline.runtime.runner import Runner
 from driftline.runtime.store import open_store
-from driftline.runtime.triggers import UploadWatcher
+from driftline.runtime.triggers.uploads import UploadWatcher
 from tests.conftest import wait_for
 from tests.fixtures.kafka import make_test_bus
 from tests.functions.synthetic import SPEC_TOML, frame

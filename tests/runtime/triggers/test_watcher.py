@@ -13,7 +13,7 @@ import pytest
 
 from driftline.runtime.errors import ConfigError, InvalidKeyError
 from driftline.runtime.store import LocalStore, ObjectInfo, ObjectStore
-from driftline.runtime.watcher import BucketWatcher, checkpoint_key
+from driftline.runtime.triggers.watcher import BucketWatcher, checkpoint_key
 
 CHECKPOINT = checkpoint_key("uploads")
 
@@ -134,7 +134,7 @@ def test_run_polls_until_stopped_and_survives_failures(
     seen = Recorder(fail_on={"raw/a"})
     stop = threading.Event()
     thread = threading.Thread(target=watcher(store, seen).run, args=(stop, 0.01))
-    with caplog.at_level(logging.ERROR, logger="driftline.runtime.watcher"):
+    with caplog.at_level(logging.ERROR, logger="driftline.runtime.triggers.watcher"):
         thread.start()
         try:
             _wait_for(lambda: "poll failed" in caplog.text)

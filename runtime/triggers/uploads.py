@@ -16,7 +16,7 @@ from driftline.events.codec import Codec
 from driftline.events.models import DatasetUploaded
 from driftline.runtime.bus.base import Bus
 from driftline.runtime.store import ObjectInfo, ObjectStore
-from driftline.runtime.watcher import BucketWatcher, checkpoint_key
+from driftline.runtime.triggers.watcher import BucketWatcher, checkpoint_key
 
 UPLOAD_PREFIX = "uploads/"
 DATA_SUFFIXES = (".csv", ".parquet", ".pq")

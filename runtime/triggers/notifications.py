@@ -28,7 +28,7 @@ from driftline.events.models import DatasetUploaded
 from driftline.runtime.bus.base import Bus, Consumer, TopicPartition
 from driftline.runtime.http.shared import Publisher, invalid, read_body, responses
 from driftline.runtime.store import ObjectInfo
-from driftline.runtime.triggers import dataset_uploaded_for
+from driftline.runtime.triggers.uploads import dataset_uploaded_for
 
 log = logging.getLogger("driftline.s3events")
 SOURCE = "driftline/s3-notifications"

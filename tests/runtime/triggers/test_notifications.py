@@ -23,9 +23,9 @@ from driftline.runtime.bus.base import Bus
 from driftline.runtime.http.shared import Publisher
 from driftline.runtime.http.app import create_app
 from driftline.runtime.platform import Platform
-from driftline.runtime.s3events import NotificationConsumer
+from driftline.runtime.triggers.notifications import NotificationConsumer
 from driftline.runtime.settings import Settings
-from driftline.runtime.triggers import UploadWatcher
+from driftline.runtime.triggers.uploads import UploadWatcher
 from tests.fixtures.kafka import unique_name
 
 SAMPLE = json.loads((Path(__file__).parent / "data" / "minio_put_event.json").read_text())
