@@ -14,7 +14,7 @@ from typing import Any
 from driftline.runtime.errors import ConfigError, DriftlineError
 from driftline.runtime.settings import Settings
 
-SAMPLE_DIR = Path(__file__).parent / "sample"
+SAMPLE_DIR = Path(__file__).parent / "replay" / "sample"
 REPLICAS_NEED_KAFKA = ("--replicas needs a Kafka bus (--bus kafka://host:port): the embedded bus serves one "
                        "process only")
 
@@ -41,7 +41,7 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from driftline.runtime.replay import replay
+    from driftline.runtime.replay.run import replay
 
     data = args.data if args.command == "replay" else SAMPLE_DIR / "bike_sharing_hour.csv"
     spec = args.spec if args.command == "replay" else SAMPLE_DIR / "bike_sharing.toml"

@@ -44,10 +44,10 @@ from driftline.functions.modelspec import TIME, ModelSpec, validate_frame
 from driftline.functions.training import load_session, metric, predict
 from driftline.runtime.errors import ConfigError
 from driftline.runtime.platform import Platform
-from driftline.runtime.report import write_report
+from driftline.runtime.replay.report import write_report
 from driftline.runtime.runner import Runner
 from driftline.runtime.settings import Settings
-from driftline.runtime.settle import TopicWatch, settle
+from driftline.runtime.replay.settle import TopicWatch, settle
 
 WATCHED = [e.TYPE for e in (ScoreRequested, LabelsReceived, ScoreCompleted, DriftChecked, DriftDetected,
                             ModelTrained, ModelDeployed, ModelRejected)] + ["dataset.uploaded", "dataset.ingested"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from driftline.runtime.replay import replay
+from driftline.runtime.replay.run import replay
 from driftline.runtime.settings import Settings
 from tests.functions.synthetic import SPEC_TOML, frame
 
