@@ -1,6 +1,6 @@
 """drift-check: windows of scored rows per model, judged against the production version.
 
-Feeds a :class:`~driftline.functions.monitor.DriftMonitor` per model with scored rows,
+Feeds a :class:`~driftline.functions.ml.monitor.DriftMonitor` per model with scored rows,
 late labels, deploys and rejections. Every closed window gives ``drift.checked`` with its
 figures; a window that passes every guard also gives ``drift.detected`` and Evidently's
 HTML report in the store (several megabytes each, so other windows keep only figures).
@@ -36,10 +36,10 @@ from driftline.events import (
     ModelRejected,
     ScoreCompleted,
 )
-from driftline.functions.drift_stats import html_report
-from driftline.functions.layout import get_table, load_spec, put_table
-from driftline.functions.modelspec import TIME, ModelSpec
-from driftline.functions.monitor import DriftMonitor, WindowResult
+from driftline.functions.ml.drift_stats import html_report
+from driftline.functions.ml.layout import get_table, load_spec, put_table
+from driftline.functions.ml.spec import TIME, ModelSpec
+from driftline.functions.ml.monitor import DriftMonitor, WindowResult
 from driftline.runtime.context import Context
 from driftline.runtime.errors import RetryableError
 from driftline.runtime.function import function

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 
 from driftline.events import DatasetIngested, DatasetUploaded
-from driftline.functions.layout import load_spec, put_table, read_upload
-from driftline.functions.modelspec import TIME, validate_frame
+from driftline.functions.ml.layout import load_spec, put_table, read_upload
+from driftline.functions.ml.spec import TIME, validate_frame
 from driftline.runtime.context import Context
 from driftline.runtime.function import function
 

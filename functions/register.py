@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 
 from driftline.events import Event, ModelDeployed, ModelRegistered, ModelRejected, ModelTrained
-from driftline.functions.layout import get_table, load_spec
-from driftline.functions.modelspec import ModelSpec
-from driftline.functions.training import gate, load_session, predict
+from driftline.functions.ml.layout import get_table, load_spec
+from driftline.functions.ml.spec import ModelSpec
+from driftline.functions.ml.training import gate, load_session, predict
 from driftline.runtime.context import Context
 from driftline.runtime.errors import ObjectNotFoundError, ValidationError
 from driftline.runtime.function import function

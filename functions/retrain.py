@@ -12,9 +12,9 @@ from __future__ import annotations
 import uuid
 
 from driftline.events import DatasetIngested, DriftDetected, ModelRejected, ModelTrained
-from driftline.functions.gpu_training import train_for
-from driftline.functions.layout import labeled_rows, load_spec, put_table
-from driftline.functions.modelspec import TIME
+from driftline.functions.ml.gpu_training import train_for
+from driftline.functions.ml.layout import labeled_rows, load_spec, put_table
+from driftline.functions.ml.spec import TIME
 from driftline.runtime.context import Context
 from driftline.runtime.errors import ValidationError
 from driftline.runtime.function import RetryPolicy, function

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from driftline.events import Matrix, ModelDeployed, ScoreCompleted, ScoreRequested
-from driftline.functions.layout import load_spec
-from driftline.functions.modelspec import ModelSpec
-from driftline.functions.training import load_session, predict
+from driftline.functions.ml.layout import load_spec
+from driftline.functions.ml.spec import ModelSpec
+from driftline.functions.ml.training import load_session, predict
 from driftline.runtime.cluster.capabilities import scoring_providers
 from driftline.runtime.context import Context
 from driftline.runtime.errors import PermanentError, ValidationError

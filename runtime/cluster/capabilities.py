@@ -34,7 +34,7 @@ from typing import Any
 log = logging.getLogger("driftline.capabilities")
 
 GPU_TRAINER = "xgboost-cuda"
-"""The name of the GPU trainer :mod:`driftline.functions.gpu_training` provides."""
+"""The name of the GPU trainer :mod:`driftline.functions.ml.gpu_training` provides."""
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 _SMI_TIMEOUT_S = 10.0

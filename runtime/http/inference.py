@@ -27,9 +27,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from driftline.functions.layout import load_spec
+from driftline.functions.ml.layout import load_spec
 from driftline.functions.score import Served, Sessions
-from driftline.functions.training import load_session, predict
+from driftline.functions.ml.training import load_session, predict
 from driftline.runtime.http import oip
 from driftline.runtime.http.shared import ProblemError, read_body, responses
 from driftline.runtime.errors import DriftlineError

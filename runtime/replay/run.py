@@ -39,9 +39,9 @@ from driftline.events import (
     ScoreRequested,
 )
 from driftline.functions import FUNCTIONS
-from driftline.functions.layout import read_upload, spec_key
-from driftline.functions.modelspec import TIME, ModelSpec, validate_frame
-from driftline.functions.training import load_session, metric, predict
+from driftline.functions.ml.layout import read_upload, spec_key
+from driftline.functions.ml.spec import TIME, ModelSpec, validate_frame
+from driftline.functions.ml.training import load_session, metric, predict
 from driftline.runtime.errors import ConfigError
 from driftline.runtime.platform import Platform
 from driftline.runtime.replay.report import write_report

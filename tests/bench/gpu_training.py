@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftline.functions.gpu_training import XGBoostTrainer
-from driftline.functions.modelspec import TIME, ModelSpec, validate_frame
-from driftline.functions.training import SklearnTrainer, train
+from driftline.functions.ml.gpu_training import XGBoostTrainer
+from driftline.functions.ml.spec import TIME, ModelSpec, validate_frame
+from driftline.functions.ml.training import SklearnTrainer, train
 from driftline.runtime.cluster.capabilities import detect
 
 SAMPLE = Path(__file__).resolve().parents[2] / "runtime" / "sample"

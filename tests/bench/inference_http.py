@@ -97,9 +97,9 @@ def free_port() -> int:
 # -- the model ------------------------------------------------------------------------------
 def train(work: Path) -> tuple[Any, Any, Any]:
     """(spec, TrainResult, fitted estimator): Driftline's trainer, keeping the estimator."""
-    from driftline.functions.modelspec import ModelSpec, validate_frame
-    from driftline.functions.training import SklearnTrainer
-    from driftline.functions.training import train as fit_and_export
+    from driftline.functions.ml.spec import ModelSpec, validate_frame
+    from driftline.functions.ml.training import SklearnTrainer
+    from driftline.functions.ml.training import train as fit_and_export
 
     class Keeping(SklearnTrainer):
         estimator: Any = None
@@ -125,7 +125,7 @@ def train(work: Path) -> tuple[Any, Any, Any]:
 def driftline_home(work: Path, result: Any) -> Path:
     """A fresh --home where the forest is version 1, in production."""
     from driftline.events import Codec, ModelDeployed, ModelRegistered
-    from driftline.functions.layout import spec_key
+    from driftline.functions.ml.layout import spec_key
     from driftline.runtime.bus.embedded import EmbeddedBus
     from driftline.runtime.store import LocalStore
 

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftline.functions.layout import spec_key
-from driftline.functions.modelspec import ModelSpec
+from driftline.functions.ml.layout import spec_key
+from driftline.functions.ml.spec import ModelSpec
 from driftline.runtime.context import Context
 from driftline.runtime.registry import Registry
 from driftline.runtime.store import LocalStore

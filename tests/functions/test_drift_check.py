@@ -7,8 +7,8 @@ from pathlib import Path
 
 from driftline.events import LabelsReceived, Matrix, ScoreCompleted
 from driftline.functions.drift_check import Monitors, drift_check, save_changed, state_key
-from driftline.functions.layout import get_table
-from driftline.functions.modelspec import TIME
+from driftline.functions.ml.layout import get_table
+from driftline.functions.ml.spec import TIME
 from tests.functions.synthetic import context
 
 START = datetime(2024, 1, 1, tzinfo=UTC)

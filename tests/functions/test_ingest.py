@@ -7,7 +7,7 @@ import pytest
 
 from driftline.events import DatasetUploaded
 from driftline.functions.ingest import ingest
-from driftline.functions.layout import get_table
+from driftline.functions.ml.layout import get_table
 from driftline.runtime.errors import ValidationError
 from tests.functions.synthetic import context, frame
 

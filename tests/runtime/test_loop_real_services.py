@@ -16,7 +16,7 @@ from minio import Minio
 
 from driftline.events import Codec, Matrix, ScoreRequested
 from driftline.functions import FUNCTIONS
-from driftline.functions.layout import spec_key
+from driftline.functions.ml.layout import spec_key
 from driftline.runtime.registry import RegistryFollower
 from driftline.runtime.runner import Runner
 from driftline.runtime.store import open_store

@@ -21,18 +21,18 @@ import numpy as np
 import pytest
 
 from driftline.events import DatasetUploaded
-from driftline.functions import gpu_training
-from driftline.functions.gpu_training import (
+from driftline.functions.ml import gpu_training
+from driftline.functions.ml.gpu_training import (
     XGBoostTrainer,
     choose_trainer,
     train_for,
     xgboost_params,
 )
 from driftline.functions.ingest import ingest
-from driftline.functions.layout import spec_key
-from driftline.functions.modelspec import ModelSpec, validate_frame
+from driftline.functions.ml.layout import spec_key
+from driftline.functions.ml.spec import ModelSpec, validate_frame
 from driftline.functions.retrain import retrain
-from driftline.functions.training import SklearnTrainer, train
+from driftline.functions.ml.training import SklearnTrainer, train
 from driftline.runtime.cluster import capabilities as caps_mod
 from driftline.runtime.cluster.capabilities import (
     CPU_PROVIDER,

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from driftline.events import Codec, Matrix, ScoreRequested
-from driftline.functions.layout import spec_key
+from driftline.functions.ml.layout import spec_key
 from driftline.runtime.cluster.heartbeat import Beat, LiveRunners
 from driftline.runtime.registry import RegistryFollower
 from driftline.runtime.store import LocalStore

@@ -24,7 +24,7 @@ import uvicorn
 
 from driftline.events import Codec, DatasetUploaded, Event, ModelDeployed, ModelRegistered
 from driftline.functions.ingest import ingest
-from driftline.functions.layout import spec_key
+from driftline.functions.ml.layout import spec_key
 from driftline.functions.register import register
 from driftline.functions.retrain import retrain
 from driftline.runtime.bus.base import Bus

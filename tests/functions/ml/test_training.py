@@ -11,9 +11,9 @@ from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.linear_model import LinearRegression
 
-from driftline.functions import training
-from driftline.functions.modelspec import TIME, ModelSpec
-from driftline.functions.training import gate, load_session, metric, predict, signature, train
+from driftline.functions.ml import training
+from driftline.functions.ml.spec import TIME, ModelSpec
+from driftline.functions.ml.training import gate, load_session, metric, predict, signature, train
 from driftline.runtime.errors import ValidationError
 
 REGRESSION = """

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from driftline.functions.modelspec import ModelSpec
+from driftline.functions.ml.spec import ModelSpec
 from driftline.runtime.errors import ValidationError
 
 

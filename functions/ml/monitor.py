@@ -39,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from driftline.functions.modelspec import ModelSpec, is_worse, score
+from driftline.functions.ml.spec import ModelSpec, is_worse, score
 
 Cause = Literal["data", "performance"]
 DriftFn = Callable[..., Any]
@@ -100,7 +100,7 @@ def _when(seconds: float) -> datetime:
 
 
 def _default_drift_fn(*args: Any, **kwargs: Any) -> Any:
-    from driftline.functions.drift_stats import data_drift
+    from driftline.functions.ml.drift_stats import data_drift
 
     return data_drift(*args, per_column=False, **kwargs)
 

@@ -29,7 +29,7 @@ from onnx import ModelProto
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
-from driftline.functions.modelspec import (
+from driftline.functions.ml.spec import (
     METRICS,
     TIME,
     ModelSpec,

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from onnx import ModelProto
 
-from driftline.functions.modelspec import ModelSpec
-from driftline.functions.training import INPUT_NAME, Trainer, TrainResult, train
+from driftline.functions.ml.spec import ModelSpec
+from driftline.functions.ml.training import INPUT_NAME, Trainer, TrainResult, train
 from driftline.runtime.cluster.capabilities import GPU_TRAINER
 
 log = logging.getLogger("driftline.fn.gpu_training")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftline.functions.drift_stats import data_drift, html_report
+from driftline.functions.ml.drift_stats import data_drift, html_report
 from driftline.runtime.errors import ValidationError
 
 COLUMNS = ["a", "b", "c", "d"]

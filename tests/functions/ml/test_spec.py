@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftline.functions.modelspec import (
+from driftline.functions.ml.spec import (
     TIME,
     DriftPolicy,
     ModelSpec,
