@@ -38,8 +38,8 @@ from driftline.events import (
 )
 from driftline.functions.ml.drift_stats import html_report
 from driftline.functions.ml.layout import get_table, load_spec, put_table
-from driftline.functions.ml.spec import TIME, ModelSpec
 from driftline.functions.ml.monitor import DriftMonitor, WindowResult
+from driftline.functions.ml.spec import TIME, ModelSpec
 from driftline.runtime.context import Context
 from driftline.runtime.errors import RetryableError
 from driftline.runtime.function import function

@@ -37,8 +37,6 @@ from typing import Any
 from driftline.events.topics import RUNNERS_TOPIC
 from driftline.runtime.bus.base import Bus
 from driftline.runtime.cluster.capabilities import Capabilities
-from driftline.runtime.errors import BusError
-from driftline.runtime.function import FunctionSpec, Handler, spec_of
 from driftline.runtime.cluster.heartbeat import (
     Beat,
     HeartbeatSender,
@@ -47,6 +45,8 @@ from driftline.runtime.cluster.heartbeat import (
     partitions_of,
     serveable,
 )
+from driftline.runtime.errors import BusError
+from driftline.runtime.function import FunctionSpec, Handler, spec_of
 from driftline.runtime.runner import Runner
 
 log = logging.getLogger("driftline.placement")

@@ -37,8 +37,9 @@ from driftline.events.models import (
 )
 from driftline.events.topics import EVENT_TOPICS
 from driftline.functions.score import Sessions
-from driftline.runtime.triggers import notifications
 from driftline.runtime.http import cloudevents, inference, webhooks
+from driftline.runtime.http.metrics import Metrics
+from driftline.runtime.http.oip import InferenceRequest
 from driftline.runtime.http.shared import (
     Problem,
     ProblemError,
@@ -49,10 +50,9 @@ from driftline.runtime.http.shared import (
     responses,
     token_dependencies,
 )
-from driftline.runtime.http.metrics import Metrics
-from driftline.runtime.http.oip import InferenceRequest
 from driftline.runtime.registry import Registry
 from driftline.runtime.settings import HookSettings
+from driftline.runtime.triggers import notifications
 
 EventType = enum.Enum("EventType", {t.replace(".", "_"): t for t in BY_TYPE}, type=str)  # type: ignore[misc]
 

@@ -28,11 +28,11 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from driftline.functions.ml.layout import load_spec
-from driftline.functions.score import Served, Sessions
 from driftline.functions.ml.training import load_session, predict
+from driftline.functions.score import Served, Sessions
+from driftline.runtime.errors import DriftlineError
 from driftline.runtime.http import oip
 from driftline.runtime.http.shared import ProblemError, read_body, responses
-from driftline.runtime.errors import DriftlineError
 from driftline.runtime.registry import Registry
 
 log = logging.getLogger("driftline.inference")

@@ -46,8 +46,8 @@ def serve(
     placement as ``driftline runner``; ``replicas``: child runner processes for some
     functions, which then do not run here.
     """
-    from driftline.runtime.http.app import create_app
     from driftline.runtime.cluster.heartbeat import LiveRunners
+    from driftline.runtime.http.app import create_app
     from driftline.runtime.platform import Platform
 
     platform = Platform.open(settings)

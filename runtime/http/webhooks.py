@@ -35,8 +35,8 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
 
 from driftline.events.models import BY_TYPE
-from driftline.runtime.http.shared import ProblemError, Publisher, invalid, read_body, responses
 from driftline.runtime.errors import ConfigError, DriftlineError
+from driftline.runtime.http.shared import ProblemError, Publisher, invalid, read_body, responses
 from driftline.runtime.settings import HookSettings
 
 SECRET_PREFIX = "whsec_"

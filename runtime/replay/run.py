@@ -45,9 +45,9 @@ from driftline.functions.ml.training import load_session, metric, predict
 from driftline.runtime.errors import ConfigError
 from driftline.runtime.platform import Platform
 from driftline.runtime.replay.report import write_report
+from driftline.runtime.replay.settle import TopicWatch, settle
 from driftline.runtime.runner import Runner
 from driftline.runtime.settings import Settings
-from driftline.runtime.replay.settle import TopicWatch, settle
 
 WATCHED = [e.TYPE for e in (ScoreRequested, LabelsReceived, ScoreCompleted, DriftChecked, DriftDetected,
                             ModelTrained, ModelDeployed, ModelRejected)] + ["dataset.uploaded", "dataset.ingested"]

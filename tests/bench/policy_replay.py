@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftline.functions.ml.spec import TIME, ModelSpec, validate_frame
 from driftline.functions.ml.monitor import DriftMonitor, WindowResult
+from driftline.functions.ml.spec import TIME, ModelSpec, validate_frame
 from driftline.functions.ml.training import gate, load_session, metric, predict, train
 
 ROOT = Path(__file__).resolve().parents[2]

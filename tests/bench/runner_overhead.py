@@ -19,9 +19,9 @@ import uuid
 import kafka
 
 from driftline.events import Codec, ScoreCompleted, ScoreRequested
+from driftline.runtime.bus.kafka import KafkaBus
 from driftline.runtime.context import Context
 from driftline.runtime.function import function
-from driftline.runtime.bus.kafka import KafkaBus
 from driftline.runtime.runner import Runner
 from tests.fixtures.kafka import TansuBroker
 

@@ -19,10 +19,10 @@ from driftline.events import (
 )
 from driftline.functions.ingest import ingest
 from driftline.functions.ml.layout import labeled_rows
+from driftline.functions.ml.training import train
 from driftline.functions.register import register
 from driftline.functions.retrain import retrain
 from driftline.functions.score import Sessions, score
-from driftline.functions.ml.training import train
 from driftline.runtime.errors import PermanentError, ValidationError
 from tests.functions.synthetic import context, frame, spec
 

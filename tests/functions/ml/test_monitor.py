@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftline.functions.ml.spec import ModelSpec
 from driftline.functions.ml.monitor import DriftMonitor, WindowResult
+from driftline.functions.ml.spec import ModelSpec
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)  # a window boundary (epoch-aligned days)
 SPEC = """

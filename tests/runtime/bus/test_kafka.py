@@ -15,8 +15,8 @@ from typing import TypeVar
 import pytest
 
 from driftline.runtime.bus.base import Consumer, Record, TopicPartition
-from driftline.runtime.errors import BusError, ConfigError
 from driftline.runtime.bus.kafka import KafkaBus
+from driftline.runtime.errors import BusError, ConfigError
 from tests.conftest import drain
 from tests.fixtures.kafka import TansuBroker, free_port, make_test_bus, unique_name
 

@@ -21,11 +21,11 @@ import threading
 import time
 
 from driftline.events import DriftChecked, LabelsReceived
+from driftline.runtime.bus.kafka import KafkaBus
 from driftline.runtime.cluster.capabilities import detect
+from driftline.runtime.cluster.placement import Placement
 from driftline.runtime.context import Context
 from driftline.runtime.function import function
-from driftline.runtime.bus.kafka import KafkaBus
-from driftline.runtime.cluster.placement import Placement
 from driftline.runtime.runner import Runner
 from driftline.runtime.settings import Settings
 from tests.fixtures.kafka import TEST_GROUP_SETTINGS

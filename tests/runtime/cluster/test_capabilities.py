@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from driftline.events import DatasetUploaded
+from driftline.functions.ingest import ingest
 from driftline.functions.ml import gpu_training
 from driftline.functions.ml.gpu_training import (
     XGBoostTrainer,
@@ -28,11 +29,10 @@ from driftline.functions.ml.gpu_training import (
     train_for,
     xgboost_params,
 )
-from driftline.functions.ingest import ingest
 from driftline.functions.ml.layout import spec_key
 from driftline.functions.ml.spec import ModelSpec, validate_frame
-from driftline.functions.retrain import retrain
 from driftline.functions.ml.training import SklearnTrainer, train
+from driftline.functions.retrain import retrain
 from driftline.runtime.cluster import capabilities as caps_mod
 from driftline.runtime.cluster.capabilities import (
     CPU_PROVIDER,

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from driftline.events import Codec, DriftChecked
+from driftline.runtime.bus.embedded import EmbeddedBus
 from driftline.runtime.cluster import placement as placement_module
 from driftline.runtime.cluster.capabilities import Capabilities, GpuInfo
-from driftline.runtime.context import Context
-from driftline.runtime.bus.embedded import EmbeddedBus
-from driftline.runtime.function import spec_of
 from driftline.runtime.cluster.heartbeat import Beat, HeartbeatSender, LiveRunners, function_report
 from driftline.runtime.cluster.placement import Placement, plan
+from driftline.runtime.context import Context
+from driftline.runtime.function import spec_of
 from driftline.runtime.runner import Runner, output_id
 from tests.conftest import wait_for
 from tests.fixtures.kafka import unique_name

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from driftline.events.topics import RUNNERS_TOPIC
-from driftline.runtime.cluster.capabilities import Capabilities, GpuInfo
-from driftline.runtime.cli import main
 from driftline.runtime.bus.embedded import EmbeddedBus
-from driftline.runtime.errors import ConfigError
+from driftline.runtime.cli import main
+from driftline.runtime.cluster.capabilities import Capabilities, GpuInfo
 from driftline.runtime.cluster.heartbeat import Beat, HeartbeatSender, LiveRunners
 from driftline.runtime.cluster.replicas import parse_replicas, process_plan
+from driftline.runtime.errors import ConfigError
 from tests.conftest import wait_for
 from tests.fixtures.kafka import make_test_bus
 

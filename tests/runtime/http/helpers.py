@@ -28,8 +28,8 @@ from driftline.functions.ml.layout import spec_key
 from driftline.functions.register import register
 from driftline.functions.retrain import retrain
 from driftline.runtime.bus.base import Bus
-from driftline.runtime.context import Context
 from driftline.runtime.bus.embedded import EmbeddedBus
+from driftline.runtime.context import Context
 from driftline.runtime.registry import Registry
 from driftline.runtime.store import LocalStore
 from tests.functions.synthetic import SPEC_TOML, frame

@@ -18,9 +18,9 @@ from driftline.events import Codec, DatasetUploaded, Envelope
 from driftline.functions.score import Sessions
 from driftline.runtime.errors import ConfigError
 from driftline.runtime.http.app import create_app
+from driftline.runtime.http.webhooks import ReplayGuard, secret_key, sign, verify
 from driftline.runtime.platform import Platform
 from driftline.runtime.settings import HookSettings, Settings
-from driftline.runtime.http.webhooks import ReplayGuard, secret_key, sign, verify
 from tests.runtime.runner_helpers import read_all
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -20,11 +20,11 @@ from minio import Minio
 from driftline.events import Codec, DatasetUploaded, Envelope
 from driftline.functions.score import Sessions
 from driftline.runtime.bus.base import Bus
-from driftline.runtime.http.shared import Publisher
 from driftline.runtime.http.app import create_app
+from driftline.runtime.http.shared import Publisher
 from driftline.runtime.platform import Platform
-from driftline.runtime.triggers.notifications import NotificationConsumer
 from driftline.runtime.settings import Settings
+from driftline.runtime.triggers.notifications import NotificationConsumer
 from driftline.runtime.triggers.uploads import UploadWatcher
 from tests.fixtures.kafka import unique_name
 
