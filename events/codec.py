@@ -124,7 +124,13 @@ class Codec:
             raise DecodeError(f"{schema.model.TYPE} invalid: {exc}") from exc
 
     def decode(
-        self, value: bytes, headers: Headers, *, topic: str = "?", partition: int = -1, offset: int = -1
+        self,
+        value: bytes,
+        headers: Headers,
+        *,
+        topic: str = "?",
+        partition: int = -1,
+        offset: int = -1,
     ) -> Envelope:
         """Decode one record; any problem raises :class:`DecodeError` naming where it was."""
         try:
@@ -147,7 +153,9 @@ class Codec:
         except DecodeError as exc:
             raise DecodeError(exc.reason, topic=topic, partition=partition, offset=offset) from exc
         except (UnicodeDecodeError, ValueError) as exc:
-            raise DecodeError(f"bad header: {exc}", topic=topic, partition=partition, offset=offset) from exc
+            raise DecodeError(
+                f"bad header: {exc}", topic=topic, partition=partition, offset=offset
+            ) from exc
 
 
 # Trace and span ids need to be unique, not secret: a PRNG avoids a syscall per event

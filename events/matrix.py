@@ -43,7 +43,9 @@ class Matrix:
             raise ValueError(f"matrix bytes too short ({len(data)} < {_HEADER.size})")
         rows, cols = _HEADER.unpack_from(data)
         if len(data) != _HEADER.size + rows * cols * 8:
-            raise ValueError(f"matrix bytes: header says {rows}x{cols} but {len(data) - 8} value bytes follow")
+            raise ValueError(
+                f"matrix bytes: header says {rows}x{cols} but {len(data) - 8} value bytes follow"
+            )
         return cls(np.frombuffer(data, dtype="<f8", offset=_HEADER.size).reshape(rows, cols))
 
     def to_bytes(self) -> bytes:
@@ -69,7 +71,9 @@ class Matrix:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Matrix):
             return NotImplemented
-        return self.array.shape == other.array.shape and bool(np.array_equal(self.array, other.array, equal_nan=True))
+        return self.array.shape == other.array.shape and bool(
+            np.array_equal(self.array, other.array, equal_nan=True)
+        )
 
     def __hash__(self) -> int:
         return hash(self.to_bytes())
@@ -86,18 +90,24 @@ class Matrix:
         try:
             return cls(value)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"rows must be a list of equal-length lists of numbers or null ({exc})") from None
+            raise ValueError(
+                f"rows must be a list of equal-length lists of numbers or null ({exc})"
+            ) from None
 
     @staticmethod
     def _serialize(value: Matrix, info: core_schema.SerializationInfo) -> Any:
         return value.tolist() if info.mode_is_json() else value.to_bytes()
 
     @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
         return core_schema.no_info_plain_validator_function(
             cls._validate,
             json_schema_input_schema=core_schema.list_schema(
                 core_schema.list_schema(core_schema.nullable_schema(core_schema.float_schema()))
             ),
-            serialization=core_schema.plain_serializer_function_ser_schema(cls._serialize, info_arg=True),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                cls._serialize, info_arg=True
+            ),
         )

@@ -26,14 +26,17 @@ def _utc(value: datetime) -> datetime:
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
 """A point in time, always UTC-aware (naive inputs are taken as UTC)."""
 
+
 class Event(BaseModel):
     """Base of every event: frozen, strict about unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     TYPE: ClassVar[str] = ""
 
-    model: str = Field(description="Name of the model (spec) this event is about; the partition key "
-                       "of every event but score.requested.")
+    model: str = Field(
+        description="Name of the model (spec) this event is about; the partition key "
+        "of every event but score.requested."
+    )
 
     def partition_key(self) -> bytes:
         """The Kafka record key: a model's events share a partition, so one consumer sees them
@@ -62,10 +65,14 @@ class DatasetIngested(Event):
     source_key: str = Field(description="Object-store key of the uploaded file.")
     rows: int = Field(description="Rows accepted.")
     quarantined_rows: int = Field(default=0, description="Rows refused by validation.")
-    quarantine_key: str | None = Field(default=None, description="Where refused rows and reasons went.")
+    quarantine_key: str | None = Field(
+        default=None, description="Where refused rows and reasons went."
+    )
     time_min: Timestamp | None = Field(default=None, description="Earliest event time in the rows.")
     time_max: Timestamp | None = Field(default=None, description="Latest event time in the rows.")
-    initial: bool = Field(default=False, description="Train a first version right away if none exists.")
+    initial: bool = Field(
+        default=False, description="Train a first version right away if none exists."
+    )
 
 
 class ModelTrained(Event):
@@ -79,7 +86,9 @@ class ModelTrained(Event):
     holdout_key: str = Field(description="Object-store key of the most recent labeled holdout.")
     metrics: dict[str, float] = Field(description="Validation metrics on the holdout.")
     dataset_versions: list[str] = Field(default_factory=list, description="Datasets trained on.")
-    parent_version: int | None = Field(default=None, description="Production version at trigger time.")
+    parent_version: int | None = Field(
+        default=None, description="Production version at trigger time."
+    )
     trigger: str = Field(default="initial", description="initial, drift:<cause> or manual.")
     train_start: Timestamp | None = Field(default=None, description="First event time trained on.")
     train_end: Timestamp | None = Field(default=None, description="Last event time trained on.")
@@ -143,8 +152,11 @@ class ScoreRequested(Event):
         partitions, so score replicas share even one model's load (a replica follows the
         registry for the version to serve, see ``functions.score.Sessions``)."""
         return self.request_id.encode()
+
     columns: list[str] = Field(description="Feature names, the order of values in each row.")
-    rows: Matrix = Field(description="Feature values, one row per list, in ``columns`` order; null: missing.")
+    rows: Matrix = Field(
+        description="Feature values, one row per list, in ``columns`` order; null: missing."
+    )
     event_time: Timestamp | None = Field(default=None, description="Data time of the rows.")
 
 
@@ -156,7 +168,9 @@ class ScoreCompleted(Event):
     version: int
     predictions: list[float]
     columns: list[str] = Field(default_factory=list, description="Feature names of ``rows``.")
-    rows: Matrix = Field(default_factory=lambda: Matrix([]), description="The scored features (for drift).")
+    rows: Matrix = Field(
+        default_factory=lambda: Matrix([]), description="The scored features (for drift)."
+    )
     event_time: Timestamp | None = None
 
 

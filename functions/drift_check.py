@@ -100,12 +100,17 @@ class Monitors:
             spec = load_spec(self.ctx.store, model)
             key = state_key(model)
             loader = lambda v: self._reference(model, v)  # noqa: E731
-            self.models[model] = (_Model.from_state(spec, json.loads(self.ctx.store.get(key)), loader)
-                                  if self.ctx.store.exists(key) else _Model(spec, DriftMonitor(spec, reference_loader=loader)))
+            self.models[model] = (
+                _Model.from_state(spec, json.loads(self.ctx.store.get(key)), loader)
+                if self.ctx.store.exists(key)
+                else _Model(spec, DriftMonitor(spec, reference_loader=loader))
+            )
         return self.models[model]
 
     def _reference(self, model: str, version: int) -> pd.DataFrame | None:
-        registered = self.ctx.registry.version(model, version) if self.ctx.registry is not None else None
+        registered = (
+            self.ctx.registry.version(model, version) if self.ctx.registry is not None else None
+        )
         return None if registered is None else get_table(self.ctx.store, registered.reference_key)
 
 
@@ -121,14 +126,22 @@ def save_changed(ctx: Context) -> None:
     """The checkpoint: save the state of every model a batch changed."""
     for m in ctx.state.models.values():
         if m.changed:
-            ctx.store.put(state_key(m.spec.name), json.dumps(m.to_state()).encode(), "application/json")
+            ctx.store.put(
+                state_key(m.spec.name), json.dumps(m.to_state()).encode(), "application/json"
+            )
             m.changed = False
 
 
-@function(subscribes=("score.completed", "labels.received", "model.deployed", "model.rejected"),
-          emits=("drift.checked", "drift.detected"), init=_monitors, checkpoint=save_changed, timeout_s=300)
-def drift_check(event: ScoreCompleted | LabelsReceived | ModelDeployed | ModelRejected,
-                ctx: Context) -> list[Event]:
+@function(
+    subscribes=("score.completed", "labels.received", "model.deployed", "model.rejected"),
+    emits=("drift.checked", "drift.detected"),
+    init=_monitors,
+    checkpoint=save_changed,
+    timeout_s=300,
+)
+def drift_check(
+    event: ScoreCompleted | LabelsReceived | ModelDeployed | ModelRejected, ctx: Context
+) -> list[Event]:
     m = ctx.state.get(event.model)
     m.changed = True
     if isinstance(event, ModelDeployed):
@@ -138,8 +151,13 @@ def drift_check(event: ScoreCompleted | LabelsReceived | ModelDeployed | ModelRe
         m.monitor.rejected()
         return []
     if isinstance(event, ScoreCompleted):
-        results = m.monitor.observe(event.request_id, event.version, event.event_time or ctx.event_time,
-                                    event.rows, event.predictions)
+        results = m.monitor.observe(
+            event.request_id,
+            event.version,
+            event.event_time or ctx.event_time,
+            event.rows,
+            event.predictions,
+        )
         _remember(m, event)
     else:
         results = m.monitor.label(event.request_id, event.labels)
@@ -154,13 +172,20 @@ def drift_check(event: ScoreCompleted | LabelsReceived | ModelDeployed | ModelRe
 
 def _deployed(ctx: Context, m: _Model, event: ModelDeployed) -> None:
     registry = ctx.registry
-    ok = registry is not None and registry.wait_for(lambda r: r.version(event.model, event.version), 10.0)
+    ok = registry is not None and registry.wait_for(
+        lambda r: r.version(event.model, event.version), 10.0
+    )
     if not ok:
-        raise RetryableError(f"model {event.model} v{event.version} deployed but not yet in the registry view")
+        raise RetryableError(
+            f"model {event.model} v{event.version} deployed but not yet in the registry view"
+        )
     version = registry.version(event.model, event.version)
-    m.monitor.deployed(event.version, at=event.effective_time or ctx.event_time,
-                       validation_metric=version.metrics.get(m.spec.metric_name),
-                       reference=get_table(ctx.store, version.reference_key))
+    m.monitor.deployed(
+        event.version,
+        at=event.effective_time or ctx.event_time,
+        validation_metric=version.metrics.get(m.spec.metric_name),
+        reference=get_table(ctx.store, version.reference_key),
+    )
 
 
 def _remember(m: _Model, event: ScoreCompleted) -> None:
@@ -185,7 +210,9 @@ def _join_labels(m: _Model, event: LabelsReceived) -> None:
 
 def _add_feedback(m: _Model, when: Any, rows: list[list[float]], labels: list[float]) -> None:
     for row, label in zip(rows, labels, strict=False):  # a short label list labels fewer rows
-        m.feedback.append({**dict(zip(m.spec.feature_names, row, strict=True)), m.spec.target: label, TIME: when})
+        m.feedback.append(
+            {**dict(zip(m.spec.feature_names, row, strict=True)), m.spec.target: label, TIME: when}
+        )
 
 
 def _verdict(ctx: Context, m: _Model, r: WindowResult) -> list[Event]:
@@ -196,20 +223,42 @@ def _verdict(ctx: Context, m: _Model, r: WindowResult) -> list[Event]:
         reference = ctx.state._reference(m.spec.name, r.version)
         if reference is not None:
             report_key = f"reports/{m.spec.name}/v{r.version}/{r.start:%Y%m%dT%H%M}.html"
-            ctx.store.put(report_key, html_report(reference, r.current, m.spec.feature_names,
-                                                  drift_share=m.spec.drift.drift_share), "text/html")
+            ctx.store.put(
+                report_key,
+                html_report(
+                    reference, r.current, m.spec.feature_names, drift_share=m.spec.drift.drift_share
+                ),
+                "text/html",
+            )
     checked = DriftChecked(
-        model=m.spec.name, version=r.version or 0, window=r.window, window_start=r.start, window_end=r.end,
-        rows=r.rows, labeled_rows=r.labeled_rows, drift_share=r.drift_share, metric=r.metric,
-        metric_value=r.metric_value, baseline_metric=r.baseline_metric, drifted=r.drifted, cause=r.cause,
-        detected=r.detect, report_key=report_key,
+        model=m.spec.name,
+        version=r.version or 0,
+        window=r.window,
+        window_start=r.start,
+        window_end=r.end,
+        rows=r.rows,
+        labeled_rows=r.labeled_rows,
+        drift_share=r.drift_share,
+        metric=r.metric,
+        metric_value=r.metric_value,
+        baseline_metric=r.baseline_metric,
+        drifted=r.drifted,
+        cause=r.cause,
+        detected=r.detect,
+        report_key=report_key,
     )
     ctx.log.info("%s window %s: %s", m.spec.name, r.window, r.reason)
     if not r.detect or r.cause is None or r.version is None:
         return [checked]
     detected = DriftDetected(
-        model=m.spec.name, version=r.version, cause=r.cause, window=r.window, window_end=r.end,
-        drift_share=r.drift_share, metric_value=r.metric_value, idempotency_key=r.idempotency_key or "",
+        model=m.spec.name,
+        version=r.version,
+        cause=r.cause,
+        window=r.window,
+        window_end=r.end,
+        drift_share=r.drift_share,
+        metric_value=r.metric_value,
+        idempotency_key=r.idempotency_key or "",
     )
     return [checked, detected]
 
@@ -219,6 +268,7 @@ def _write_feedback(ctx: Context, m: _Model) -> None:
         return
     frame = pd.DataFrame(m.feedback)
     first = pd.Timestamp(frame[TIME].min())
-    put_table(ctx.store, f"feedback/{m.spec.name}/{first:%Y%m%dT%H%M%S}-{len(frame)}.parquet", frame)
+    put_table(
+        ctx.store, f"feedback/{m.spec.name}/{first:%Y%m%dT%H%M%S}-{len(frame)}.parquet", frame
+    )
     m.feedback = []
-

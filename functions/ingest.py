@@ -21,14 +21,18 @@ def ingest(event: DatasetUploaded, ctx: Context) -> DatasetIngested:
     spec = load_spec(ctx.store, event.model)
     data = ctx.store.get(event.key)
     version = hashlib.sha256(data).hexdigest()[:16]
-    good, bad = validate_frame(spec, read_upload(data, event.key), source=f"dataset {ctx.store.uri(event.key)}")
+    good, bad = validate_frame(
+        spec, read_upload(data, event.key), source=f"dataset {ctx.store.uri(event.key)}"
+    )
     key = f"datasets/{event.model}/{version}.parquet"
     put_table(ctx.store, key, good.reset_index(drop=True))
     quarantine_key = None
     if len(bad):
         quarantine_key = f"quarantine/{event.model}/{version}.csv"
         ctx.store.put(quarantine_key, bad.to_csv(index=False).encode(), "text/csv")
-        ctx.log.warning("dataset %s: %d row(s) quarantined at %s", event.key, len(bad), quarantine_key)
+        ctx.log.warning(
+            "dataset %s: %d row(s) quarantined at %s", event.key, len(bad), quarantine_key
+        )
     has_production = ctx.registry is not None and ctx.registry.production(event.model) is not None
     return DatasetIngested(
         model=event.model,

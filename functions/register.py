@@ -23,7 +23,9 @@ from driftline.runtime.errors import ObjectNotFoundError, ValidationError
 from driftline.runtime.function import function
 
 
-@function(subscribes="model.trained", emits=("model.registered", "model.deployed", "model.rejected"))
+@function(
+    subscribes="model.trained", emits=("model.registered", "model.deployed", "model.rejected")
+)
 def register(event: ModelTrained, ctx: Context) -> list[Event]:
     registry = ctx.registry
     known = _registered_run(ctx, event)
@@ -40,21 +42,44 @@ def register(event: ModelTrained, ctx: Context) -> list[Event]:
     if champion is not None:
         champion_session = _load_checked(ctx, spec, champion.artifact_key, champion.sha256)
         champion_pred = predict(champion_session, spec, holdout)
-    decision = gate(spec, holdout[spec.target].to_numpy(), predict(candidate, spec, holdout), champion_pred)
+    decision = gate(
+        spec, holdout[spec.target].to_numpy(), predict(candidate, spec, holdout), champion_pred
+    )
     if not decision.passed:
-        return [ModelRejected(model=event.model, run_id=event.run_id, reason=decision.reason,
-                              metric=decision.metric, candidate=decision.candidate, champion=decision.champion)]
+        return [
+            ModelRejected(
+                model=event.model,
+                run_id=event.run_id,
+                reason=decision.reason,
+                metric=decision.metric,
+                candidate=decision.candidate,
+                champion=decision.champion,
+            )
+        ]
     version = registry.next_version(event.model) if registry is not None else 1
     registered = ModelRegistered(
-        model=event.model, version=version, run_id=event.run_id, artifact_key=event.artifact_key,
-        sha256=event.sha256, reference_key=event.reference_key, metrics=event.metrics,
-        dataset_versions=event.dataset_versions, parent_version=champion.version if champion else None,
-        trigger=event.trigger, train_start=event.train_start, train_end=event.train_end,
-        input_signature=event.input_signature, gate=decision.reason,
+        model=event.model,
+        version=version,
+        run_id=event.run_id,
+        artifact_key=event.artifact_key,
+        sha256=event.sha256,
+        reference_key=event.reference_key,
+        metrics=event.metrics,
+        dataset_versions=event.dataset_versions,
+        parent_version=champion.version if champion else None,
+        trigger=event.trigger,
+        train_start=event.train_start,
+        train_end=event.train_end,
+        input_signature=event.input_signature,
+        gate=decision.reason,
     )
     deployed = ModelDeployed(
-        model=event.model, version=version, artifact_key=event.artifact_key, sha256=event.sha256,
-        previous_version=champion.version if champion else None, effective_time=event.train_end,
+        model=event.model,
+        version=version,
+        artifact_key=event.artifact_key,
+        sha256=event.sha256,
+        previous_version=champion.version if champion else None,
+        effective_time=event.train_end,
     )
     if registry is not None:  # our own next decision must see this one at once
         registry.apply(registered)
@@ -80,6 +105,8 @@ def _load_checked(ctx: Context, spec: ModelSpec, key: str, sha256: str):  # type
     data = ctx.store.get(key)
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
-        raise ValidationError(f"model {spec.name}: artifact {ctx.store.uri(key)} has sha256 {actual[:12]}..., "
-                              f"the event says {sha256[:12]}... (corrupted or replaced)")
+        raise ValidationError(
+            f"model {spec.name}: artifact {ctx.store.uri(key)} has sha256 {actual[:12]}..., "
+            f"the event says {sha256[:12]}... (corrupted or replaced)"
+        )
     return load_session(data, spec)

@@ -22,10 +22,16 @@ from driftline.runtime.function import RetryPolicy, function
 RUN_NAMESPACE = uuid.UUID("0b6a3f0e-9d1e-4d56-8f3c-2f1f6c7d9a20")
 
 
-@function(subscribes=("dataset.ingested", "drift.detected"), emits=("model.trained", "model.rejected"),
-          gpu="preferred",
-          timeout_s=1800, retry=RetryPolicy(attempts=3, initial_backoff_s=1.0))
-def retrain(event: DatasetIngested | DriftDetected, ctx: Context) -> ModelTrained | ModelRejected | None:
+@function(
+    subscribes=("dataset.ingested", "drift.detected"),
+    emits=("model.trained", "model.rejected"),
+    gpu="preferred",
+    timeout_s=1800,
+    retry=RetryPolicy(attempts=3, initial_backoff_s=1.0),
+)
+def retrain(
+    event: DatasetIngested | DriftDetected, ctx: Context
+) -> ModelTrained | ModelRejected | None:
     spec = load_spec(ctx.store, event.model)
     if isinstance(event, DatasetIngested):
         if event.rows == 0:
@@ -38,7 +44,9 @@ def retrain(event: DatasetIngested | DriftDetected, ctx: Context) -> ModelTraine
         trigger = "initial"
     rows = labeled_rows(ctx.store, event.model)
     if rows.empty:
-        raise ValidationError(f"model {event.model}: no labeled rows to train on (upload a dataset first)")
+        raise ValidationError(
+            f"model {event.model}: no labeled rows to train on (upload a dataset first)"
+        )
     rows = rows.drop_duplicates(subset=[TIME, *spec.feature_names, spec.target])
     run_id = str(uuid.uuid5(RUN_NAMESPACE, ctx.event_id))
     try:
@@ -47,13 +55,21 @@ def retrain(event: DatasetIngested | DriftDetected, ctx: Context) -> ModelTraine
         if isinstance(event, DatasetIngested):
             raise  # a dataset that cannot train a model is the uploader's problem: DLQ, with why
         # a drift retrain that cannot train must still end the retrain in flight
-        return ModelRejected(model=event.model, run_id=run_id, reason=f"retrain not possible: {exc}")
+        return ModelRejected(
+            model=event.model, run_id=run_id, reason=f"retrain not possible: {exc}"
+        )
     base = f"models/{event.model}/{run_id}"
     ctx.store.put(f"{base}/model.onnx", result.onnx, "application/onnx")
     put_table(ctx.store, f"{base}/reference.parquet", result.reference)
     put_table(ctx.store, f"{base}/holdout.parquet", result.holdout)
-    ctx.log.info("%s: trained %s on %d rows in %.1fs (%s)", event.model, run_id, result.n_rows,
-                 result.seconds, trigger)
+    ctx.log.info(
+        "%s: trained %s on %d rows in %.1fs (%s)",
+        event.model,
+        run_id,
+        result.n_rows,
+        result.seconds,
+        trigger,
+    )
     return ModelTrained(
         model=event.model,
         run_id=run_id,
@@ -62,7 +78,9 @@ def retrain(event: DatasetIngested | DriftDetected, ctx: Context) -> ModelTraine
         reference_key=f"{base}/reference.parquet",
         holdout_key=f"{base}/holdout.parquet",
         metrics=result.metrics,
-        dataset_versions=sorted({event.dataset_version} if isinstance(event, DatasetIngested) else set()),
+        dataset_versions=sorted(
+            {event.dataset_version} if isinstance(event, DatasetIngested) else set()
+        ),
         parent_version=production.version if production else None,
         trigger=trigger,
         train_start=result.train_start,

@@ -62,7 +62,9 @@ class Sessions:
         spec = load_spec(self.store, model)
         data = self.store.get(artifact_key)
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise ValidationError(f"model {model} v{version}: artifact {artifact_key} does not match its sha256")
+            raise ValidationError(
+                f"model {model} v{version}: artifact {artifact_key} does not match its sha256"
+            )
         session = load_session(data, spec, providers=self.providers)  # built before the swap
         served = Served(version, spec, session)
         with self._lock:
@@ -76,7 +78,9 @@ class Sessions:
         if served is not None and not moved:
             return served
         if production is None:
-            raise PermanentError(f"model {model!r} has no production version yet; nothing can score it")
+            raise PermanentError(
+                f"model {model!r} has no production version yet; nothing can score it"
+            )
         return self.deploy(model, production.version, production.artifact_key, production.sha256)
 
     def _production_version(self, model: str) -> int | None:
@@ -88,14 +92,18 @@ def matrix(spec: ModelSpec, columns: list[str], rows: Matrix) -> np.ndarray:
     """Rows as an array in the spec's feature order; missing features are an error."""
     x = rows.array
     if x.shape[1] != len(columns):
-        raise ValidationError(f"model {spec.name}: rows have {x.shape[1]} values but {len(columns)} columns are named")
+        raise ValidationError(
+            f"model {spec.name}: rows have {x.shape[1]} values but {len(columns)} columns are named"
+        )
     if columns == spec.feature_names:
         return x
     index = {c: i for i, c in enumerate(columns)}
     missing = [f for f in spec.feature_names if f not in index]
     if missing:
-        raise ValidationError(f"model {spec.name}: feature(s) {missing} missing from the request "
-                              f"(expected {spec.feature_names})")
+        raise ValidationError(
+            f"model {spec.name}: feature(s) {missing} missing from the request "
+            f"(expected {spec.feature_names})"
+        )
     return x[:, [index[f] for f in spec.feature_names]]
 
 
@@ -103,8 +111,12 @@ def _sessions(ctx: Context) -> Sessions:
     return Sessions(ctx.store, ctx.registry, providers=scoring_providers(ctx.capabilities))
 
 
-@function(subscribes=("score.requested", "model.deployed"), emits="score.completed", gpu="preferred",
-          init=_sessions)
+@function(
+    subscribes=("score.requested", "model.deployed"),
+    emits="score.completed",
+    gpu="preferred",
+    init=_sessions,
+)
 def score(event: ScoreRequested | ModelDeployed, ctx: Context) -> ScoreCompleted | None:
     sessions: Sessions = ctx.state
     if isinstance(event, ModelDeployed):
@@ -114,7 +126,11 @@ def score(event: ScoreRequested | ModelDeployed, ctx: Context) -> ScoreCompleted
     x = matrix(served.spec, event.columns, event.rows)
     predictions = predict(served.session, served.spec, x) if len(x) else np.zeros(0)
     return ScoreCompleted(
-        model=event.model, request_id=event.request_id, version=served.version,
-        predictions=predictions.astype(float).tolist(), columns=served.spec.feature_names,
-        rows=Matrix(x), event_time=event.event_time,
+        model=event.model,
+        request_id=event.request_id,
+        version=served.version,
+        predictions=predictions.astype(float).tolist(),
+        columns=served.spec.feature_names,
+        rows=Matrix(x),
+        event_time=event.event_time,
     )

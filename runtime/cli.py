@@ -15,28 +15,53 @@ from driftline.runtime.errors import ConfigError, DriftlineError
 from driftline.runtime.settings import Settings
 
 SAMPLE_DIR = Path(__file__).parent / "replay" / "sample"
-REPLICAS_NEED_KAFKA = ("--replicas needs a Kafka bus (--bus kafka://host:port): the embedded bus serves one "
-                       "process only")
+REPLICAS_NEED_KAFKA = (
+    "--replicas needs a Kafka bus (--bus kafka://host:port): the embedded bus serves one "
+    "process only"
+)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in (("home", args.home), ("bus", args.bus), ("store", args.store)) if v}
+    overrides = {
+        k: v for k, v in (("home", args.home), ("bus", args.bus), ("store", args.store)) if v
+    }
     return Settings(**overrides)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--home", type=Path, help="state folder for the embedded bus and store (default ~/.driftline)")
-    p.add_argument("--bus", help="bus URL: kafka://host:port or sqlite:///path (default: embedded, in --home)")
-    p.add_argument("--store", help="store URL: a folder, file:///path or s3://KEY:SECRET@host:port/bucket")
+    p.add_argument(
+        "--home",
+        type=Path,
+        help="state folder for the embedded bus and store (default ~/.driftline)",
+    )
+    p.add_argument(
+        "--bus", help="bus URL: kafka://host:port or sqlite:///path (default: embedded, in --home)"
+    )
+    p.add_argument(
+        "--store", help="store URL: a folder, file:///path or s3://KEY:SECRET@host:port/bucket"
+    )
 
 
 def _replay_args(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("--out", type=Path, default=Path("driftline-demo"), help="where summary.json and report.html go")
-    p.add_argument("--step-hours", type=float, default=24.0,
-                   help="event time between two settle points of the loop (default 24)")
-    p.add_argument("--label-delay-hours", type=float, default=24.0,
-                   help="how long after its hour a row's true value arrives (default 24)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("driftline-demo"),
+        help="where summary.json and report.html go",
+    )
+    p.add_argument(
+        "--step-hours",
+        type=float,
+        default=24.0,
+        help="event time between two settle points of the loop (default 24)",
+    )
+    p.add_argument(
+        "--label-delay-hours",
+        type=float,
+        default=24.0,
+        help="how long after its hour a row's true value arrives (default 24)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -47,8 +72,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     spec = args.spec if args.command == "replay" else SAMPLE_DIR / "bike_sharing.toml"
     if args.command == "demo" and not (args.home or args.bus or args.store):
         args.home = _fresh_demo_home(Path(args.out) / "home")
-    summary = replay(Path(data), Path(spec), _settings(args), out=args.out, step_hours=args.step_hours,
-                     label_delay_hours=args.label_delay_hours, progress=not args.quiet)
+    summary = replay(
+        Path(data),
+        Path(spec),
+        _settings(args),
+        out=args.out,
+        step_hours=args.step_hours,
+        label_delay_hours=args.label_delay_hours,
+        progress=not args.quiet,
+    )
     return 0 if summary["rows"] > 0 else 1
 
 
@@ -61,8 +93,10 @@ def _fresh_demo_home(home: Path) -> Path:
         ours = {"bus.db", "bus.db-wal", "bus.db-shm", "bus.db.lock", "store"}
         strangers = sorted(p.name for p in home.iterdir() if p.name not in ours)
         if strangers:
-            raise ConfigError(f"{home} holds files a demo did not write ({strangers[:3]}); move them "
-                              f"or pass --home")
+            raise ConfigError(
+                f"{home} holds files a demo did not write ({strangers[:3]}); move them "
+                f"or pass --home"
+            )
         shutil.rmtree(home)
     print(f"driftline demo: state in {home} (fresh)", flush=True)
     return home
@@ -87,15 +121,20 @@ def _cmd_runner(args: argparse.Namespace) -> int:
     placement = Placement.on_platform(platform, [by_name[n] for n in wanted])
     placement.start()
     gpus = ", ".join(g.name for g in placement.caps.gpus) or "none"
-    print(f"driftline runner {placement.id}: offers {', '.join(wanted)}; GPUs: {gpus}; "
-          f"on {settings.bus or 'the embedded bus'}", flush=True)
+    print(
+        f"driftline runner {placement.id}: offers {', '.join(wanted)}; GPUs: {gpus}; "
+        f"on {settings.bus or 'the embedded bus'}",
+        flush=True,
+    )
     _wait_for_signal()
     placement.stop()
     platform.close()
     return 0
 
 
-def _run_replicas(args: argparse.Namespace, settings: Settings, wanted: list[str], embedded: bool) -> int:
+def _run_replicas(
+    args: argparse.Namespace, settings: Settings, wanted: list[str], embedded: bool
+) -> int:
     from driftline.runtime.cluster.replicas import ReplicaSet, parse_replicas, process_plan
 
     if embedded:
@@ -105,13 +144,20 @@ def _run_replicas(args: argparse.Namespace, settings: Settings, wanted: list[str
     replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: replicas.stop())
-    print(f"driftline runner: {len(plan)} processes: " + "; ".join(",".join(p) for p in plan), flush=True)
+    print(
+        f"driftline runner: {len(plan)} processes: " + "; ".join(",".join(p) for p in plan),
+        flush=True,
+    )
     return replicas.run()
 
 
 def _child_args(args: argparse.Namespace) -> list[str]:
     """The bus/store/home options a child runner process needs to join this one's work."""
-    return [f"--{k}={v}" for k, v in (("home", args.home), ("bus", args.bus), ("store", args.store)) if v]
+    return [
+        f"--{k}={v}"
+        for k, v in (("home", args.home), ("bus", args.bus), ("store", args.store))
+        if v
+    ]
 
 
 def _wait_for_signal() -> None:
@@ -147,7 +193,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         view.close()
         bus.close()
     if args.json:
-        print(json.dumps({"runners": [r.as_dict() for r in runners], "functions": report}, indent=2))
+        print(
+            json.dumps({"runners": [r.as_dict() for r in runners], "functions": report}, indent=2)
+        )
     else:
         _print_status(runners, report)
     return 0 if all(row["serveable"] for row in report) else 1
@@ -171,17 +219,36 @@ def _print_status(runners: list[Any], report: list[dict[str, Any]]) -> None:
     rows = []
     for r in runners:
         caps = r.capabilities
-        gpus = ", ".join(f"{g.name} {g.memory_mb // 1024}GiB" if g.memory_mb else g.name for g in caps.gpus)
-        rows.append({"runner": r.runner, "gpus": gpus or "-", "cores": caps.cpu_cores,
-                     "memory": f"{caps.memory_mb // 1024}GiB", "gpu trainer": caps.gpu_trainer or "-",
-                     "onnx": ",".join(p.removesuffix("ExecutionProvider") for p in caps.onnx_providers),
-                     "serves": ",".join(f"{n}({len(r.partitions.get(n, ()))})" for n in r.serves) or "-"})
+        gpus = ", ".join(
+            f"{g.name} {g.memory_mb // 1024}GiB" if g.memory_mb else g.name for g in caps.gpus
+        )
+        rows.append(
+            {
+                "runner": r.runner,
+                "gpus": gpus or "-",
+                "cores": caps.cpu_cores,
+                "memory": f"{caps.memory_mb // 1024}GiB",
+                "gpu trainer": caps.gpu_trainer or "-",
+                "onnx": ",".join(p.removesuffix("ExecutionProvider") for p in caps.onnx_providers),
+                "serves": ",".join(f"{n}({len(r.partitions.get(n, ()))})" for n in r.serves) or "-",
+            }
+        )
     print(f"{len(rows)} live runner(s)")
     if rows:
         _print(rows, False)
     print()
-    _print([{"function": f["function"], "gpu": f["gpu"], "replicas": len(f["served_by"]),
-             "problem": f["problem"] or "-"} for f in report], False)
+    _print(
+        [
+            {
+                "function": f["function"],
+                "gpu": f["gpu"],
+                "replicas": len(f["served_by"]),
+                "problem": f["problem"] or "-",
+            }
+            for f in report
+        ],
+        False,
+    )
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -206,8 +273,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
         counts = parse_replicas(args.replicas, known)
         plan = [[name] for name, n in counts.items() for _ in range(n)]
         replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose)
-    return serve(settings, args.host, args.port, log_level="info" if args.verbose else "warning",
-                 functions=functions, replicas=replicas)
+    return serve(
+        settings,
+        args.host,
+        args.port,
+        log_level="info" if args.verbose else "warning",
+        functions=functions,
+        replicas=replicas,
+    )
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -221,8 +294,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
             for name in registry.models():
                 entry = registry.entry(name)
                 assert entry is not None
-                rows.append({"model": name, "versions": len(entry.versions), "production": entry.production,
-                             "previous": entry.previous, "rejections": len(entry.rejections)})
+                rows.append(
+                    {
+                        "model": name,
+                        "versions": len(entry.versions),
+                        "production": entry.production,
+                        "previous": entry.previous,
+                        "rejections": len(entry.rejections),
+                    }
+                )
             _print(rows, args.json)
             return 0
         entry = registry.entry(args.name)
@@ -303,8 +383,17 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
         rows, deadline = [], time.monotonic() + args.wait
         while time.monotonic() < deadline:
             for r in consumer.poll(0.2, 1000):
-                rows.append({"topic": r.topic, "offset": r.offset,
-                             **{k[4:]: v.decode(errors="replace") for k, v in r.headers if k.startswith("dlq_")}})
+                rows.append(
+                    {
+                        "topic": r.topic,
+                        "offset": r.offset,
+                        **{
+                            k[4:]: v.decode(errors="replace")
+                            for k, v in r.headers
+                            if k.startswith("dlq_")
+                        },
+                    }
+                )
         consumer.close()
         _print(rows, args.json)
     finally:
@@ -353,10 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="the closed loop on the bundled bike sharing data (embedded default)",
-                          description="Replay the bundled bike sharing data through the loop. Without "
-                          "--home, --bus or --store, state goes to OUT/home, emptied first, so every "
-                          "demo starts from nothing.")
+    demo = sub.add_parser(
+        "demo",
+        help="the closed loop on the bundled bike sharing data (embedded default)",
+        description="Replay the bundled bike sharing data through the loop. Without "
+        "--home, --bus or --store, state goes to OUT/home, emptied first, so every "
+        "demo starts from nothing.",
+    )
     _replay_args(demo)
     demo.set_defaults(func=_cmd_replay)
 
@@ -366,46 +458,71 @@ def build_parser() -> argparse.ArgumentParser:
     _replay_args(rp)
     rp.set_defaults(func=_cmd_replay)
 
-    run = sub.add_parser("runner", help="run functions until SIGTERM",
-                         description="Run functions, placed by their GPU needs among the live runners "
-                         "(see `driftline status`), until SIGTERM; each drains and commits before exiting.")
+    run = sub.add_parser(
+        "runner",
+        help="run functions until SIGTERM",
+        description="Run functions, placed by their GPU needs among the live runners "
+        "(see `driftline status`), until SIGTERM; each drains and commits before exiting.",
+    )
     run.add_argument("--functions", help="comma-separated function names (default: all)")
-    run.add_argument("--replicas", metavar="NAME=N,...",
-                     help="run N processes of each named function (the rest in one more process), "
-                     "e.g. score=3,drift-check=2; needs a Kafka bus")
+    run.add_argument(
+        "--replicas",
+        metavar="NAME=N,...",
+        help="run N processes of each named function (the rest in one more process), "
+        "e.g. score=3,drift-check=2; needs a Kafka bus",
+    )
     _common(run)
     run.set_defaults(func=_cmd_runner)
 
-    st = sub.add_parser("status", help="live runners, their capabilities and functions; exit 1 if a "
-                        "function cannot be served",
-                        description="List the runners whose heartbeats are live on the control topic, "
-                        "with their CPUs, GPUs, onnxruntime providers and the functions each serves (with how "
-                        "many partitions it holds of each: how replicas split the work), and "
-                        "the functions no live runner can serve. Exit 0 when every expected function "
-                        "can be served, 1 otherwise.")
-    st.add_argument("--expect", help="comma-separated functions that should be served (default: the "
-                    "five built-in ones; '' for none)")
-    st.add_argument("--wait", type=float, default=10.0, help="longest wait for the heartbeats, in seconds "
-                    "(default 10)")
+    st = sub.add_parser(
+        "status",
+        help="live runners, their capabilities and functions; exit 1 if a "
+        "function cannot be served",
+        description="List the runners whose heartbeats are live on the control topic, "
+        "with their CPUs, GPUs, onnxruntime providers and the functions each serves (with how "
+        "many partitions it holds of each: how replicas split the work), and "
+        "the functions no live runner can serve. Exit 0 when every expected function "
+        "can be served, 1 otherwise.",
+    )
+    st.add_argument(
+        "--expect",
+        help="comma-separated functions that should be served (default: the "
+        "five built-in ones; '' for none)",
+    )
+    st.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        help="longest wait for the heartbeats, in seconds (default 10)",
+    )
     st.add_argument("--json", action="store_true")
     _common(st)
     st.set_defaults(func=_cmd_status)
 
-    up = sub.add_parser("up", help="the HTTP gateway, the functions (all five by default) and the upload watcher, until SIGTERM",
-                        description="Serve the gateway (events, hooks, S3 notifications, /v2 inference, "
-                        "/metrics) and run the functions in one process (GPU placement decides, with "
-                        "other runners on the bus, which it serves); models already registered "
-                        "under --home (or on --bus) are served at once. Exit 0 after a clean stop.")
+    up = sub.add_parser(
+        "up",
+        help="the HTTP gateway, the functions (all five by default) and the upload watcher, until SIGTERM",
+        description="Serve the gateway (events, hooks, S3 notifications, /v2 inference, "
+        "/metrics) and run the functions in one process (GPU placement decides, with "
+        "other runners on the bus, which it serves); models already registered "
+        "under --home (or on --bus) are served at once. Exit 0 after a clean stop.",
+    )
     up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
-    up.add_argument("--functions", metavar="NAME,...",
-                    help="the functions to run in this process (default: all five; 'none' for the "
-                    "gateway alone, beside separate runners); they follow GPU placement like "
-                    "driftline runner's")
-    up.add_argument("--replicas", metavar="NAME=N,...",
-                    help="run the named functions in N runner processes each instead of in this one, "
-                    "e.g. score=3,drift-check=2: the processes join the function's consumer group and "
-                    "split its partitions; one that dies is started again; needs a Kafka bus")
+    up.add_argument(
+        "--functions",
+        metavar="NAME,...",
+        help="the functions to run in this process (default: all five; 'none' for the "
+        "gateway alone, beside separate runners); they follow GPU placement like "
+        "driftline runner's",
+    )
+    up.add_argument(
+        "--replicas",
+        metavar="NAME=N,...",
+        help="run the named functions in N runner processes each instead of in this one, "
+        "e.g. score=3,drift-check=2: the processes join the function's consumer group and "
+        "split its partitions; one that dies is started again; needs a Kafka bus",
+    )
     _common(up)
     up.set_defaults(func=_cmd_up)
 
@@ -422,7 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(pub)
     pub.set_defaults(func=_cmd_publish)
 
-    dlq = sub.add_parser("dlq", help="dead-lettered events: list them with their errors, or replay them")
+    dlq = sub.add_parser(
+        "dlq", help="dead-lettered events: list them with their errors, or replay them"
+    )
     dlq.add_argument("action", choices=["list", "replay"])
     dlq.add_argument("--wait", type=float, default=2.0, help="seconds to read for (default 2)")
     dlq.add_argument("--json", action="store_true")
@@ -436,8 +555,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "models" and args.action != "list" and not args.name:
         parser.error(f"models {args.action} needs a model name")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args))
     except DriftlineError as exc:

@@ -40,7 +40,9 @@ class Context:
         """Send an event after the handler returns (with a deterministic id)."""
         self.outputs.append(event)
 
-    def begin(self, event_id: str, event_type: str, event_time: datetime | None, traceparent: str | None) -> None:
+    def begin(
+        self, event_id: str, event_type: str, event_time: datetime | None, traceparent: str | None
+    ) -> None:
         """Reset the per-event attributes (the runner calls this before each handler call)."""
         self.event_id = event_id
         self.event_type = event_type

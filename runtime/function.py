@@ -70,7 +70,11 @@ def _input_types(handler: Handler, subscribes: Sequence[str]) -> tuple[type[Even
     hint = hints.get(params[0]) if params else None
     if hint is None:
         return tuple(BY_TYPE[t] for t in subscribes)
-    declared = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | str)) else (hint,)
+    declared = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, type(int | str))
+        else (hint,)
+    )
     for t in declared:
         if not (isinstance(t, type) and issubclass(t, Event)):
             raise ConfigError(f"{handler.__name__}: input type {t!r} is not an Event model")

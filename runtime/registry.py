@@ -43,8 +43,14 @@ class ModelEntry:
         target = self.versions.get(self.previous) if self.previous is not None else None
         if target is None:
             return None
-        return ModelDeployed(model=self.name, version=target.version, artifact_key=target.artifact_key,
-                             sha256=target.sha256, previous_version=self.production, reason="rollback")
+        return ModelDeployed(
+            model=self.name,
+            version=target.version,
+            artifact_key=target.artifact_key,
+            sha256=target.sha256,
+            previous_version=self.production,
+            reason="rollback",
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -138,7 +144,9 @@ class RegistryFollower:
 
     def start(self) -> Registry:
         self.bus.create_topics(list(REGISTRY_TOPICS))
-        self._consumer = self.bus.consumer(f"driftline.registry.{uuid.uuid4().hex}", list(REGISTRY_TOPICS))
+        self._consumer = self.bus.consumer(
+            f"driftline.registry.{uuid.uuid4().hex}", list(REGISTRY_TOPICS)
+        )
         self.catch_up(idle_s=0.3)
         self._thread.start()
         return self.registry
@@ -158,7 +166,9 @@ class RegistryFollower:
         records = self._consumer.poll(timeout_s)
         for r in records:
             try:
-                env = self.codec.decode(r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset)
+                env = self.codec.decode(
+                    r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset
+                )
             except DecodeError as exc:  # not ours to dead-letter: the registry just skips it
                 log.warning("registry: skipping an undecodable record: %s", exc)
                 continue

@@ -97,8 +97,17 @@ class _Batch:
 class FunctionWorker:
     """One function on one bus: the poll loop and its worker thread."""
 
-    def __init__(self, spec: FunctionSpec, bus: Bus, codec: Codec, ctx: Context, *,
-                 poll_timeout_s: float = 0.5, pause_after_s: float = 1.0, max_records: int = 500):
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        bus: Bus,
+        codec: Codec,
+        ctx: Context,
+        *,
+        poll_timeout_s: float = 0.5,
+        pause_after_s: float = 1.0,
+        max_records: int = 500,
+    ):
         self.spec = spec
         self.bus = bus
         self.codec = codec
@@ -114,8 +123,11 @@ class FunctionWorker:
         self._source = f"driftline/{spec.name}"
         self._retrying = Retrying(
             stop=stop_after_attempt(spec.retry.attempts - 1),  # the first attempt ran already
-            wait=wait_exponential_jitter(multiplier=spec.retry.initial_backoff_s,
-                                         max=spec.retry.max_backoff_s, jitter=spec.retry.jitter_s),
+            wait=wait_exponential_jitter(
+                multiplier=spec.retry.initial_backoff_s,
+                max=spec.retry.max_backoff_s,
+                jitter=spec.retry.jitter_s,
+            ),
             retry=retry_if_exception(_is_retryable),
             before_sleep=self._count_retry,
             reraise=True,
@@ -197,7 +209,9 @@ class FunctionWorker:
                     pending = self._handle(records)
                 backoff = 0.5
             except BusError as exc:
-                log.warning("%s: bus error, reconnecting in %.1fs: %s", self.spec.name, backoff, exc)
+                log.warning(
+                    "%s: bus error, reconnecting in %.1fs: %s", self.spec.name, backoff, exc
+                )
                 pending = []
                 self._reconnect(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -213,7 +227,10 @@ class FunctionWorker:
         reads; while they were elsewhere another process may have moved that state on (and
         saved it), so the state is built again from the saved checkpoint."""
         if self.spec.checkpoint is not None and not self._state_fresh:
-            log.info("%s: partitions reassigned; reloading its state from the last checkpoint", self.spec.name)
+            log.info(
+                "%s: partitions reassigned; reloading its state from the last checkpoint",
+                self.spec.name,
+            )
             self.ctx.state = self.spec.init(self.ctx) if self.spec.init is not None else None
         self._rebalances, self._state_fresh = count, False
 
@@ -280,19 +297,29 @@ class FunctionWorker:
         try:
             self.spec.checkpoint(self.ctx)
         except Exception as exc:
-            raise BusError(f"{self.spec.name}: checkpoint failed, the batch is not committed and "
-                           f"will come again: {type(exc).__name__}: {exc}") from exc
+            raise BusError(
+                f"{self.spec.name}: checkpoint failed, the batch is not committed and "
+                f"will come again: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _check_timeout(self, batch: _Batch, future: Future[None]) -> tuple[_Batch, Future[None]]:
         if time.monotonic() - batch.started <= self.spec.timeout_s or future.done():
             return batch, future
         record = batch.records[batch.position]
         batch.abandoned = True
-        log.error("%s: handler passed its %.0fs timeout on %s[%d]@%d; dead-lettering it",
-                  self.spec.name, self.spec.timeout_s, record.topic, record.partition, record.offset)
-        self._dead_letter(record, HandlerTimeoutError(f"handler ran past {self.spec.timeout_s}s"), 1)
+        log.error(
+            "%s: handler passed its %.0fs timeout on %s[%d]@%d; dead-lettering it",
+            self.spec.name,
+            self.spec.timeout_s,
+            record.topic,
+            record.partition,
+            record.offset,
+        )
+        self._dead_letter(
+            record, HandlerTimeoutError(f"handler ran past {self.spec.timeout_s}s"), 1
+        )
         batch.offsets[record.tp] = record.offset + 1
-        rest = _Batch(batch.records[batch.position + 1:])
+        rest = _Batch(batch.records[batch.position + 1 :])
         rest.offsets = batch.offsets
         self._executor.shutdown(wait=False)  # the stuck thread is left to finish alone
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"fn-{self.spec.name}")
@@ -312,11 +339,20 @@ class FunctionWorker:
     def _process(self, record: Record, batch: _Batch) -> None:
         self.stats.consumed += 1
         try:
-            envelope = self.codec.decode(record.value, record.headers, topic=record.topic,
-                                         partition=record.partition, offset=record.offset)
+            envelope = self.codec.decode(
+                record.value,
+                record.headers,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
             if envelope.type not in self._types:
-                raise DecodeError(f"{self.spec.name} does not take {envelope.type} events",
-                                  topic=record.topic, partition=record.partition, offset=record.offset)
+                raise DecodeError(
+                    f"{self.spec.name} does not take {envelope.type} events",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
         except DecodeError as exc:
             log.warning("%s: %s", self.spec.name, exc)
             self._dead_letter(record, exc, 0)
@@ -332,8 +368,12 @@ class FunctionWorker:
             self.stats.observe(time.perf_counter() - started)
             if batch.abandoned:
                 return
-            log.warning("%s: %s after %d attempt(s): %s", self.spec.name, type(exc).__name__, attempts, exc)
-            self._dead_letter(record, exc, attempts)  # not marked seen: `dlq replay` may bring it back
+            log.warning(
+                "%s: %s after %d attempt(s): %s", self.spec.name, type(exc).__name__, attempts, exc
+            )
+            self._dead_letter(
+                record, exc, attempts
+            )  # not marked seen: `dlq replay` may bring it back
             return
         self.stats.observe(time.perf_counter() - started)
         if batch.abandoned:
@@ -352,7 +392,9 @@ class FunctionWorker:
         attempts = 1
         self.stats.retried += 1
         policy = self.spec.retry
-        time.sleep(min(policy.initial_backoff_s + random.uniform(0, policy.jitter_s), policy.max_backoff_s))
+        time.sleep(
+            min(policy.initial_backoff_s + random.uniform(0, policy.jitter_s), policy.max_backoff_s)
+        )
         try:
             for attempt in self._retrying:
                 with attempt:
@@ -381,8 +423,11 @@ class FunctionWorker:
         now = datetime.now(UTC)
         for i, out in enumerate(outputs):
             value, headers = self.codec.encode(
-                out, id=output_id(envelope.id, self.spec.name, i), source=self._source,
-                time=now, traceparent=child_traceparent(envelope.traceparent),
+                out,
+                id=output_id(envelope.id, self.spec.name, i),
+                source=self._source,
+                time=now,
+                traceparent=child_traceparent(envelope.traceparent),
             )
             self._outbox.append((out.TYPE, value, out.partition_key(), headers))
 
@@ -411,18 +456,32 @@ class Runner:
     (:mod:`driftline.runtime.cluster.placement` moves GPU-preferred work with them).
     """
 
-    def __init__(self, bus: Bus, functions: Sequence[Handler | FunctionSpec], *, store: Any = None,
-                 settings: Any = None, registry: Any = None, capabilities: Any = None,
-                 codec: Codec | None = None, poll_timeout_s: float = 0.5, pause_after_s: float = 1.0,
-                 max_records: int = 500):
+    def __init__(
+        self,
+        bus: Bus,
+        functions: Sequence[Handler | FunctionSpec],
+        *,
+        store: Any = None,
+        settings: Any = None,
+        registry: Any = None,
+        capabilities: Any = None,
+        codec: Codec | None = None,
+        poll_timeout_s: float = 0.5,
+        pause_after_s: float = 1.0,
+        max_records: int = 500,
+    ):
         self.bus = bus
         self.codec = codec or Codec()
         self.specs = [spec_of(f) for f in functions]
         names = [s.name for s in self.specs]
         if len(set(names)) != len(names):
             raise DriftlineError(f"function names must be unique, got {names}")
-        self._shared = dict(store=store, settings=settings, registry=registry, capabilities=capabilities)
-        self._opts = dict(poll_timeout_s=poll_timeout_s, pause_after_s=pause_after_s, max_records=max_records)
+        self._shared = dict(
+            store=store, settings=settings, registry=registry, capabilities=capabilities
+        )
+        self._opts = dict(
+            poll_timeout_s=poll_timeout_s, pause_after_s=pause_after_s, max_records=max_records
+        )
         self.workers: dict[str, FunctionWorker] = {}
         self._retired: dict[str, FunctionStats] = {}
         self._lock = threading.Lock()
@@ -453,7 +512,9 @@ class Runner:
             worker.start()
 
     def _worker(self, spec: FunctionSpec) -> FunctionWorker:
-        ctx = Context(function=spec.name, log=logging.getLogger(f"driftline.fn.{spec.name}"), **self._shared)
+        ctx = Context(
+            function=spec.name, log=logging.getLogger(f"driftline.fn.{spec.name}"), **self._shared
+        )
         if spec.init is not None:
             ctx.state = spec.init(ctx)
         worker = FunctionWorker(spec, self.bus, self.codec, ctx, **self._opts)  # type: ignore[arg-type]

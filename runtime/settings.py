@@ -18,7 +18,7 @@ class HookSettings(BaseModel):
     secret: SecretStr = Field(description="Standard Webhooks signing secret: whsec_<base64 key>.")
     defaults: dict[str, Any] = Field(
         default_factory=dict,
-        description="Fields merged under the payload, e.g. {\"model\": \"bikes\"}; the payload wins.",
+        description='Fields merged under the payload, e.g. {"model": "bikes"}; the payload wins.',
     )
 
     @field_validator("event")
@@ -36,7 +36,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", frozen=True, extra="ignore")
 
-    home: Path = Field(default=Path("~/.driftline"), description="Folder for embedded state (bus file, local store).")
+    home: Path = Field(
+        default=Path("~/.driftline"),
+        description="Folder for embedded state (bus file, local store).",
+    )
     bus: str | None = Field(
         default=None,
         description="Bus URL: kafka://host:port[,host:port] or sqlite:///path/bus.db; "
@@ -48,16 +51,30 @@ class Settings(BaseSettings):
         "default: <home>/store.",
     )
     partitions: int = Field(default=3, description="Partitions of each topic Driftline creates.")
-    kafka_security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
-    kafka_sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_security_protocol: str = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
     kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
-    kafka_ssl_cafile: str | None = Field(default=None, description="CA bundle to verify the brokers.")
-    kafka_ssl_certfile: str | None = Field(default=None, description="Client certificate (mutual TLS).")
+    kafka_ssl_cafile: str | None = Field(
+        default=None, description="CA bundle to verify the brokers."
+    )
+    kafka_ssl_certfile: str | None = Field(
+        default=None, description="Client certificate (mutual TLS)."
+    )
     kafka_ssl_keyfile: str | None = Field(default=None, description="Client key (mutual TLS).")
-    kafka_session_timeout_ms: int = Field(default=10_000, description="Consumer group session timeout.")
-    kafka_max_poll_interval_ms: int = Field(default=300_000, description="Longest gap between polls.")
-    api_token: SecretStr | None = Field(default=None, description="Bearer token required by write endpoints.")
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, description="Consumer group session timeout."
+    )
+    kafka_max_poll_interval_ms: int = Field(
+        default=300_000, description="Longest gap between polls."
+    )
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token required by write endpoints."
+    )
     gpus: int | None = Field(
         default=None,
         ge=0,
@@ -87,7 +104,8 @@ class Settings(BaseSettings):
         default=300, description="Largest gap between a webhook's timestamp and now, either way."
     )
     max_body_bytes: int = Field(
-        default=1_048_576, description="Largest request body the gateway reads; bigger ones get 413."
+        default=1_048_576,
+        description="Largest request body the gateway reads; bigger ones get 413.",
     )
     s3_notification_topic: str | None = Field(
         default=None,

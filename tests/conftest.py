@@ -27,7 +27,9 @@ def bus(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     return request.getfixturevalue("embedded_bus" if request.param == "embedded" else "kafka_bus")
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.05) -> None:
+def wait_for(
+    predicate: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.05
+) -> None:
     """Poll until ``predicate()`` is truthy; fail the test with its last value otherwise."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -30,14 +30,30 @@ from driftline.runtime.cluster.capabilities import GPU_TRAINER
 
 log = logging.getLogger("driftline.fn.gpu_training")
 
-_HGB = ("sklearn.ensemble.HistGradientBoostingRegressor", "sklearn.ensemble.HistGradientBoostingClassifier")
+_HGB = (
+    "sklearn.ensemble.HistGradientBoostingRegressor",
+    "sklearn.ensemble.HistGradientBoostingClassifier",
+)
 _GB = ("sklearn.ensemble.GradientBoostingRegressor", "sklearn.ensemble.GradientBoostingClassifier")
-_OBJECTIVES = {"squared_error": "reg:squarederror", "absolute_error": "reg:absoluteerror",
-               "poisson": "count:poisson", "log_loss": None}
+_OBJECTIVES = {
+    "squared_error": "reg:squarederror",
+    "absolute_error": "reg:absoluteerror",
+    "poisson": "count:poisson",
+    "log_loss": None,
+}
 # scikit-learn parameters that only steer fitting bookkeeping; anything else unmapped means
 # the XGBoost model would differ in kind, and the CPU path is used instead.
-_IGNORED = {"verbose", "warm_start", "early_stopping", "scoring", "validation_fraction", "n_iter_no_change",
-            "tol", "loss", "criterion"}
+_IGNORED = {
+    "verbose",
+    "warm_start",
+    "early_stopping",
+    "scoring",
+    "validation_fraction",
+    "n_iter_no_change",
+    "tol",
+    "loss",
+    "criterion",
+}
 
 
 class GpuTrainerError(Exception):
@@ -54,16 +70,26 @@ def xgboost_params(spec: ModelSpec) -> dict[str, Any] | None:
     if loss not in _OBJECTIVES:
         return None
     if est.class_path in _HGB:
-        out = {"n_estimators": p.pop("max_iter", 100), "max_leaves": p.pop("max_leaf_nodes", 31) or 0,
-               "max_depth": p.pop("max_depth", None) or 0, "grow_policy": "lossguide",
-               "reg_lambda": p.pop("l2_regularization", 0.0), "max_bin": p.pop("max_bins", 255),
-               "colsample_bynode": p.pop("max_features", 1.0),
-               "min_child_weight": p.pop("min_samples_leaf", 20) if spec.task == "regression" else 1}
+        out = {
+            "n_estimators": p.pop("max_iter", 100),
+            "max_leaves": p.pop("max_leaf_nodes", 31) or 0,
+            "max_depth": p.pop("max_depth", None) or 0,
+            "grow_policy": "lossguide",
+            "reg_lambda": p.pop("l2_regularization", 0.0),
+            "max_bin": p.pop("max_bins", 255),
+            "colsample_bynode": p.pop("max_features", 1.0),
+            "min_child_weight": p.pop("min_samples_leaf", 20) if spec.task == "regression" else 1,
+        }
     else:
         leaf = p.pop("min_samples_leaf", 1)
-        out = {"n_estimators": p.pop("n_estimators", 100), "max_depth": p.pop("max_depth", 3) or 0,
-               "subsample": p.pop("subsample", 1.0), "reg_lambda": 0.0, "grow_policy": "depthwise",
-               "min_child_weight": leaf if isinstance(leaf, int) and spec.task == "regression" else 1}
+        out = {
+            "n_estimators": p.pop("n_estimators", 100),
+            "max_depth": p.pop("max_depth", 3) or 0,
+            "subsample": p.pop("subsample", 1.0),
+            "reg_lambda": 0.0,
+            "grow_policy": "depthwise",
+            "min_child_weight": leaf if isinstance(leaf, int) and spec.task == "regression" else 1,
+        }
     out["learning_rate"] = p.pop("learning_rate", 0.1)
     out["random_state"] = p.pop("random_state", None) or 0
     if set(p) - _IGNORED:
@@ -84,11 +110,15 @@ class XGBoostTrainer:
 
         params = xgboost_params(spec)
         if params is None:
-            raise GpuTrainerError(f"no XGBoost equivalent of {spec.estimator.class_path} with these params")
+            raise GpuTrainerError(
+                f"no XGBoost equivalent of {spec.estimator.class_path} with these params"
+            )
         if spec.task == "classification":
             classes = np.unique(y)
             if not np.array_equal(classes, np.arange(len(classes))):
-                raise GpuTrainerError(f"class codes {classes.tolist()} are not 0..{len(classes) - 1}")
+                raise GpuTrainerError(
+                    f"class codes {classes.tolist()} are not 0..{len(classes) - 1}"
+                )
             model = xgboost.XGBClassifier(**params, tree_method="hist", device=self.device)
         else:
             model = xgboost.XGBRegressor(**params, tree_method="hist", device=self.device)
@@ -118,19 +148,33 @@ def choose_trainer(spec: ModelSpec, capabilities: Any) -> Trainer | None:
     if getattr(capabilities, "gpu_trainer", None) != GPU_TRAINER:
         return None
     if xgboost_params(spec) is None:
-        log.info("%s: %s has no XGBoost equivalent; training on the CPU", spec.name, spec.estimator.class_path)
+        log.info(
+            "%s: %s has no XGBoost equivalent; training on the CPU",
+            spec.name,
+            spec.estimator.class_path,
+        )
         return None
     return XGBoostTrainer("cuda")
 
 
-def train_for(spec: ModelSpec, df: pd.DataFrame, *, capabilities: Any, now: datetime | None = None,
-              since: datetime | None = None) -> TrainResult:
+def train_for(
+    spec: ModelSpec,
+    df: pd.DataFrame,
+    *,
+    capabilities: Any,
+    now: datetime | None = None,
+    since: datetime | None = None,
+) -> TrainResult:
     """``training.train`` on the GPU when this runner can, else (or if that fails) on the CPU."""
     trainer = choose_trainer(spec, capabilities)
     if trainer is not None:
         try:
             return train(spec, df, now=now, since=since, trainer=trainer)
         except Exception as exc:  # CUDA out of memory, a failed parity check, unmappable classes...
-            log.warning("%s: GPU training failed (%s: %s); training on the CPU instead",
-                        spec.name, type(exc).__name__, exc)
+            log.warning(
+                "%s: GPU training failed (%s: %s); training on the CPU instead",
+                spec.name,
+                type(exc).__name__,
+                exc,
+            )
     return train(spec, df, now=now, since=since)

@@ -1,14 +1,14 @@
 """Where the functions keep things in the object store, and how tables travel there.
 
-    specs/<model>.toml                         the model spec
-    datasets/<model>/<version>.parquet         validated rows of an ingested file
-    quarantine/<model>/<version>.csv           refused rows, with a ``reason`` column
-    feedback/<model>/<window>.parquet          scored rows joined with their late labels
-    models/<model>/<run>/model.onnx            a trained candidate
-    models/<model>/<run>/reference.parquet     its reference sample (for data drift)
-    models/<model>/<run>/holdout.parquet       its most recent labeled rows (for the gate)
-    reports/<model>/v<version>/<window>.html   Evidently report of a drifted window
-    state/<model>/drift.json                   drift-check's state (saved after each batch)
+specs/<model>.toml                         the model spec
+datasets/<model>/<version>.parquet         validated rows of an ingested file
+quarantine/<model>/<version>.csv           refused rows, with a ``reason`` column
+feedback/<model>/<window>.parquet          scored rows joined with their late labels
+models/<model>/<run>/model.onnx            a trained candidate
+models/<model>/<run>/reference.parquet     its reference sample (for data drift)
+models/<model>/<run>/holdout.parquet       its most recent labeled rows (for the gate)
+reports/<model>/v<version>/<window>.html   Evidently report of a drifted window
+state/<model>/drift.json                   drift-check's state (saved after each batch)
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ def load_spec(store: Any, model: str) -> ModelSpec:
     """The spec saved for ``model``; a clear error when there is none."""
     key = spec_key(model)
     if not store.exists(key):
-        raise ValidationError(f"model {model!r} has no spec at {store.uri(key)}; save one first "
-                              "(driftline replay does, or put the TOML there)")
+        raise ValidationError(
+            f"model {model!r} has no spec at {store.uri(key)}; save one first "
+            "(driftline replay does, or put the TOML there)"
+        )
     return ModelSpec.from_toml(store.get(key).decode())
 
 
@@ -52,13 +54,19 @@ def read_upload(data: bytes, key: str) -> pd.DataFrame:
             return pd.read_parquet(io.BytesIO(data))
         return pd.read_csv(io.BytesIO(data))
     except Exception as exc:  # pandas raises many types for bad files
-        raise ValidationError(f"dataset {key}: cannot read as {'Parquet' if key.endswith('parquet') else 'CSV'}: "
-                              f"{type(exc).__name__}: {exc}") from exc
+        raise ValidationError(
+            f"dataset {key}: cannot read as {'Parquet' if key.endswith('parquet') else 'CSV'}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def labeled_rows(store: Any, model: str) -> pd.DataFrame:
     """Every labeled row known for a model: ingested datasets and scoring feedback."""
-    frames = [get_table(store, info.key) for prefix in (f"datasets/{model}/", f"feedback/{model}/")
-              for info in store.list(prefix) if info.key.endswith(".parquet")]
+    frames = [
+        get_table(store, info.key)
+        for prefix in (f"datasets/{model}/", f"feedback/{model}/")
+        for info in store.list(prefix)
+        if info.key.endswith(".parquet")
+    ]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

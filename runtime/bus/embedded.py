@@ -129,7 +129,9 @@ class EmbeddedBus(Bus):
             except Exception:
                 self._db.execute("ROLLBACK")
                 for r in rows:  # give the offsets back
-                    self._ends[TopicPartition(r[0], r[1])] = min(self._ends[TopicPartition(r[0], r[1])], r[2])
+                    self._ends[TopicPartition(r[0], r[1])] = min(
+                        self._ends[TopicPartition(r[0], r[1])], r[2]
+                    )
                 raise
             self._changed.notify_all()
 
@@ -149,7 +151,10 @@ class EmbeddedBus(Bus):
             "WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?",
             (tp.topic, tp.partition, start, limit),
         ).fetchall()
-        return [Record(tp.topic, tp.partition, o, k, v, _unpack_headers(h), ts) for o, k, v, h, ts in rows]
+        return [
+            Record(tp.topic, tp.partition, o, k, v, _unpack_headers(h), ts)
+            for o, k, v, h, ts in rows
+        ]
 
     def _committed(self, group: str, tp: TopicPartition) -> int | None:
         row = self._db.execute(
@@ -216,11 +221,16 @@ class _EmbeddedProducer(Producer):
         self._pending: list[tuple[str, bytes | None, bytes, Headers]] = []
         self._first_pending = 0.0
 
-    def send(self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers | None = None) -> None:
+    def send(
+        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers | None = None
+    ) -> None:
         if not self._pending:
             self._first_pending = time.monotonic()
         self._pending.append((topic, key, value, list(headers or ())))
-        if len(self._pending) >= self._MAX_PENDING or time.monotonic() - self._first_pending > self._LINGER_S:
+        if (
+            len(self._pending) >= self._MAX_PENDING
+            or time.monotonic() - self._first_pending > self._LINGER_S
+        ):
             self.flush()
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -273,7 +283,11 @@ class _EmbeddedConsumer(Consumer):
     def _fetch(self, max_records: int) -> list[Record]:
         out: list[Record] = []
         ready = sorted(
-            (tp for tp in self._assigned if tp not in self._paused and self._positions[tp] < self._bus.end_offset(tp)),
+            (
+                tp
+                for tp in self._assigned
+                if tp not in self._paused and self._positions[tp] < self._bus.end_offset(tp)
+            ),
             key=lambda tp: (tp.topic, tp.partition),
         )
         for i, tp in enumerate(ready):
@@ -289,7 +303,9 @@ class _EmbeddedConsumer(Consumer):
             self._refresh()
             lost = [tp for tp in offsets if tp not in self._assigned]
             if lost:
-                raise BusError(f"cannot commit {lost}: no longer assigned to this member (rebalanced)")
+                raise BusError(
+                    f"cannot commit {lost}: no longer assigned to this member (rebalanced)"
+                )
             self._bus._commit(self._group.name, offsets)
 
     def committed(self, tp: TopicPartition) -> int | None:

@@ -117,7 +117,9 @@ def _override(caps: Capabilities, settings: Any) -> Capabilities:
     pinned = getattr(settings, "gpus", None)
     if pinned is not None:
         found = list(caps.gpus[:pinned])
-        found += [GpuInfo(index=i, name="pinned by DRIFTLINE_GPUS") for i in range(len(found), pinned)]
+        found += [
+            GpuInfo(index=i, name="pinned by DRIFTLINE_GPUS") for i in range(len(found), pinned)
+        ]
         caps = replace(caps, gpus=tuple(found), sources={**caps.sources, "gpus": "override"})
     extra: dict[str, Any] = dict(getattr(settings, "capabilities_override", None) or {})
     if not extra:
@@ -126,8 +128,10 @@ def _override(caps: Capabilities, settings: Any) -> Capabilities:
     if unknown:
         from driftline.runtime.errors import ConfigError
 
-        raise ConfigError(f"capabilities_override: unknown field(s) {unknown}; "
-                          f"known: {sorted(set(Capabilities.__dataclass_fields__) - {'sources'})}")
+        raise ConfigError(
+            f"capabilities_override: unknown field(s) {unknown}; "
+            f"known: {sorted(set(Capabilities.__dataclass_fields__) - {'sources'})}"
+        )
     merged = {**caps.as_dict(), **extra}
     merged["sources"] = {**caps.sources, **{k: "override" for k in extra}}
     return Capabilities.from_dict(merged)
@@ -137,7 +141,9 @@ def _gpus(value: Any) -> tuple[GpuInfo, ...]:
     """GPUs from an override or a heartbeat: a count, or a list of dicts."""
     if isinstance(value, int):
         return tuple(GpuInfo(index=i, name="override") for i in range(value))
-    return tuple(g if isinstance(g, GpuInfo) else GpuInfo(**{"index": i, **g}) for i, g in enumerate(value))
+    return tuple(
+        g if isinstance(g, GpuInfo) else GpuInfo(**{"index": i, **g}) for i, g in enumerate(value)
+    )
 
 
 # --- probes ------------------------------------------------------------------------------
@@ -221,7 +227,10 @@ def _smi_gpus() -> tuple[GpuInfo, ...] | None:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=_SMI_TIMEOUT_S, check=True,
+            capture_output=True,
+            text=True,
+            timeout=_SMI_TIMEOUT_S,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         log.warning("nvidia-smi is installed but failed; reporting no GPU", exc_info=True)
@@ -248,7 +257,9 @@ def _visible(gpus: tuple[GpuInfo, ...], visible: str | None) -> tuple[GpuInfo, .
     wanted = [v.strip() for v in visible.split(",") if v.strip()]
     if not wanted or wanted[0] in ("-1", "none", "NoDevFiles"):
         return ()
-    kept = [g for w in wanted for g in gpus if str(g.index) == w or (g.uuid and g.uuid.startswith(w))]
+    kept = [
+        g for w in wanted for g in gpus if str(g.index) == w or (g.uuid and g.uuid.startswith(w))
+    ]
     return tuple(dict.fromkeys(kept))
 
 

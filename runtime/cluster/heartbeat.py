@@ -73,10 +73,18 @@ class Beat:
 
     def to_json(self) -> bytes:
         data = {
-            "v": FORMAT_VERSION, "runner": self.runner, "state": self.state, "pid": self.pid,
-            "started": self.started, "sent": self.sent, "interval_s": self.interval_s,
-            "capabilities": self.capabilities.as_dict(), "offers": self.offers,
-            "serves": list(self.serves), "ready": list(self.ready), "unserved": self.unserved,
+            "v": FORMAT_VERSION,
+            "runner": self.runner,
+            "state": self.state,
+            "pid": self.pid,
+            "started": self.started,
+            "sent": self.sent,
+            "interval_s": self.interval_s,
+            "capabilities": self.capabilities.as_dict(),
+            "offers": self.offers,
+            "serves": list(self.serves),
+            "ready": list(self.ready),
+            "unserved": self.unserved,
             "unserveable": list(self.unserveable),
             "partitions": {name: list(tps) for name, tps in self.partitions.items()},
         }
@@ -111,8 +119,10 @@ class Beat:
 
 def partitions_of(workers: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     """``{function: ("topic[p]", ...)}`` from running workers' assignments, sorted."""
-    return {name: tuple(f"{t}[{p}]" for t, p in sorted((tp.topic, tp.partition) for tp in w.assigned))
-            for name, w in sorted(dict(workers).items())}
+    return {
+        name: tuple(f"{t}[{p}]" for t, p in sorted((tp.topic, tp.partition) for tp in w.assigned))
+        for name, w in sorted(dict(workers).items())
+    }
 
 
 class HeartbeatSender:
@@ -128,8 +138,12 @@ class HeartbeatSender:
         try:
             if self._producer is None:
                 self._producer = self.bus.producer()
-            self._producer.send(self.topic, beat.to_json(), key=beat.runner.encode(),
-                                headers=[("ce_type", BEAT_TYPE.encode())])
+            self._producer.send(
+                self.topic,
+                beat.to_json(),
+                key=beat.runner.encode(),
+                headers=[("ce_type", BEAT_TYPE.encode())],
+            )
             self._producer.flush(timeout_s=5.0)
         except BusError as exc:
             log.warning("heartbeat of %s not sent: %s", beat.runner, exc)
@@ -147,8 +161,14 @@ class HeartbeatSender:
 class LiveRunners:
     """The live runners, as their heartbeats tell; call :meth:`poll` or :meth:`start` it."""
 
-    def __init__(self, bus: Bus, *, timeout_s: float = 15.0, topic: str = RUNNERS_TOPIC,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        timeout_s: float = 15.0,
+        topic: str = RUNNERS_TOPIC,
+        clock: Callable[[], float] = time.time,
+    ):
         self.bus = bus
         self.timeout_s = timeout_s
         self.topic = topic
@@ -165,7 +185,9 @@ class LiveRunners:
         """Read what arrived on the control topic; returns how many beats were read."""
         if self._consumer is None:
             self.bus.create_topics([self.topic], partitions=1)
-            self._consumer = self.bus.consumer(f"driftline.runners.view.{uuid.uuid4().hex}", [self.topic])
+            self._consumer = self.bus.consumer(
+                f"driftline.runners.view.{uuid.uuid4().hex}", [self.topic]
+            )
         records = self._consumer.poll(timeout_s, 1000)
         if self._assigned_at is None and self._consumer.assignment():
             self._assigned_at = time.monotonic()
@@ -189,7 +211,9 @@ class LiveRunners:
 
     def start(self, poll_s: float = 0.5) -> None:
         """Read in a background thread until :meth:`close`."""
-        self._thread = threading.Thread(target=self._run, args=(poll_s,), name="live-runners", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(poll_s,), name="live-runners", daemon=True
+        )
         self._thread.start()
 
     def _run(self, poll_s: float) -> None:
@@ -214,8 +238,10 @@ class LiveRunners:
         now = self.clock()
         with self._lock:
             beats = list(self._beats.values())
-        return sorted((b for b in beats if b.state == "alive" and now - b.sent < self.timeout_s),
-                      key=lambda b: b.runner)
+        return sorted(
+            (b for b in beats if b.state == "alive" and now - b.sent < self.timeout_s),
+            key=lambda b: b.runner,
+        )
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Live runners as JSON-ready dicts (what ``GET /v1/runners`` answers)."""
@@ -228,7 +254,9 @@ def serveable(need: str, runners: Iterable[Beat], name: str) -> bool:
     return any(name in r.offers and (need != "required" or r.capabilities.has_gpu) for r in runners)
 
 
-def function_report(runners: list[Beat], known: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def function_report(
+    runners: list[Beat], known: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Per function: its GPU need, who serves it, and a problem when no live runner can.
 
     ``known`` adds functions (name → gpu need) that no live runner may offer, such as the
@@ -248,6 +276,13 @@ def function_report(runners: list[Beat], known: dict[str, str] | None = None) ->
             problem = "needs a GPU and no live runner offering it has one"
         elif not served_by:
             problem = "not served right now (placement is moving it)"
-        rows.append({"function": name, "gpu": need, "served_by": served_by,
-                     "serveable": not problem.startswith(("no live", "needs")), "problem": problem})
+        rows.append(
+            {
+                "function": name,
+                "gpu": need,
+                "served_by": served_by,
+                "serveable": not problem.startswith(("no live", "needs")),
+                "problem": problem,
+            }
+        )
     return rows

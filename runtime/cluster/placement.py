@@ -62,8 +62,14 @@ class Plan:
     unserveable: frozenset[str]
 
 
-def plan(me: str, caps: Capabilities, offers: dict[str, str], live: Sequence[Beat], *,
-         settled: bool = True) -> Plan:
+def plan(
+    me: str,
+    caps: Capabilities,
+    offers: dict[str, str],
+    live: Sequence[Beat],
+    *,
+    settled: bool = True,
+) -> Plan:
     """The placement rule (see the module docstring) for runner ``me``.
 
     ``settled`` is False until the runner has listened long enough to have heard its peers:
@@ -95,9 +101,19 @@ def plan(me: str, caps: Capabilities, offers: dict[str, str], live: Sequence[Bea
 class Placement:
     """Runs a :class:`Runner` whose functions follow :func:`plan`, and sends its heartbeats."""
 
-    def __init__(self, runner: Runner, functions: Sequence[Handler | FunctionSpec], caps: Capabilities, *,
-                 interval_s: float = 5.0, timeout_s: float = 15.0, warmup_s: float | None = None,
-                 settle_s: float | None = None, topic: str = RUNNERS_TOPIC, runner_id: str | None = None):
+    def __init__(
+        self,
+        runner: Runner,
+        functions: Sequence[Handler | FunctionSpec],
+        caps: Capabilities,
+        *,
+        interval_s: float = 5.0,
+        timeout_s: float = 15.0,
+        warmup_s: float | None = None,
+        settle_s: float | None = None,
+        topic: str = RUNNERS_TOPIC,
+        runner_id: str | None = None,
+    ):
         self.runner = runner
         self.bus: Bus = runner.bus
         self.specs = {s.name: s for s in map(spec_of, functions)}
@@ -130,11 +146,23 @@ class Placement:
 
         settings = platform.settings
         caps = detect(settings)
-        runner = Runner(platform.bus, [], store=platform.store, settings=settings, registry=platform.registry,
-                        capabilities=caps)
+        runner = Runner(
+            platform.bus,
+            [],
+            store=platform.store,
+            settings=settings,
+            registry=platform.registry,
+            capabilities=caps,
+        )
         embedded = not (settings.bus or "").startswith("kafka://")
-        return cls(runner, functions, caps, interval_s=settings.heartbeat_interval_s,
-                   timeout_s=settings.heartbeat_timeout_s, warmup_s=0.0 if embedded else None)
+        return cls(
+            runner,
+            functions,
+            caps,
+            interval_s=settings.heartbeat_interval_s,
+            timeout_s=settings.heartbeat_timeout_s,
+            warmup_s=0.0 if embedded else None,
+        )
 
     @property
     def offers(self) -> dict[str, str]:
@@ -173,12 +201,24 @@ class Placement:
             workers = dict(self.runner.workers)
             last = self.last
         serves = tuple(sorted(workers))
-        ready = tuple(n for n in serves if workers[n].joined or now - workers[n].started_at >= self.settle_s)
-        return Beat(runner=self.id, capabilities=self.caps, offers=self.offers, serves=serves, ready=ready,
-                    unserved=last.unserved, unserveable=tuple(sorted(last.unserveable)),
-                    partitions=partitions_of(workers),
-                    state="stopped" if state == "stopped" else "alive", pid=os.getpid(),
-                    started=self.started, sent=time.time(), interval_s=self.interval_s)
+        ready = tuple(
+            n for n in serves if workers[n].joined or now - workers[n].started_at >= self.settle_s
+        )
+        return Beat(
+            runner=self.id,
+            capabilities=self.caps,
+            offers=self.offers,
+            serves=serves,
+            ready=ready,
+            unserved=last.unserved,
+            unserveable=tuple(sorted(last.unserveable)),
+            partitions=partitions_of(workers),
+            state="stopped" if state == "stopped" else "alive",
+            pid=os.getpid(),
+            started=self.started,
+            sent=time.time(),
+            interval_s=self.interval_s,
+        )
 
     # -- the loop -------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -187,8 +227,15 @@ class Placement:
         while not self._stop.is_set():
             try:
                 self.view.poll(tick)
-                changed = self._apply(plan(self.id, self.caps, self.offers, self.view.runners(),
-                                           settled=self.view.listening_for() >= self.warmup_s))
+                changed = self._apply(
+                    plan(
+                        self.id,
+                        self.caps,
+                        self.offers,
+                        self.view.runners(),
+                        settled=self.view.listening_for() >= self.warmup_s,
+                    )
+                )
             except BusError as exc:
                 log.warning("placement: %s", exc)
                 self._stop.wait(tick)
@@ -211,11 +258,15 @@ class Placement:
             self._moving = {n: t for n, t in self._moving.items() if t.is_alive()}
             running = set(self.runner.workers)
             now = time.monotonic()
-            idle = [n for n in self.specs if n not in self._moving and self._retry_at.get(n, 0.0) <= now]
+            idle = [
+                n for n in self.specs if n not in self._moving and self._retry_at.get(n, 0.0) <= now
+            ]
             moves = [(n, True) for n in sorted(new.serve - running) if n in idle]
             moves += [(n, False) for n in sorted(running - new.serve) if n in idle]
             for name, start in moves:
-                mover = threading.Thread(target=self._move, args=(name, start), name=f"move-{name}", daemon=True)
+                mover = threading.Thread(
+                    target=self._move, args=(name, start), name=f"move-{name}", daemon=True
+                )
                 self._moving[name] = mover
                 mover.start()
             self._applied = True
@@ -228,11 +279,18 @@ class Placement:
                 log.info("%s: serving %s (%s)", self.id, name, self._why(name))
                 self.runner.add(self.specs[name])
             else:
-                log.info("%s: handing %s back (%s)", self.id, name, self.last.unserved.get(name, ""))
+                log.info(
+                    "%s: handing %s back (%s)", self.id, name, self.last.unserved.get(name, "")
+                )
                 self.runner.remove(name)
         except Exception:  # a failing init hook must not kill placement; it is tried again later
-            log.exception("%s: could not %s %s; trying again in %.0fs", self.id, "start" if start else "stop",
-                          name, _RETRY_S)
+            log.exception(
+                "%s: could not %s %s; trying again in %.0fs",
+                self.id,
+                "start" if start else "stop",
+                name,
+                _RETRY_S,
+            )
             self._retry_at[name] = time.monotonic() + _RETRY_S
         self._moved.set()  # the loop announces the change at its next tick
 
@@ -244,7 +302,11 @@ class Placement:
 
     def _report(self, old: Plan, new: Plan) -> None:
         for name in sorted(new.unserveable - old.unserveable):
-            log.warning("function %s needs a GPU and no live runner offering it has one: its events wait in "
-                        "group %s until a GPU runner starts", name, self.specs[name].group)
+            log.warning(
+                "function %s needs a GPU and no live runner offering it has one: its events wait in "
+                "group %s until a GPU runner starts",
+                name,
+                self.specs[name].group,
+            )
         for name in sorted(old.unserveable - new.unserveable):
             log.warning("function %s can be served again (a GPU runner offers it)", name)

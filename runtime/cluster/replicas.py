@@ -38,9 +38,13 @@ def parse_replicas(text: str, known: Sequence[str]) -> dict[str, int]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         if not sep or not value.strip().isdigit() or int(value) < 1:
-            raise ConfigError(f"--replicas {part!r}: write NAME=COUNT with COUNT >= 1, e.g. score=3")
+            raise ConfigError(
+                f"--replicas {part!r}: write NAME=COUNT with COUNT >= 1, e.g. score=3"
+            )
         if name.strip() not in known:
-            raise ConfigError(f"--replicas: unknown function {name.strip()!r}; known: {sorted(known)}")
+            raise ConfigError(
+                f"--replicas: unknown function {name.strip()!r}; known: {sorted(known)}"
+            )
         counts[name.strip()] = int(value)
     if not counts:
         raise ConfigError("--replicas: name at least one function, e.g. score=3,drift-check=2")
@@ -67,8 +71,14 @@ class _Child:
 class ReplicaSet:
     """Runs and watches the child runner processes of one ``driftline runner --replicas``."""
 
-    def __init__(self, plan: list[list[str]], common_args: Sequence[str], *, verbose: bool = False,
-                 python: str = sys.executable):
+    def __init__(
+        self,
+        plan: list[list[str]],
+        common_args: Sequence[str],
+        *,
+        verbose: bool = False,
+        python: str = sys.executable,
+    ):
         self.children = [_Child(functions) for functions in plan]
         self.common_args = list(common_args)
         self.verbose = verbose
@@ -76,8 +86,16 @@ class ReplicaSet:
         self._stop = threading.Event()
 
     def command(self, functions: list[str]) -> list[str]:
-        return [self.python, "-m", "driftline.runtime.cli", *(["-v"] if self.verbose else []), "runner",
-                "--functions", ",".join(functions), *self.common_args]
+        return [
+            self.python,
+            "-m",
+            "driftline.runtime.cli",
+            *(["-v"] if self.verbose else []),
+            "runner",
+            "--functions",
+            ",".join(functions),
+            *self.common_args,
+        ]
 
     def run(self) -> int:
         """Start the children and keep them running until :meth:`stop`; then stop them."""
@@ -104,8 +122,13 @@ class ReplicaSet:
                 if now - child.started > 60:
                     child.backoff_s = 1.0  # it ran a while: the next crash restarts quickly again
                 return
-            log.warning("replica pid %d (%s) exited with %d; restarting in %.0fs", child.proc.pid,
-                        ",".join(child.functions), code, child.backoff_s)
+            log.warning(
+                "replica pid %d (%s) exited with %d; restarting in %.0fs",
+                child.proc.pid,
+                ",".join(child.functions),
+                code,
+                child.backoff_s,
+            )
             child.proc, child.restart_at = None, now + child.backoff_s
             child.backoff_s = min(child.backoff_s * 2, _MAX_BACKOFF_S)
         if now >= child.restart_at:
@@ -122,7 +145,9 @@ class ReplicaSet:
             try:
                 failed += proc.wait(max(0.1, deadline - time.monotonic())) != 0
             except subprocess.TimeoutExpired:
-                log.warning("replica pid %d did not stop in %.0fs; killing it", proc.pid, _STOP_TIMEOUT_S)
+                log.warning(
+                    "replica pid %d did not stop in %.0fs; killing it", proc.pid, _STOP_TIMEOUT_S
+                )
                 proc.kill()
                 proc.wait()
                 failed += 1

@@ -53,7 +53,9 @@ def serve(
     platform = Platform.open(settings)
     stoppers: list[Callable[[], Any]] = [platform.close]
     try:
-        elsewhere = {f for child in replicas.children for f in child.functions} if replicas else set()
+        elsewhere = (
+            {f for child in replicas.children for f in child.functions} if replicas else set()
+        )
         if replicas is not None:
             stoppers.append(_start_replicas(replicas))
         placement = _host(platform, functions, elsewhere, stoppers)
@@ -69,7 +71,9 @@ def serve(
         if waiting:
             names += "; placed elsewhere or not yet: " + ", ".join(waiting)
         if replicas is not None:
-            counts = {f: sum(f in c.functions for c in replicas.children) for f in sorted(elsewhere)}
+            counts = {
+                f: sum(f in c.functions for c in replicas.children) for f in sorted(elsewhere)
+            }
             names += "; in replica processes: " + ", ".join(f"{f} ({n})" for f, n in counts.items())
         server = _Server(
             config,
@@ -100,15 +104,23 @@ def serve(
                 log.exception("stopping %s failed", stopper)
 
 
-def _host(platform: Any, functions: Collection[str] | None, elsewhere: Collection[str],
-          stoppers: list[Callable[[], Any]]) -> Any:
+def _host(
+    platform: Any,
+    functions: Collection[str] | None,
+    elsewhere: Collection[str],
+    stoppers: list[Callable[[], Any]],
+) -> Any:
     """A runner for this process's functions under GPU placement (heartbeats included), with
     the first placement applied; its stop goes on ``stoppers``."""
     from driftline.functions import FUNCTIONS
     from driftline.runtime.cluster.placement import Placement
 
-    here = [f for f in FUNCTIONS if (functions is None or f.spec.name in functions)  # type: ignore[attr-defined]
-            and f.spec.name not in elsewhere]  # type: ignore[attr-defined]
+    here = [
+        f
+        for f in FUNCTIONS
+        if (functions is None or f.spec.name in functions)  # type: ignore[attr-defined]
+        and f.spec.name not in elsewhere
+    ]  # type: ignore[attr-defined]
     placement = Placement.on_platform(platform, here)
     placement.start()
     stoppers.append(placement.stop)
@@ -140,7 +152,9 @@ def _gateway_sessions(platform: Any, placement: Any) -> Any:
     return Sessions(platform.store, platform.registry, providers=scoring_providers(placement.caps))
 
 
-def _start_triggers(platform: Any, watch_interval_s: float, stoppers: list[Callable[[], Any]]) -> None:
+def _start_triggers(
+    platform: Any, watch_interval_s: float, stoppers: list[Callable[[], Any]]
+) -> None:
     """Start the upload watcher and the S3 notification consumer; their stops go on ``stoppers``."""
     from driftline.runtime.http.shared import Publisher
     from driftline.runtime.triggers.notifications import NotificationConsumer

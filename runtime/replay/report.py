@@ -13,21 +13,29 @@ import pandas as pd
 W, H, PAD = 900, 260, 40
 
 
-def _scale(values: list[float], lo: float, hi: float, size: float, flip: bool = False) -> list[float]:
+def _scale(
+    values: list[float], lo: float, hi: float, size: float, flip: bool = False
+) -> list[float]:
     span = (hi - lo) or 1.0
     return [(size - (v - lo) / span * size) if flip else (v - lo) / span * size for v in values]
 
 
 def _polyline(xs: list[float], ys: list[float], color: str) -> str:
-    pts = " ".join(f"{x + PAD:.1f},{y + 10:.1f}" for x, y in zip(xs, ys, strict=True) if not np.isnan(y))
+    pts = " ".join(
+        f"{x + PAD:.1f},{y + 10:.1f}" for x, y in zip(xs, ys, strict=True) if not np.isnan(y)
+    )
     return f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>'
 
 
 def _error_chart(r: dict[str, Any]) -> str:
     spec = r["spec"]
-    frame = pd.DataFrame({"t": r["times"], "y": r["y"], "served": r["served"], "static": r["static"]})
+    frame = pd.DataFrame(
+        {"t": r["times"], "y": r["y"], "served": r["served"], "static": r["static"]}
+    )
     weekly = frame.set_index("t").resample("7D")
-    err = lambda col: weekly.apply(lambda g: float(np.nanmean(np.abs(g[col] - g["y"]))) if len(g) else np.nan)  # noqa: E731
+    err = lambda col: weekly.apply(
+        lambda g: float(np.nanmean(np.abs(g[col] - g["y"]))) if len(g) else np.nan
+    )  # noqa: E731
     served, static = err("served"), err("static")
     t0, t1 = frame["t"].min(), frame["t"].max()
     span = (t1 - t0).total_seconds() or 1.0
@@ -41,15 +49,19 @@ def _error_chart(r: dict[str, Any]) -> str:
             continue
         x = ((pd.Timestamp(d.effective_time) - t0).total_seconds() / span) * (W - 2 * PAD) + PAD
         if PAD <= x <= W - PAD:
-            svg.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="10" y2="{H - 40}" stroke="#27ae60" '
-                       f'stroke-dasharray="3,3"><title>v{d.version} deployed</title></line>')
+            svg.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="10" y2="{H - 40}" stroke="#27ae60" '
+                f'stroke-dasharray="3,3"><title>v{d.version} deployed</title></line>'
+            )
     svg.append(f'<text x="{PAD}" y="{H - 15}" font-size="12">{t0:%Y-%m-%d}</text>')
     svg.append(f'<text x="{W - PAD - 70}" y="{H - 15}" font-size="12">{t1:%Y-%m-%d}</text>')
     svg.append(f'<text x="4" y="20" font-size="12">{top:.0f}</text></svg>')
-    return (f"<h2>Weekly mean absolute error of {html.escape(spec.target)}</h2>"
-            '<p><span style="color:#2471a3">served by the loop</span> · '
-            '<span style="color:#c0392b">v1 never retrained</span> · '
-            '<span style="color:#27ae60">deploys</span></p>' + "".join(svg))
+    return (
+        f"<h2>Weekly mean absolute error of {html.escape(spec.target)}</h2>"
+        '<p><span style="color:#2471a3">served by the loop</span> · '
+        '<span style="color:#c0392b">v1 never retrained</span> · '
+        '<span style="color:#27ae60">deploys</span></p>' + "".join(svg)
+    )
 
 
 def _drift_chart(r: dict[str, Any]) -> str:
@@ -62,10 +74,14 @@ def _drift_chart(r: dict[str, Any]) -> str:
     for x, share, c in zip(xs, shares, checked, strict=True):
         h = 0 if np.isnan(share) else share * (H - 60)
         color = "#c0392b" if c.detected else ("#e67e22" if c.drifted else "#95a5a6")
-        bars.append(f'<rect x="{x + PAD:.1f}" y="{H - 40 - h:.1f}" width="4" height="{h:.1f}" fill="{color}">'
-                    f"<title>{c.window_start:%Y-%m-%d}: share {share:.2f}, {c.metric} {c.metric_value}</title></rect>")
-    return ("<h2>Data drift share per window</h2><p>grey: no drift · orange: drifted · red: drift.detected</p>"
-            f'<svg width="{W}" height="{H}">{"".join(bars)}</svg>')
+        bars.append(
+            f'<rect x="{x + PAD:.1f}" y="{H - 40 - h:.1f}" width="4" height="{h:.1f}" fill="{color}">'
+            f"<title>{c.window_start:%Y-%m-%d}: share {share:.2f}, {c.metric} {c.metric_value}</title></rect>"
+        )
+    return (
+        "<h2>Data drift share per window</h2><p>grey: no drift · orange: drifted · red: drift.detected</p>"
+        f'<svg width="{W}" height="{H}">{"".join(bars)}</svg>'
+    )
 
 
 def _windows_table(r: dict[str, Any], settings: Any) -> str:
@@ -74,18 +90,24 @@ def _windows_table(r: dict[str, Any], settings: Any) -> str:
     for c in sorted(r["checked"], key=lambda c: c.window_end):
         if not c.drifted:
             continue
-        link = f'<a href="{html.escape(store.uri(c.report_key))}">report</a>' if c.report_key else ""
-        rows.append(f"<tr><td>{c.window_start:%Y-%m-%d}</td><td>v{c.version}</td><td>{c.cause or ''}</td>"
-                    f"<td>{'' if c.drift_share is None else f'{c.drift_share:.2f}'}</td>"
-                    f"<td>{'' if c.metric_value is None else f'{c.metric_value:.1f}'}</td>"
-                    f"<td>{'yes' if c.detected else 'no'}</td><td>{link}</td></tr>")
+        link = (
+            f'<a href="{html.escape(store.uri(c.report_key))}">report</a>' if c.report_key else ""
+        )
+        rows.append(
+            f"<tr><td>{c.window_start:%Y-%m-%d}</td><td>v{c.version}</td><td>{c.cause or ''}</td>"
+            f"<td>{'' if c.drift_share is None else f'{c.drift_share:.2f}'}</td>"
+            f"<td>{'' if c.metric_value is None else f'{c.metric_value:.1f}'}</td>"
+            f"<td>{'yes' if c.detected else 'no'}</td><td>{link}</td></tr>"
+        )
     head = "<tr><th>window</th><th>version</th><th>cause</th><th>drift share</th><th>metric</th><th>detected</th><th></th></tr>"
     return f"<h2>Drifted windows</h2><table>{head}{''.join(rows)}</table>"
 
 
 def write_report(path: Path, r: dict[str, Any], settings: Any) -> None:
     s = r["summary"]
-    facts = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in s.items())
+    facts = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in s.items()
+    )
     rejected = "".join(f"<li>{html.escape(x.reason)}</li>" for x in r["rejected"])
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>Driftline replay</title>"

@@ -49,8 +49,19 @@ from driftline.runtime.replay.settle import TopicWatch, settle
 from driftline.runtime.runner import Runner
 from driftline.runtime.settings import Settings
 
-WATCHED = [e.TYPE for e in (ScoreRequested, LabelsReceived, ScoreCompleted, DriftChecked, DriftDetected,
-                            ModelTrained, ModelDeployed, ModelRejected)] + ["dataset.uploaded", "dataset.ingested"]
+WATCHED = [
+    e.TYPE
+    for e in (
+        ScoreRequested,
+        LabelsReceived,
+        ScoreCompleted,
+        DriftChecked,
+        DriftDetected,
+        ModelTrained,
+        ModelDeployed,
+        ModelRejected,
+    )
+] + ["dataset.uploaded", "dataset.ingested"]
 
 
 @dataclass
@@ -69,8 +80,16 @@ class _Publisher:
         self.producer.flush()
 
 
-def replay(data: Path, spec_path: Path, settings: Settings, *, out: Path, step_hours: float = 24.0,
-           label_delay_hours: float = 24.0, progress: bool = True) -> dict[str, Any]:
+def replay(
+    data: Path,
+    spec_path: Path,
+    settings: Settings,
+    *,
+    out: Path,
+    step_hours: float = 24.0,
+    label_delay_hours: float = 24.0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run the loop over ``data``; returns the summary (also written to ``out``)."""
     started = time.monotonic()
     run_started = datetime.now(UTC)
@@ -89,9 +108,16 @@ def replay(data: Path, spec_path: Path, settings: Settings, *, out: Path, step_h
         raise ConfigError(
             f"model {spec.name!r} already has version(s) {sorted(existing.versions)} on this bus "
             f"({settings.bus or settings.home_dir}): a replay starts from an untrained model; use a new "
-            f"--home (or bus), or another model name in the spec")
-    runner = Runner(platform.bus, FUNCTIONS, store=platform.store, settings=settings,
-                    registry=platform.registry, poll_timeout_s=0.2)
+            f"--home (or bus), or another model name in the spec"
+        )
+    runner = Runner(
+        platform.bus,
+        FUNCTIONS,
+        store=platform.store,
+        settings=settings,
+        registry=platform.registry,
+        poll_timeout_s=0.2,
+    )
     runner.start()
     watch = TopicWatch(platform.bus, WATCHED)
     # the embedded bus shows a flushed record at once; a Kafka fetch can take up to fetch_max_wait
@@ -101,20 +127,35 @@ def replay(data: Path, spec_path: Path, settings: Settings, *, out: Path, step_h
         pub = _Publisher(platform.bus, runner.codec)
         platform.store.put(spec_key(spec.name), spec_path.read_bytes(), "application/toml")
         key = f"uploads/{spec.name}/initial-{run_started:%Y%m%dT%H%M%S}.csv"
-        info = platform.store.put(key, raw.loc[rows.index[is_initial]].to_csv(index=False).encode(), "text/csv")
+        info = platform.store.put(
+            key, raw.loc[rows.index[is_initial]].to_csv(index=False).encode(), "text/csv"
+        )
         pub.send(DatasetUploaded(model=spec.name, key=key, size=info.size, etag=info.etag))
         pub.flush()
         settle(runner, watch, quiet_s=quiet_s)
         v1 = platform.registry.production(spec.name)
         if v1 is None:
-            raise RuntimeError("no version was deployed from the initial window; see `driftline dlq list`")
-        say(f"driftline: v{v1.version} trained on {int(is_initial.sum())} rows "
-            f"({first:%Y-%m-%d} .. {initial_end:%Y-%m-%d}); replaying {int((~is_initial).sum())} rows")
+            raise RuntimeError(
+                "no version was deployed from the initial window; see `driftline dlq list`"
+            )
+        say(
+            f"driftline: v{v1.version} trained on {int(is_initial.sum())} rows "
+            f"({first:%Y-%m-%d} .. {initial_end:%Y-%m-%d}); replaying {int((~is_initial).sum())} rows"
+        )
         stream = rows[~is_initial]
-        request_ids = _replay_stream(spec, stream, pub, runner, watch, platform, quiet_s, step_hours,
-                                     label_delay_hours, say)
-        summary = _summarize(spec, platform, stream, request_ids, v1, run_started, time.monotonic() - started,
-                             refused=len(refused))
+        request_ids = _replay_stream(
+            spec, stream, pub, runner, watch, platform, quiet_s, step_hours, label_delay_hours, say
+        )
+        summary = _summarize(
+            spec,
+            platform,
+            stream,
+            request_ids,
+            v1,
+            run_started,
+            time.monotonic() - started,
+            refused=len(refused),
+        )
         summary["summary"]["dead_lettered"] = sum(s.dead_lettered for s in runner.stats.values())
     finally:
         watch.close()
@@ -128,9 +169,18 @@ def replay(data: Path, spec_path: Path, settings: Settings, *, out: Path, step_h
     return summary["summary"]
 
 
-def _replay_stream(spec: ModelSpec, stream: pd.DataFrame, pub: _Publisher, runner: Runner, watch: TopicWatch,
-                   platform: Platform, quiet_s: float, step_hours: float, delay_hours: float,
-                   say: Any) -> list[str]:
+def _replay_stream(
+    spec: ModelSpec,
+    stream: pd.DataFrame,
+    pub: _Publisher,
+    runner: Runner,
+    watch: TopicWatch,
+    platform: Platform,
+    quiet_s: float,
+    step_hours: float,
+    delay_hours: float,
+    say: Any,
+) -> list[str]:
     run = uuid.uuid4().hex[:8]
     ids = [f"{run}-{i}" for i in range(len(stream))]
     times = stream[TIME].to_list()
@@ -141,20 +191,39 @@ def _replay_stream(spec: ModelSpec, stream: pd.DataFrame, pub: _Publisher, runne
     last_print = times[0]
     while i < len(ids) or next_label < len(ids):
         while i < len(ids) and times[i] < clock:
-            pub.send(ScoreRequested(model=spec.name, request_id=ids[i], columns=spec.feature_names,
-                                    rows=Matrix(x[i:i + 1]), event_time=times[i]))
+            pub.send(
+                ScoreRequested(
+                    model=spec.name,
+                    request_id=ids[i],
+                    columns=spec.feature_names,
+                    rows=Matrix(x[i : i + 1]),
+                    event_time=times[i],
+                )
+            )
             i += 1
-        while next_label < i and times[next_label] + delay < clock or (i == len(ids) and next_label < i):
-            pub.send(LabelsReceived(model=spec.name, request_id=ids[next_label], labels=[float(y[next_label])],
-                                    event_time=times[next_label] + delay))
+        while (
+            next_label < i
+            and times[next_label] + delay < clock
+            or (i == len(ids) and next_label < i)
+        ):
+            pub.send(
+                LabelsReceived(
+                    model=spec.name,
+                    request_id=ids[next_label],
+                    labels=[float(y[next_label])],
+                    event_time=times[next_label] + delay,
+                )
+            )
             next_label += 1
         pub.flush()
         settle(runner, watch, quiet_s=quiet_s)
         if clock - last_print >= timedelta(days=30) or i == len(ids):
             prod = platform.registry.production(spec.name)
-            say(f"  {clock:%Y-%m-%d}  scored {i:>6}  production v{prod.version if prod else '-'}  "
+            say(
+                f"  {clock:%Y-%m-%d}  scored {i:>6}  production v{prod.version if prod else '-'}  "
                 f"drift events {watch.counts.get('drift.detected', 0)}  "
-                f"deploys {watch.counts.get('model.deployed', 0)}")
+                f"deploys {watch.counts.get('model.deployed', 0)}"
+            )
             last_print = clock
         clock += step
     return ids
@@ -168,18 +237,40 @@ def _read_events(platform: Platform, topics: list[str], since: datetime) -> list
         records = consumer.poll(0.3, 5000)
         idle = 0 if records else idle + 1
         for r in records:
-            env = codec.decode(r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset)
+            env = codec.decode(
+                r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset
+            )
             if env.time >= since:
                 out.append(env)
     consumer.close()
     return out
 
 
-def _summarize(spec: ModelSpec, platform: Platform, stream: pd.DataFrame, ids: list[str], v1: Any,
-               run_started: datetime, wall_s: float, refused: int) -> dict[str, Any]:
-    events = _read_events(platform, ["score.completed", "drift.checked", "drift.detected", "model.trained",
-                                     "model.deployed", "model.rejected"], run_started)
-    of = lambda kind: [e.data for e in events if isinstance(e.data, kind) and e.data.model == spec.name]  # noqa: E731
+def _summarize(
+    spec: ModelSpec,
+    platform: Platform,
+    stream: pd.DataFrame,
+    ids: list[str],
+    v1: Any,
+    run_started: datetime,
+    wall_s: float,
+    refused: int,
+) -> dict[str, Any]:
+    events = _read_events(
+        platform,
+        [
+            "score.completed",
+            "drift.checked",
+            "drift.detected",
+            "model.trained",
+            "model.deployed",
+            "model.rejected",
+        ],
+        run_started,
+    )
+    of = lambda kind: [
+        e.data for e in events if isinstance(e.data, kind) and e.data.model == spec.name
+    ]  # noqa: E731
     served_by_id = {e.request_id: (e.predictions[0], e.version) for e in of(ScoreCompleted)}
     missing = [r for r in ids if r not in served_by_id]
     y = stream[spec.target].to_numpy(dtype=np.float64)
@@ -196,7 +287,9 @@ def _summarize(spec: ModelSpec, platform: Platform, stream: pd.DataFrame, ids: l
         "served": round(metric(spec, y[ok], served[ok], name), 4) if ok.any() else None,
         "retrains": sum(1 for t in trained if t.trigger != "initial"),
         "drift_events": len(of(DriftDetected)),
-        "promotions": len([d for d in of(ModelDeployed) if d.reason == "promotion" and d.version != v1.version]),
+        "promotions": len(
+            [d for d in of(ModelDeployed) if d.reason == "promotion" and d.version != v1.version]
+        ),
         "rejections": len(of(ModelRejected)),
         "rows": int(ok.sum()),
         "rows_not_scored": len(missing),
@@ -207,9 +300,16 @@ def _summarize(spec: ModelSpec, platform: Platform, stream: pd.DataFrame, ids: l
         "model": spec.name,
     }
     return {
-        "summary": summary, "spec": spec, "times": stream[TIME].to_list(), "y": y, "served": served,
-        "static": static, "checked": of(DriftChecked), "deployed": of(ModelDeployed),
-        "rejected": of(ModelRejected), "store": platform.store,
+        "summary": summary,
+        "spec": spec,
+        "times": stream[TIME].to_list(),
+        "y": y,
+        "served": served,
+        "static": static,
+        "checked": of(DriftChecked),
+        "deployed": of(ModelDeployed),
+        "rejected": of(ModelRejected),
+        "store": platform.store,
     }
 
 

@@ -47,7 +47,9 @@ def lagging(runner: Runner, watch: TopicWatch) -> list[str]:
     return behind
 
 
-def settle(runner: Runner, watch: TopicWatch, *, quiet_s: float = 0.05, timeout_s: float = 600.0) -> None:
+def settle(
+    runner: Runner, watch: TopicWatch, *, quiet_s: float = 0.05, timeout_s: float = 600.0
+) -> None:
     """Block until nothing new appears and no function lags, for ``quiet_s`` in a row."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -55,4 +57,6 @@ def settle(runner: Runner, watch: TopicWatch, *, quiet_s: float = 0.05, timeout_
         if not new and not lagging(runner, watch):
             if not watch.poll(quiet_s) and not lagging(runner, watch):
                 return
-    raise TimeoutError(f"loop did not settle within {timeout_s}s; lagging: {lagging(runner, watch)}")
+    raise TimeoutError(
+        f"loop did not settle within {timeout_s}s; lagging: {lagging(runner, watch)}"
+    )

@@ -26,7 +26,11 @@ log = logging.getLogger("driftline.triggers")
 def dataset_uploaded_for(info: ObjectInfo) -> DatasetUploaded | None:
     """The event for an uploaded object, or None for objects that are not data uploads."""
     parts = info.key.split("/")
-    if len(parts) < 3 or parts[0] + "/" != UPLOAD_PREFIX or not info.key.lower().endswith(DATA_SUFFIXES):
+    if (
+        len(parts) < 3
+        or parts[0] + "/" != UPLOAD_PREFIX
+        or not info.key.lower().endswith(DATA_SUFFIXES)
+    ):
         return None
     return DatasetUploaded(model=parts[1], key=info.key, size=info.size, etag=info.etag)
 
@@ -34,7 +38,9 @@ def dataset_uploaded_for(info: ObjectInfo) -> DatasetUploaded | None:
 class UploadWatcher:
     """Publishes ``dataset.uploaded`` for each new upload found by polling the store."""
 
-    def __init__(self, store: ObjectStore, bus: Bus, *, name: str = "uploads", codec: Codec | None = None):
+    def __init__(
+        self, store: ObjectStore, bus: Bus, *, name: str = "uploads", codec: Codec | None = None
+    ):
         self.bus = bus
         self.codec = codec or Codec()
         self.producer = bus.producer()
@@ -59,8 +65,12 @@ class UploadWatcher:
 
     def start(self, interval_s: float = 2.0) -> None:
         self.bus.create_topics([DatasetUploaded.TYPE])
-        self._thread = threading.Thread(target=self.watcher.run, args=(self._stop, interval_s),
-                                        name="upload-watcher", daemon=True)
+        self._thread = threading.Thread(
+            target=self.watcher.run,
+            args=(self._stop, interval_s),
+            name="upload-watcher",
+            daemon=True,
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -45,7 +45,9 @@ def _data(days: float, factor: int) -> tuple[ModelSpec, pd.DataFrame, Any]:
                 copy[col] = copy[col] + rng.normal(0, 0.01, len(copy))
             copies.append(copy)
         good = pd.concat(copies).sort_values(TIME, kind="stable")
-    days_spec = spec.model_copy(update={"training": spec.training.model_copy(update={"days": days})})
+    days_spec = spec.model_copy(
+        update={"training": spec.training.model_copy(update={"days": days})}
+    )
     return days_spec, good, now
 
 
@@ -56,8 +58,12 @@ def _run(spec: ModelSpec, df: pd.DataFrame, now: Any, trainer: Any, repeat: int)
         result = train(spec, df, now=now, trainer=trainer)
         best = min(best, time.perf_counter() - started)
     assert result is not None
-    return {"seconds": round(best, 3), "mae": round(result.metrics["mae"], 3), "parity": result.parity,
-            "trainer": result.trainer}
+    return {
+        "seconds": round(best, 3),
+        "mae": round(result.metrics["mae"], 3),
+        "parity": result.parity,
+        "trainer": result.trainer,
+    }
 
 
 def main() -> None:
@@ -69,7 +75,9 @@ def main() -> None:
     args = parser.parse_args()
     spec, df, now = _data(args.days, args.rows_factor)
     params = {**spec.estimator.params, "max_iter": args.rounds}
-    spec = spec.model_copy(update={"estimator": spec.estimator.model_copy(update={"params": params})})
+    spec = spec.model_copy(
+        update={"estimator": spec.estimator.model_copy(update={"params": params})}
+    )
     caps = detect()
     results: dict[str, Any] = {}
     trainers: list[tuple[str, Any]] = [("sklearn-cpu", SklearnTrainer())]

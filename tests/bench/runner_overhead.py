@@ -29,14 +29,24 @@ COLUMNS = [f"feature_{i:02d}" for i in range(20)]
 
 
 def _event(i: int) -> ScoreRequested:
-    return ScoreRequested(model=f"m{i % 8}", request_id=f"req-{i}", columns=COLUMNS,
-                          rows=[[float(i % 97) + j / 10 for j in range(20)] for _ in range(4)])
+    return ScoreRequested(
+        model=f"m{i % 8}",
+        request_id=f"req-{i}",
+        columns=COLUMNS,
+        rows=[[float(i % 97) + j / 10 for j in range(20)] for _ in range(4)],
+    )
 
 
 @function(subscribes="score.requested", emits="score.completed")
 def noop(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
-    return ScoreCompleted(model=event.model, request_id=event.request_id, version=1,
-                          predictions=[0.0] * len(event.rows), columns=event.columns, rows=event.rows)
+    return ScoreCompleted(
+        model=event.model,
+        request_id=event.request_id,
+        version=1,
+        predictions=[0.0] * len(event.rows),
+        columns=event.columns,
+        rows=event.rows,
+    )
 
 
 def produce(bootstrap: str, n: int) -> int:
@@ -53,9 +63,16 @@ def produce(bootstrap: str, n: int) -> int:
 
 
 def raw_loop(bootstrap: str, n: int) -> float:
-    consumer = kafka.KafkaConsumer("score.requested", bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex}",
-                                   enable_auto_commit=False, auto_offset_reset="earliest",
-                                   session_timeout_ms=6000, heartbeat_interval_ms=1500, max_poll_records=500)
+    consumer = kafka.KafkaConsumer(
+        "score.requested",
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{uuid.uuid4().hex}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1500,
+        max_poll_records=500,
+    )
     producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     done, started = 0, None
     while done < n:
@@ -78,7 +95,9 @@ def raw_loop(bootstrap: str, n: int) -> float:
 def runner_loop(bootstrap: str, n: int) -> float:
     bus = KafkaBus(bootstrap, session_timeout_ms=6000, heartbeat_interval_ms=1500)
     spec = noop.spec  # type: ignore[attr-defined]
-    named = function(subscribes=spec.subscribes, emits=spec.emits, name=f"noop-{uuid.uuid4().hex[:6]}")(noop)
+    named = function(
+        subscribes=spec.subscribes, emits=spec.emits, name=f"noop-{uuid.uuid4().hex[:6]}"
+    )(noop)
     runner = Runner(bus, [named], poll_timeout_s=0.5)
     runner.start()
     stats = runner.stats[named.spec.name]  # type: ignore[attr-defined]
@@ -99,7 +118,9 @@ def main() -> None:
     args = parser.parse_args()
     with TansuBroker() as broker:
         admin = KafkaBus(broker.bootstrap)
-        admin.create_topics(["score.requested", "score.completed", "score.requested.dlq", "bench.raw.out"], 3)
+        admin.create_topics(
+            ["score.requested", "score.completed", "score.requested.dlq", "bench.raw.out"], 3
+        )
         admin.close()
         size = produce(broker.bootstrap, args.messages)
         print(f"{args.messages} events of ~{size} bytes (value + headers) on {broker.bootstrap}")
@@ -108,8 +129,11 @@ def main() -> None:
             raw.append(raw_loop(broker.bootstrap, args.messages))
             runner.append(runner_loop(broker.bootstrap, args.messages))
             print(f"round {round_ + 1}: raw {raw[-1]:,.0f} msg/s, runner {runner[-1]:,.0f} msg/s")
-    result = {"runner_msgs_per_s": round(max(runner)), "raw_msgs_per_s": round(max(raw)),
-              "ratio": round(max(runner) / max(raw), 3)}
+    result = {
+        "runner_msgs_per_s": round(max(runner)),
+        "raw_msgs_per_s": round(max(raw)),
+        "ratio": round(max(runner) / max(raw), 3),
+    }
     print(json.dumps(result))
 
 

@@ -38,7 +38,9 @@ def test_headers_follow_the_cloudevents_kafka_binding() -> None:
 
 
 def test_missing_values_travel_as_nan() -> None:
-    event = ScoreRequested.model_validate({"model": "m", "request_id": "r", "columns": ["a"], "rows": [[None]]})
+    event = ScoreRequested.model_validate(
+        {"model": "m", "request_id": "r", "columns": ["a"], "rows": [[None]]}
+    )
     value, headers = codec.encode(event)
     assert math.isnan(codec.decode(value, headers).data.rows[0][0])
 
@@ -46,7 +48,9 @@ def test_missing_values_travel_as_nan() -> None:
 def _bad(value: bytes, headers: list[tuple[str, bytes]] | None = None) -> DecodeError:
     good_value, good_headers = codec.encode(EXAMPLES["labels.received"])
     with pytest.raises(DecodeError) as info:
-        codec.decode(value, good_headers if headers is None else headers, topic="t", partition=2, offset=7)
+        codec.decode(
+            value, good_headers if headers is None else headers, topic="t", partition=2, offset=7
+        )
     return info.value
 
 

@@ -56,8 +56,12 @@ def test_an_incompatible_change_is_caught() -> None:
         schemaless_reader(io.BytesIO(value[10:]), parse_schema(current), parse_schema(broken))
     # while a field added with a default is fine
     compatible = copy.deepcopy(current)
-    compatible["fields"].append({"name": "new_optional", "type": ["null", "string"], "default": None})
-    record = schemaless_reader(io.BytesIO(value[10:]), parse_schema(current), parse_schema(compatible))
+    compatible["fields"].append(
+        {"name": "new_optional", "type": ["null", "string"], "default": None}
+    )
+    record = schemaless_reader(
+        io.BytesIO(value[10:]), parse_schema(current), parse_schema(compatible)
+    )
     assert record["new_optional"] is None
 
 
@@ -67,7 +71,9 @@ def write_fixtures() -> None:
     for model in EVENT_MODELS:
         schema = schema_for(model)
         fp = fingerprint(schema).hex()
-        (SCHEMA_DIR / "history" / f"{model.TYPE}@{fp}.avsc").write_text(json.dumps(schema, indent=2) + "\n")
+        (SCHEMA_DIR / "history" / f"{model.TYPE}@{fp}.avsc").write_text(
+            json.dumps(schema, indent=2) + "\n"
+        )
         (FIXTURES / f"{model.TYPE}.avro").write_bytes(codec.encode_value(EXAMPLES[model.TYPE]))
 
 

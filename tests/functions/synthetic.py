@@ -43,8 +43,9 @@ def spec() -> ModelSpec:
     return ModelSpec.from_toml(SPEC_TOML)
 
 
-def frame(hours: int, *, start: str = "2024-01-01", seed: int = 0, shift: float = 0.0,
-          coef: float = 3.0) -> pd.DataFrame:
+def frame(
+    hours: int, *, start: str = "2024-01-01", seed: int = 0, shift: float = 0.0, coef: float = 3.0
+) -> pd.DataFrame:
     """Hourly rows; ``shift`` moves x1's distribution, ``coef`` changes y's relation to x1."""
     rng = np.random.default_rng(seed)
     x1 = rng.normal(shift, 1.0, hours)
@@ -52,7 +53,9 @@ def frame(hours: int, *, start: str = "2024-01-01", seed: int = 0, shift: float 
     x3 = rng.uniform(0, 1, hours)
     y = coef * x1 - 2 * x2 + x3 + rng.normal(0, 0.3, hours) + 10
     ts = pd.date_range(start, periods=hours, freq="h", tz="UTC")
-    return pd.DataFrame({"ts": ts.strftime("%Y-%m-%dT%H:%M:%S+00:00"), "x1": x1, "x2": x2, "x3": x3, "y": y})
+    return pd.DataFrame(
+        {"ts": ts.strftime("%Y-%m-%dT%H:%M:%S+00:00"), "x1": x1, "x2": x2, "x3": x3, "y": y}
+    )
 
 
 def context(tmp_path: Any, function: str = "test", registry: Registry | None = None) -> Context:

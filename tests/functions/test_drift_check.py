@@ -15,12 +15,20 @@ START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def _scored(i: int) -> ScoreCompleted:
-    return ScoreCompleted(model="synth", request_id=f"r{i}", version=1, predictions=[10.0 + i],
-                          columns=["x1", "x2", "x3"], rows=Matrix([[float(i), 0.5, 0.25]]),
-                          event_time=START + timedelta(hours=i))
+    return ScoreCompleted(
+        model="synth",
+        request_id=f"r{i}",
+        version=1,
+        predictions=[10.0 + i],
+        columns=["x1", "x2", "x3"],
+        rows=Matrix([[float(i), 0.5, 0.25]]),
+        event_time=START + timedelta(hours=i),
+    )
 
 
-def test_a_restarted_drift_check_has_every_row_and_label_of_the_saved_batches(tmp_path: Path) -> None:
+def test_a_restarted_drift_check_has_every_row_and_label_of_the_saved_batches(
+    tmp_path: Path,
+) -> None:
     ctx = context(tmp_path)
     ctx.state = Monitors(ctx)
     for i in range(10):
@@ -50,7 +58,13 @@ def test_a_restarted_drift_check_has_every_row_and_label_of_the_saved_batches(tm
     assert [e.TYPE for e in out] == ["drift.checked"]
     feedback = list(restarted.store.list("feedback/synth/"))
     assert len(feedback) == 1
-    assert sorted(get_table(restarted.store, feedback[0].key)["y"]) == [20.0, 21.0, 22.0, 23.0, 25.0]
+    assert sorted(get_table(restarted.store, feedback[0].key)["y"]) == [
+        20.0,
+        21.0,
+        22.0,
+        23.0,
+        25.0,
+    ]
 
 
 def test_save_changed_writes_only_models_a_batch_changed(tmp_path: Path) -> None:

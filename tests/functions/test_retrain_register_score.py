@@ -66,11 +66,17 @@ def test_a_worse_candidate_is_rejected_with_the_reason(tmp_path: Path) -> None:
     trained = _trained(ctx)
     register(trained, ctx)
     # a heavily regularised Ridge predicts little more than the mean: clearly worse
-    weak_spec = spec().model_copy(update={"estimator": spec().estimator.model_copy(update={"params": {"alpha": 1e7}})})
+    weak_spec = spec().model_copy(
+        update={"estimator": spec().estimator.model_copy(update={"params": {"alpha": 1e7}})}
+    )
     weak = train(weak_spec, labeled_rows(ctx.store, "synth"))
     ctx.store.put("models/weak.onnx", weak.onnx)
-    out = register(trained.model_copy(update={"run_id": "weak", "artifact_key": "models/weak.onnx",
-                                               "sha256": weak.sha256}), ctx)
+    out = register(
+        trained.model_copy(
+            update={"run_id": "weak", "artifact_key": "models/weak.onnx", "sha256": weak.sha256}
+        ),
+        ctx,
+    )
     assert len(out) == 1 and isinstance(out[0], ModelRejected)
     assert "worse than production" in out[0].reason and out[0].candidate > out[0].champion
     assert ctx.registry.production("synth").version == 1
@@ -84,8 +90,12 @@ def test_a_corrupt_artifact_is_rejected_not_crashed_on(tmp_path: Path) -> None:
     assert isinstance(out[0], ModelRejected) and "sha256" in out[0].reason
     import hashlib
 
-    out = register(trained.model_copy(update={"sha256": hashlib.sha256(b"definitely not onnx").hexdigest(),
-                                              "run_id": "r2"}), ctx)
+    out = register(
+        trained.model_copy(
+            update={"sha256": hashlib.sha256(b"definitely not onnx").hexdigest(), "run_id": "r2"}
+        ),
+        ctx,
+    )
     assert isinstance(out[0], ModelRejected) and "not a loadable ONNX" in out[0].reason
 
 
@@ -102,8 +112,17 @@ def test_drift_retrain_uses_the_window_ending_at_the_drift(tmp_path: Path) -> No
     register(_trained(ctx, hours=24 * 30), ctx)
     end = datetime(2024, 1, 20, tzinfo=UTC)
     ctx.begin("drift-1", "drift.detected", None, None)
-    trained = retrain(DriftDetected(model="synth", version=1, cause="data", window="w", window_end=end,
-                                    idempotency_key="synth/1/w"), ctx)
+    trained = retrain(
+        DriftDetected(
+            model="synth",
+            version=1,
+            cause="data",
+            window="w",
+            window_end=end,
+            idempotency_key="synth/1/w",
+        ),
+        ctx,
+    )
     assert trained is not None and trained.trigger == "drift:data" and trained.parent_version == 1
     assert trained.train_end <= end and (end - trained.train_start).days <= 14
 
@@ -112,7 +131,9 @@ def test_score_uses_production_and_swaps_on_deploy(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     v1 = register(_trained(ctx), ctx)
     ctx.state = Sessions(ctx.store, ctx.registry)
-    request = ScoreRequested(model="synth", request_id="r1", columns=["x3", "x1", "x2"], rows=[[0.5, 1.0, 0.0]])
+    request = ScoreRequested(
+        model="synth", request_id="r1", columns=["x3", "x1", "x2"], rows=[[0.5, 1.0, 0.0]]
+    )
     done = score(request, ctx)
     assert done is not None and done.version == 1 and done.columns == ["x1", "x2", "x3"]
     assert math.isclose(done.predictions[0], 3.0 + 0.5 + 10, abs_tol=0.5)
@@ -126,7 +147,9 @@ def test_a_replica_that_missed_a_deployment_follows_the_registry(tmp_path: Path)
     ctx = context(tmp_path)
     registered, deployed = register(_trained(ctx), ctx)
     ctx.state = Sessions(ctx.store, ctx.registry)
-    request = ScoreRequested(model="synth", request_id="r1", columns=["x1", "x2", "x3"], rows=[[1.0, 0.0, 0.5]])
+    request = ScoreRequested(
+        model="synth", request_id="r1", columns=["x1", "x2", "x3"], rows=[[1.0, 0.0, 0.5]]
+    )
     assert score(request, ctx).version == 1
     # v2 is registered and deployed by events this replica never reads
     ctx.registry.apply(registered.model_copy(update={"version": 2}))

@@ -57,8 +57,17 @@ def _kind(kind: str) -> dict[str, dict[str, Any]]:
 
 def test_compose_matches_the_compose_spec() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
-         str(INFRA / "compose.yaml")], capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(INFRA / "compose.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -69,7 +78,11 @@ def test_compose_runs_kafka_in_kraft_mode_and_minio_notifies_uploads_to_kafka() 
     assert set(kafka["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert "KAFKA_ZOOKEEPER_CONNECT" not in kafka
     minio = services["minio"]["environment"]
-    target = next(k.removeprefix("MINIO_NOTIFY_KAFKA_ENABLE_") for k in minio if k.startswith("MINIO_NOTIFY_KAFKA_ENABLE_"))
+    target = next(
+        k.removeprefix("MINIO_NOTIFY_KAFKA_ENABLE_")
+        for k in minio
+        if k.startswith("MINIO_NOTIFY_KAFKA_ENABLE_")
+    )
     assert minio[f"MINIO_NOTIFY_KAFKA_BROKERS_{target}"] == "kafka:9092"
     topic = minio[f"MINIO_NOTIFY_KAFKA_TOPIC_{target}"]
     assert services["gateway"]["environment"]["DRIFTLINE_S3_NOTIFICATION_TOPIC"] == topic
@@ -105,7 +118,9 @@ def test_standard_kubernetes_manifests_validate_strictly() -> None:
 
 def test_kustomization_lists_every_manifest() -> None:
     listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
-    assert sorted(listed) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(listed) == sorted(
+        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
 
 
 def test_every_function_has_a_deployment_and_a_lag_scaler_on_its_consumer_group() -> None:
@@ -121,10 +136,14 @@ def test_every_function_has_a_deployment_and_a_lag_scaler_on_its_consumer_group(
         assert {t["metadata"]["consumerGroup"] for t in triggers} == {spec.group}
         assert {t["metadata"]["topic"] for t in triggers} == set(spec.subscribes)
         assert scaler["minReplicaCount"] == (0 if name in MAY_SCALE_TO_ZERO else 1), name
-        assert scaler["maxReplicaCount"] <= _partitions(), "more replicas than partitions would idle"
+        assert scaler["maxReplicaCount"] <= _partitions(), (
+            "more replicas than partitions would idle"
+        )
 
 
-def test_the_gpu_runner_asks_for_a_gpu_on_gpu_nodes_and_serves_the_gpu_preferred_functions() -> None:
+def test_the_gpu_runner_asks_for_a_gpu_on_gpu_nodes_and_serves_the_gpu_preferred_functions() -> (
+    None
+):
     pod = _kind("Deployment")["driftline-runner-gpu"]["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -133,7 +152,9 @@ def test_the_gpu_runner_asks_for_a_gpu_on_gpu_nodes_and_serves_the_gpu_preferred
     served = container["args"][container["args"].index("--functions") + 1].split(",")
     assert set(served) == {n for n, s in SPECS.items() if s.gpu != "none"}
     scaler = _kind("ScaledObject")["driftline-runner-gpu"]["spec"]
-    assert {t["metadata"]["consumerGroup"] for t in scaler["triggers"]} == {SPECS[n].group for n in served}
+    assert {t["metadata"]["consumerGroup"] for t in scaler["triggers"]} == {
+        SPECS[n].group for n in served
+    }
 
 
 def test_topic_definitions_cover_every_topic_driftline_uses() -> None:
@@ -156,7 +177,11 @@ def _partitions() -> int:
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", path.read_text())
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
@@ -166,19 +191,28 @@ def _pip_installs(path: Path) -> list[list[str]]:
         for command in re.split(r"&&|;", arg) if op == "RUN" else []:
             words = shlex.split(command)
             if words[:2] == ["pip", "install"] or words[1:4] == ["-m", "pip", "install"]:
-                installs.append([w for w in words[words.index("install") + 1:] if not w.startswith("-")])
+                installs.append(
+                    [w for w in words[words.index("install") + 1 :] if not w.startswith("-")]
+                )
     return installs
 
 
 def _declared() -> dict[str, Requirement]:
     project = PYPROJECT["project"]
-    reqs = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    reqs = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]
     return {Requirement(r).name: Requirement(r) for r in reqs}
 
 
-@pytest.mark.parametrize(("dockerfile", "extras", "python"),
-                         [("Dockerfile", set(), "3.11"), ("Dockerfile.gpu", {"gpu"}, "3.12")])
-def test_dockerfile_installs_what_pyproject_declares(dockerfile: str, extras: set[str], python: str) -> None:
+@pytest.mark.parametrize(
+    ("dockerfile", "extras", "python"),
+    [("Dockerfile", set(), "3.11"), ("Dockerfile.gpu", {"gpu"}, "3.12")],
+)
+def test_dockerfile_installs_what_pyproject_declares(
+    dockerfile: str, extras: set[str], python: str
+) -> None:
     path = INFRA / dockerfile
     installs = _pip_installs(path)
     project = [target for words in installs for target in words if target.startswith(".")]
@@ -189,8 +223,15 @@ def test_dockerfile_installs_what_pyproject_declares(dockerfile: str, extras: se
     for target in (t for words in installs for t in words if not t.startswith(".")):
         req = Requirement(target)
         assert req.name in declared, f"{dockerfile}: {req.name} is not declared in pyproject.toml"
-        assert req.specifier == declared[req.name].specifier, f"{dockerfile}: {target} vs {declared[req.name]}"
-    copied = {source.rstrip("/") for op, arg in _instructions(path) if op == "COPY" for source in arg.split()[:-1]}
+        assert req.specifier == declared[req.name].specifier, (
+            f"{dockerfile}: {target} vs {declared[req.name]}"
+        )
+    copied = {
+        source.rstrip("/")
+        for op, arg in _instructions(path)
+        if op == "COPY"
+        for source in arg.split()[:-1]
+    }
     package_dirs = set(PYPROJECT["tool"]["setuptools"]["package-dir"].values())
     assert {"pyproject.toml", PYPROJECT["project"]["readme"], *package_dirs} <= copied
     assert SpecifierSet(PYPROJECT["project"]["requires-python"]).contains(python)
@@ -200,5 +241,7 @@ def test_dockerfile_installs_what_pyproject_declares(dockerfile: str, extras: se
 
 def test_the_gpu_image_has_python_and_cuda_that_fit() -> None:
     base = next(arg for op, arg in _instructions(INFRA / "Dockerfile.gpu") if op == "FROM")
-    assert base.startswith("nvidia/cuda:12.") and "cudnn" in base  # onnxruntime-gpu: CUDA 12, cuDNN 9
+    assert (
+        base.startswith("nvidia/cuda:12.") and "cudnn" in base
+    )  # onnxruntime-gpu: CUDA 12, cuDNN 9
     assert "ubuntu24.04" in base  # its python3 is 3.12, which the parametrised test above checks

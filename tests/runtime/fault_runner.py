@@ -21,7 +21,9 @@ def main(bootstrap: str, name: str) -> None:
     @function(subscribes="score.requested", emits="score.completed", name=name)
     def handler(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
         time.sleep(0.005)
-        return ScoreCompleted(model=event.model, request_id=event.request_id, version=1, predictions=[1.0])
+        return ScoreCompleted(
+            model=event.model, request_id=event.request_id, version=1, predictions=[1.0]
+        )
 
     bus = make_test_bus(bootstrap)
     runner = Runner(bus, [handler], poll_timeout_s=0.2, max_records=20)

@@ -30,15 +30,21 @@ def echo(event: ScoreRequested, ctx: Context) -> ScoreCompleted | None:
         raise RetryableError("store hiccup")
     if event.request_id.startswith("skip"):
         return None
-    return ScoreCompleted(model=event.model, request_id=event.request_id, version=1,
-                          predictions=[sum(r) for r in event.rows])
+    return ScoreCompleted(
+        model=event.model,
+        request_id=event.request_id,
+        version=1,
+        predictions=[sum(r) for r in event.rows],
+    )
 
 
 def request(request_id: str, model: str = "m") -> ScoreRequested:
     return ScoreRequested(model=model, request_id=request_id, columns=["a", "b"], rows=[[1.0, 2.0]])
 
 
-def publish(bus: Bus, events: Iterable[ScoreRequested | LabelsReceived], ids: Iterable[str] | None = None) -> list[str]:
+def publish(
+    bus: Bus, events: Iterable[ScoreRequested | LabelsReceived], ids: Iterable[str] | None = None
+) -> list[str]:
     producer = bus.producer()
     sent = []
     id_iter = iter(ids) if ids is not None else None

@@ -10,7 +10,9 @@ import pytest
 from driftline.runtime.cli import main
 
 
-def test_publish_then_dlq_list_on_the_embedded_bus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_publish_then_dlq_list_on_the_embedded_bus(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     home = str(tmp_path / "home")
     event = {"model": "m", "request_id": "r1", "labels": [1.0]}
     assert main(["publish", "labels.received", "--data", json.dumps(event), "--home", home]) == 0
@@ -20,14 +22,18 @@ def test_publish_then_dlq_list_on_the_embedded_bus(tmp_path: Path, capsys: pytes
     assert json.loads(capsys.readouterr().out) == []
 
 
-def test_publish_refuses_a_bad_event_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_publish_refuses_a_bad_event_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "e.json"
     data.write_text(json.dumps({"model": "m", "request_id": "r1", "labels": "oops"}))
     assert main(["publish", "labels.received", "--data", f"@{data}", "--home", str(tmp_path)]) == 2
     assert "labels" in capsys.readouterr().err
 
 
-def test_publish_refuses_an_unknown_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_publish_refuses_an_unknown_type(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["publish", "nope.never", "--data", "{}", "--home", str(tmp_path)]) == 2
     assert "unknown event type 'nope.never'" in capsys.readouterr().err
 
@@ -37,7 +43,9 @@ def test_a_bad_bus_url_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert "unknown bus URL" in capsys.readouterr().err
 
 
-def test_dlq_replay_sends_a_dead_letter_back_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dlq_replay_sends_a_dead_letter_back_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from driftline.runtime.bus.embedded import EmbeddedBus
     from driftline.runtime.runner import Runner
     from tests.conftest import wait_for

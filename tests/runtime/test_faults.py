@@ -23,8 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start_runner(bootstrap: str, name: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.runtime.fault_runner", bootstrap, name],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.runtime.fault_runner", bootstrap, name],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -39,11 +43,15 @@ def _end(proc: subprocess.Popen[str], signum: int) -> int:
 
 
 def _outputs(bus, model: str, want: int):  # type: ignore[no-untyped-def]
-    records = [r for r in read_all(bus, "score.completed", want, timeout_s=5) if r.key == model.encode()]
+    records = [
+        r for r in read_all(bus, "score.completed", want, timeout_s=5) if r.key == model.encode()
+    ]
     return [codec.decode(r.value, r.headers) for r in records]
 
 
-def test_sigkill_mid_stream_loses_nothing_and_duplicates_keep_their_ids(kafka_bus, kafka_bootstrap) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_mid_stream_loses_nothing_and_duplicates_keep_their_ids(
+    kafka_bus, kafka_bootstrap
+) -> None:  # type: ignore[no-untyped-def]
     model, name = f"m-{uuid.uuid4().hex[:6]}", f"fault-{uuid.uuid4().hex[:6]}"
     kafka_bus.create_topics(["score.requested", "score.completed", "score.requested.dlq"])
     ids = publish(kafka_bus, [request(f"r{i}", model) for i in range(400)])
@@ -56,8 +64,14 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_keep_their_ids(kafka_bu
     assert before < 400, "the kill should land mid-stream"
     second = _start_runner(kafka_bootstrap, name)
     try:
-        wait_for(lambda: {e.data.request_id for e in _outputs(kafka_bus, model, 400)} >= {f"r{i}" for i in range(400)},
-                 timeout_s=90, interval_s=1.0)
+        wait_for(
+            lambda: (
+                {e.data.request_id for e in _outputs(kafka_bus, model, 400)}
+                >= {f"r{i}" for i in range(400)}
+            ),
+            timeout_s=90,
+            interval_s=1.0,
+        )
     finally:
         assert _end(second, signal.SIGTERM) == 0
     out = _outputs(kafka_bus, model, 400)
@@ -66,7 +80,9 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_keep_their_ids(kafka_bu
     by_id: dict[str, set[str]] = {}
     for e in out:
         by_id.setdefault(e.id, set()).add(e.data.request_id)
-    assert all(len(reqs) == 1 for reqs in by_id.values()), "a duplicate carries the same id as the original"
+    assert all(len(reqs) == 1 for reqs in by_id.values()), (
+        "a duplicate carries the same id as the original"
+    )
 
 
 def test_the_runner_survives_the_broker_going_away(tmp_path: Path) -> None:
@@ -83,7 +99,11 @@ def test_the_runner_survives_the_broker_going_away(tmp_path: Path) -> None:
         assert runner.workers["echo"].thread.is_alive(), "the runner thread survives the outage"
         broker.start()  # same port, empty (memory storage): topics come back by hand
         wait_for(lambda: _succeeds(lambda: bus.create_topics(topics)), timeout_s=60, interval_s=1.0)
-        wait_for(lambda: _succeeds(lambda: publish(bus, [request("after")])), timeout_s=60, interval_s=1.0)
+        wait_for(
+            lambda: _succeeds(lambda: publish(bus, [request("after")])),
+            timeout_s=60,
+            interval_s=1.0,
+        )
         wait_for(lambda: runner.stats["echo"].succeeded >= 2, timeout_s=90, interval_s=0.5)
         runner.stop()
         bus.close()

@@ -36,7 +36,9 @@ def _upload(client: Minio, bucket: str, key: str, data: bytes) -> None:
 def test_upload_to_redeploy_on_kafka_and_s3(kafka_bootstrap, s3_endpoint) -> None:  # type: ignore[no-untyped-def]
     bucket = f"loop-{uuid.uuid4().hex[:8]}"
     store = open_store(s3_endpoint.url(bucket))  # creates the bucket
-    client = Minio(s3_endpoint.endpoint, s3_endpoint.access_key, s3_endpoint.secret_key, secure=False)
+    client = Minio(
+        s3_endpoint.endpoint, s3_endpoint.access_key, s3_endpoint.secret_key, secure=False
+    )
     model = "synth"
     bus = make_test_bus(kafka_bootstrap)
     follower = RegistryFollower(bus)
@@ -46,7 +48,12 @@ def test_upload_to_redeploy_on_kafka_and_s3(kafka_bootstrap, s3_endpoint) -> Non
     watcher = UploadWatcher(store, bus, name=f"test-{bucket}")
     try:
         store.put(spec_key(model), SPEC_TOML.encode())
-        _upload(client, bucket, f"uploads/{model}/first.csv", frame(24 * 14, seed=5).to_csv(index=False).encode())
+        _upload(
+            client,
+            bucket,
+            f"uploads/{model}/first.csv",
+            frame(24 * 14, seed=5).to_csv(index=False).encode(),
+        )
         assert watcher.poll_once() == 1
         wait_for(lambda: registry.production(model) is not None, timeout_s=120, interval_s=0.5)
         assert registry.production(model).version == 1
@@ -55,16 +62,27 @@ def test_upload_to_redeploy_on_kafka_and_s3(kafka_bootstrap, s3_endpoint) -> Non
         _upload(client, bucket, f"uploads/{model}/second.csv", newer.to_csv(index=False).encode())
         assert watcher.poll_once() == 1
         assert watcher.poll_once() == 0, "the checkpoint keeps an upload from being published twice"
-        wait_for(lambda: registry.production(model) is not None and registry.production(model).version == 2,
-                 timeout_s=120, interval_s=0.5)
+        wait_for(
+            lambda: (
+                registry.production(model) is not None and registry.production(model).version == 2
+            ),
+            timeout_s=120,
+            interval_s=0.5,
+        )
         v2 = registry.production(model)
         assert v2.trigger == "data" and v2.parent_version == 1
         assert store.exists(v2.artifact_key)
 
         producer = bus.producer()
         request_id = f"req-{uuid.uuid4().hex[:6]}"
-        value, headers = Codec().encode(ScoreRequested(model=model, request_id=request_id,
-                                                      columns=["x1", "x2", "x3"], rows=Matrix([[1.5, 0.0, 0.5]])))
+        value, headers = Codec().encode(
+            ScoreRequested(
+                model=model,
+                request_id=request_id,
+                columns=["x1", "x2", "x3"],
+                rows=Matrix([[1.5, 0.0, 0.5]]),
+            )
+        )
         producer.send("score.requested", value, key=model.encode(), headers=headers)
         producer.flush()
         producer.close()
@@ -72,10 +90,15 @@ def test_upload_to_redeploy_on_kafka_and_s3(kafka_bootstrap, s3_endpoint) -> Non
         scored = []
         while not scored and time.monotonic() < deadline:
             records = read_all(bus, "score.completed", 1, timeout_s=5)
-            scored = [e for e in (Codec().decode(r.value, r.headers).data for r in records)
-                      if e.request_id == request_id]
+            scored = [
+                e
+                for e in (Codec().decode(r.value, r.headers).data for r in records)
+                if e.request_id == request_id
+            ]
         assert scored and scored[0].version == 2
-        assert abs(scored[0].predictions[0] - (6.0 * 1.5 + 0.5 + 10)) < 2.0, "the new relation is served"
+        assert abs(scored[0].predictions[0] - (6.0 * 1.5 + 0.5 + 10)) < 2.0, (
+            "the new relation is served"
+        )
     finally:
         watcher.stop()
         runner.stop()

@@ -46,7 +46,9 @@ def test_poison_goes_to_the_dlq_and_the_rest_flows(bus: Bus) -> None:
     events = [request(f"ok{i}", model) for i in range(5)] + [request("poison-1", model)]
     events += [request(f"ok{i}", model) for i in range(5, 10)]
     publish(bus, events)
-    wait_for(lambda: runner.stats["echo"].succeeded >= 10 and runner.stats["echo"].dead_lettered >= 1)
+    wait_for(
+        lambda: runner.stats["echo"].succeeded >= 10 and runner.stats["echo"].dead_lettered >= 1
+    )
     runner.stop()
     dlq = [r for r in read_all(bus, "score.requested.dlq", 1) if r.key == model.encode()]
     assert len(dlq) == 1
@@ -70,7 +72,12 @@ def test_retryable_errors_are_retried_then_succeed(bus: Bus) -> None:
 def test_undecodable_bytes_are_dead_lettered_with_where_and_why(bus: Bus) -> None:
     runner = _run(bus, echo)
     producer = bus.producer()
-    producer.send("score.requested", b"garbage", key=b"junk", headers=[("ce_id", b"1"), ("ce_type", b"score.requested")])
+    producer.send(
+        "score.requested",
+        b"garbage",
+        key=b"junk",
+        headers=[("ce_id", b"1"), ("ce_type", b"score.requested")],
+    )
     producer.flush()
     producer.close()
     wait_for(lambda: runner.stats["echo"].dead_lettered >= 1)
@@ -97,7 +104,9 @@ _release = threading.Event()
 @function(subscribes="score.requested", emits="score.completed", timeout_s=30)
 def slow(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
     _release.wait(10)
-    return ScoreCompleted(model=event.model, request_id=event.request_id, version=1, predictions=[0.0])
+    return ScoreCompleted(
+        model=event.model, request_id=event.request_id, version=1, predictions=[0.0]
+    )
 
 
 def test_a_slow_handler_pauses_its_partitions_and_keeps_polling(embedded_bus: Bus) -> None:
@@ -114,18 +123,26 @@ def test_a_slow_handler_pauses_its_partitions_and_keeps_polling(embedded_bus: Bu
     runner.stop()
 
 
-@function(subscribes="score.requested", emits="score.completed", timeout_s=0.5,
-          retry=RetryPolicy(attempts=1))
+@function(
+    subscribes="score.requested",
+    emits="score.completed",
+    timeout_s=0.5,
+    retry=RetryPolicy(attempts=1),
+)
 def stuck(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
     if event.request_id == "stuck":
         time.sleep(3)
-    return ScoreCompleted(model=event.model, request_id=event.request_id, version=1, predictions=[0.0])
+    return ScoreCompleted(
+        model=event.model, request_id=event.request_id, version=1, predictions=[0.0]
+    )
 
 
 def test_a_handler_past_its_timeout_is_dead_lettered_and_the_rest_flows(embedded_bus: Bus) -> None:
     runner = _run(embedded_bus, stuck, pause_after_s=0.1)
     publish(embedded_bus, [request("stuck"), request("next-1"), request("next-2")])
-    wait_for(lambda: runner.stats["stuck"].succeeded >= 2 and runner.stats["stuck"].dead_lettered == 1)
+    wait_for(
+        lambda: runner.stats["stuck"].succeeded >= 2 and runner.stats["stuck"].dead_lettered == 1
+    )
     runner.stop()
     dlq = read_all(embedded_bus, "score.requested.dlq", 1)
     assert [r.header("dlq_error_type") for r in dlq] == [b"HandlerTimeoutError"]
@@ -159,8 +176,13 @@ def test_a_new_worker_knows_what_its_group_committed_before_it(bus: Bus) -> None
     assert before
     again = _run(bus, echo)
     try:
-        wait_for(lambda: all(again.workers["echo"].committed.get(tp, -1) >= offset for tp, offset in before.items()),
-                 timeout_s=30)
+        wait_for(
+            lambda: all(
+                again.workers["echo"].committed.get(tp, -1) >= offset
+                for tp, offset in before.items()
+            ),
+            timeout_s=30,
+        )
         assert again.stats["echo"].consumed == 0
     finally:
         again.stop()
@@ -183,10 +205,14 @@ def _save_tally(ctx: Context) -> None:
     _TALLIES.setdefault(key, set()).update(ctx.state["handled"])
 
 
-@function(subscribes="score.requested", emits="score.completed", init=_tally, checkpoint=_save_tally)
+@function(
+    subscribes="score.requested", emits="score.completed", init=_tally, checkpoint=_save_tally
+)
 def tally(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
     ctx.state["handled"].add(event.request_id)
-    return ScoreCompleted(model=event.model, request_id=event.request_id, version=1, predictions=[1.0])
+    return ScoreCompleted(
+        model=event.model, request_id=event.request_id, version=1, predictions=[1.0]
+    )
 
 
 def test_a_failed_checkpoint_commits_nothing_and_the_batch_comes_again(embedded_bus: Bus) -> None:
@@ -199,9 +225,14 @@ def test_a_failed_checkpoint_commits_nothing_and_the_batch_comes_again(embedded_
         runner.stop()
     assert key in _DISK_FULL
     assert runner.stats["tally"].consumed > 10, "the batch whose checkpoint failed was read again"
-    out = [codec.decode(r.value, r.headers) for r in read_all(embedded_bus, "score.completed", 10**6, 1.0)
-           if r.key == model.encode()]
-    assert {e.id for e in out} == {output_id(i, "tally", 0) for i in ids}, "again, under the same ids"
+    out = [
+        codec.decode(r.value, r.headers)
+        for r in read_all(embedded_bus, "score.completed", 10**6, 1.0)
+        if r.key == model.encode()
+    ]
+    assert {e.id for e in out} == {output_id(i, "tally", 0) for i in ids}, (
+        "again, under the same ids"
+    )
 
 
 _SAVED: dict[str, dict[str, int]] = {}
@@ -219,7 +250,9 @@ def _save_counts(ctx: Context) -> None:
     ctx.state["changed"].clear()
 
 
-@function(subscribes="score.requested", emits="score.completed", init=_counts, checkpoint=_save_counts)
+@function(
+    subscribes="score.requested", emits="score.completed", init=_counts, checkpoint=_save_counts
+)
 def counting(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
     """Counts requests per model, loaded on first use and saved per model, like drift-check."""
     counts = ctx.state["counts"]
@@ -227,7 +260,9 @@ def counting(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
         counts[event.model] = _SAVED.get(ctx.state["key"], {}).get(event.model, 0)
     counts[event.model] += 1
     ctx.state["changed"].add(event.model)
-    return ScoreCompleted(model=event.model, request_id=event.request_id, version=1, predictions=[1.0])
+    return ScoreCompleted(
+        model=event.model, request_id=event.request_id, version=1, predictions=[1.0]
+    )
 
 
 def test_checkpointed_state_follows_its_partitions_through_rebalances(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -241,7 +276,9 @@ def test_checkpointed_state_follows_its_partitions_through_rebalances(tmp_path) 
     models = [f"m{i}" for i in range(6)]  # spread over the three partitions
 
     def send(n: int) -> None:
-        publish(bus, [request(f"{key}-{len(sent)}-{i}", model) for i in range(n) for model in models])
+        publish(
+            bus, [request(f"{key}-{len(sent)}-{i}", model) for i in range(n) for model in models]
+        )
         sent.append(n)
 
     def total() -> int:
@@ -252,13 +289,24 @@ def test_checkpointed_state_follows_its_partitions_through_rebalances(tmp_path) 
     send(5)
     wait_for(lambda: first.stats["counting"].succeeded >= total())
     second = _run(bus, counting, settings={"key": key})  # takes some partitions (and their models)
-    wait_for(lambda: second.workers["counting"].assigned and first.workers["counting"].assigned
-             and not (first.workers["counting"].assigned & second.workers["counting"].assigned))
+    wait_for(
+        lambda: (
+            second.workers["counting"].assigned
+            and first.workers["counting"].assigned
+            and not (first.workers["counting"].assigned & second.workers["counting"].assigned)
+        )
+    )
     send(5)
-    wait_for(lambda: first.stats["counting"].succeeded + second.stats["counting"].succeeded >= total())
+    wait_for(
+        lambda: first.stats["counting"].succeeded + second.stats["counting"].succeeded >= total()
+    )
     second.stop()  # its partitions, with the counts it saved, go back to the first worker
     send(5)
-    wait_for(lambda: first.stats["counting"].succeeded + second.stats["counting"].succeeded >= total())
+    wait_for(
+        lambda: first.stats["counting"].succeeded + second.stats["counting"].succeeded >= total()
+    )
     first.stop()
     bus.close()
-    assert _SAVED[key] == {model: 15 for model in models}, "no model's count went back to a stale copy"
+    assert _SAVED[key] == {model: 15 for model in models}, (
+        "no model's count went back to a stale copy"
+    )

@@ -17,7 +17,9 @@ def test_produce_then_consume_with_keys_and_headers(bus: Bus) -> None:
     bus.create_topics([topic], partitions=3)
     producer = bus.producer()
     for i in range(30):
-        producer.send(topic, f"v{i}".encode(), key=f"k{i % 3}".encode(), headers=[("n", str(i).encode())])
+        producer.send(
+            topic, f"v{i}".encode(), key=f"k{i % 3}".encode(), headers=[("n", str(i).encode())]
+        )
     producer.flush()
     consumer = bus.consumer(f"g-{uuid.uuid4().hex[:6]}", [topic])
     records = drain(consumer, 30)

@@ -35,7 +35,9 @@ TIMEOUT_S = 3.0
 
 
 def main(bootstrap: str, topic: str, name: str, model: str, gpus: int) -> None:
-    @function(subscribes="drift.checked", emits="drift.checked", name=f"{name}-pref", gpu="preferred")
+    @function(
+        subscribes="drift.checked", emits="drift.checked", name=f"{name}-pref", gpu="preferred"
+    )
     def pref(event: DriftChecked, ctx: Context) -> DriftChecked | None:
         if event.model != model or event.metric != "request":  # answers, or another run's traffic
             return None
@@ -52,10 +54,22 @@ def main(bootstrap: str, topic: str, name: str, model: str, gpus: int) -> None:
     caps = detect(Settings(gpus=gpus))
     # Tansu sometimes leaves a member stuck in a join when others leave the group at once;
     # the bus rejoins after max_poll_interval + session timeout: keep that short here.
-    bus = KafkaBus(bootstrap, client_id="driftline-test", **{**TEST_GROUP_SETTINGS, "max_poll_interval_ms": 6000})
+    bus = KafkaBus(
+        bootstrap,
+        client_id="driftline-test",
+        **{**TEST_GROUP_SETTINGS, "max_poll_interval_ms": 6000},
+    )
     runner = Runner(bus, [], capabilities=caps, poll_timeout_s=0.2, max_records=20)
-    placement = Placement(runner, [pref, req], caps, interval_s=INTERVAL_S, timeout_s=TIMEOUT_S,
-                          warmup_s=2.0, settle_s=30.0, topic=topic)
+    placement = Placement(
+        runner,
+        [pref, req],
+        caps,
+        interval_s=INTERVAL_S,
+        timeout_s=TIMEOUT_S,
+        warmup_s=2.0,
+        settle_s=30.0,
+        topic=topic,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     placement.start()

@@ -49,13 +49,21 @@ from driftline.runtime.errors import ConfigError
 from driftline.runtime.settings import Settings
 from tests.functions.synthetic import SPEC_TOML, context, frame
 
-score = importlib.import_module("driftline.functions.score")  # the package exports the function by that name
+score = importlib.import_module(
+    "driftline.functions.score"
+)  # the package exports the function by that name
 CPU = Capabilities(cpu_cores=2)
-GPU = Capabilities(cpu_cores=8, gpus=(GpuInfo(0, "H100", 81_559),), onnx_providers=(CUDA_PROVIDER, CPU_PROVIDER),
-                   gpu_trainer=GPU_TRAINER)
-HGB_TOML = SPEC_TOML.replace('class = "sklearn.linear_model.Ridge"\nparams = { alpha = 1.0 }',
-                             'class = "sklearn.ensemble.HistGradientBoostingRegressor"\n'
-                             "params = { max_iter = 40, learning_rate = 0.2, random_state = 0 }")
+GPU = Capabilities(
+    cpu_cores=8,
+    gpus=(GpuInfo(0, "H100", 81_559),),
+    onnx_providers=(CUDA_PROVIDER, CPU_PROVIDER),
+    gpu_trainer=GPU_TRAINER,
+)
+HGB_TOML = SPEC_TOML.replace(
+    'class = "sklearn.linear_model.Ridge"\nparams = { alpha = 1.0 }',
+    'class = "sklearn.ensemble.HistGradientBoostingRegressor"\n'
+    "params = { max_iter = 40, learning_rate = 0.2, random_state = 0 }",
+)
 SMI_OUTPUT = """0, NVIDIA H100 80GB HBM3, 81559, GPU-5a3c0f6e-1111-2222-3333-444455556666
 1, NVIDIA H100 80GB HBM3, 81559, GPU-77aa0f6e-1111-2222-3333-444455556666
 """
@@ -75,7 +83,9 @@ def no_gpu_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def _fake_smi(folder: Path, output: str = SMI_OUTPUT) -> None:
     smi = folder / "nvidia-smi"
-    smi.write_text(f"#!/bin/sh\nprintf '%s' '{output}'\n")  # a shell builtin: PATH holds nothing else
+    smi.write_text(
+        f"#!/bin/sh\nprintf '%s' '{output}'\n"
+    )  # a shell builtin: PATH holds nothing else
     smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
 
 
@@ -94,11 +104,15 @@ def test_gpus_are_found_with_nvidia_smi(no_gpu_tools: Path) -> None:
     _fake_smi(no_gpu_tools)
     caps = detect(Settings())
     assert caps.sources["gpus"] == "nvidia-smi"
-    assert [(g.index, g.name, g.memory_mb) for g in caps.gpus] == [(0, "NVIDIA H100 80GB HBM3", 81559),
-                                                                  (1, "NVIDIA H100 80GB HBM3", 81559)]
+    assert [(g.index, g.name, g.memory_mb) for g in caps.gpus] == [
+        (0, "NVIDIA H100 80GB HBM3", 81559),
+        (1, "NVIDIA H100 80GB HBM3", 81559),
+    ]
 
 
-def test_cuda_visible_devices_narrows_the_gpus(no_gpu_tools: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_visible_devices_narrows_the_gpus(
+    no_gpu_tools: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _fake_smi(no_gpu_tools)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-77aa")
     assert [g.index for g in detect(Settings()).gpus] == [1]
@@ -121,12 +135,19 @@ def test_a_cpu_machine_can_play_a_gpu_runner(no_gpu_tools: Path) -> None:
     assert caps.gpu_trainer is None or caps.gpu_trainer == GPU_TRAINER  # only if xgboost has CUDA
 
 
-def test_the_override_replaces_fields_and_refuses_unknown_ones(no_gpu_tools: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DRIFTLINE_CAPABILITIES_OVERRIDE",
-                       '{"cpu_cores": 64, "gpus": [{"name": "A100", "memory_mb": 40960}], "gpu_trainer": "xgboost-cuda"}')
+def test_the_override_replaces_fields_and_refuses_unknown_ones(
+    no_gpu_tools: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "DRIFTLINE_CAPABILITIES_OVERRIDE",
+        '{"cpu_cores": 64, "gpus": [{"name": "A100", "memory_mb": 40960}], "gpu_trainer": "xgboost-cuda"}',
+    )
     caps = detect(Settings())
-    assert caps.cpu_cores == 64 and caps.gpus == (GpuInfo(0, "A100", 40960),) and caps.gpu_trainer == GPU_TRAINER
+    assert (
+        caps.cpu_cores == 64
+        and caps.gpus == (GpuInfo(0, "A100", 40960),)
+        and caps.gpu_trainer == GPU_TRAINER
+    )
     assert caps.sources["cpu_cores"] == "override"
     with pytest.raises(ConfigError, match="unknown field"):
         detect(Settings(capabilities_override={"tpus": 8}))
@@ -141,13 +162,21 @@ def test_capabilities_round_trip_as_dicts() -> None:
     assert Capabilities.from_dict(GPU.as_dict()) == GPU
 
 
-def test_the_gpu_trainer_needs_a_gpu_xgboost_with_cuda_and_onnxmltools(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_gpu_trainer_needs_a_gpu_xgboost_with_cuda_and_onnxmltools(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert caps_mod.gpu_trainer(CPU) == (None, "no GPU")
     found = {"xgboost", "onnxmltools"}
-    monkeypatch.setattr(caps_mod.importlib.util, "find_spec", lambda name: object() if name in found else None)
-    monkeypatch.setitem(sys.modules, "xgboost", types.SimpleNamespace(build_info=lambda: {"USE_CUDA": True}))
+    monkeypatch.setattr(
+        caps_mod.importlib.util, "find_spec", lambda name: object() if name in found else None
+    )
+    monkeypatch.setitem(
+        sys.modules, "xgboost", types.SimpleNamespace(build_info=lambda: {"USE_CUDA": True})
+    )
     assert caps_mod.gpu_trainer(GPU) == (GPU_TRAINER, "xgboost with CUDA")
-    monkeypatch.setitem(sys.modules, "xgboost", types.SimpleNamespace(build_info=lambda: {"USE_CUDA": False}))
+    monkeypatch.setitem(
+        sys.modules, "xgboost", types.SimpleNamespace(build_info=lambda: {"USE_CUDA": False})
+    )
     assert caps_mod.gpu_trainer(GPU)[0] is None
     found.discard("onnxmltools")
     assert "onnxmltools is not installed" in caps_mod.gpu_trainer(GPU)[1]
@@ -173,9 +202,12 @@ def test_scoring_providers_follow_the_capabilities() -> None:
     assert scoring_providers(cuda_build_no_gpu) == [CPU_PROVIDER]
 
 
-@pytest.mark.parametrize(("caps", "expected"), [(CPU, [CPU_PROVIDER]), (GPU, [CUDA_PROVIDER, CPU_PROVIDER])])
-def test_the_score_function_builds_its_sessions_for_the_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               caps: Capabilities, expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("caps", "expected"), [(CPU, [CPU_PROVIDER]), (GPU, [CUDA_PROVIDER, CPU_PROVIDER])]
+)
+def test_the_score_function_builds_its_sessions_for_the_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps: Capabilities, expected: list[str]
+) -> None:
     ctx = context(tmp_path)
     ctx.capabilities = caps
     sessions = score.score.spec.init(ctx)  # type: ignore[attr-defined]
@@ -183,7 +215,9 @@ def test_the_score_function_builds_its_sessions_for_the_runner(tmp_path: Path, m
     result = train(ModelSpec.from_toml(SPEC_TOML), _validated(frame(24 * 14)))
     ctx.store.put("models/synth/a/model.onnx", result.onnx)
     used: list[Any] = []
-    monkeypatch.setattr(score, "load_session", lambda data, spec, providers=None: used.append(providers))
+    monkeypatch.setattr(
+        score, "load_session", lambda data, spec, providers=None: used.append(providers)
+    )
     sessions.deploy("synth", 1, "models/synth/a/model.onnx", result.sha256)
     assert used == [expected]
 
@@ -202,10 +236,20 @@ def test_the_gpu_trainer_is_chosen_only_with_a_gpu_trainer_and_a_boosted_tree_sp
 
 def test_xgboost_params_mirror_the_spec() -> None:
     params = xgboost_params(ModelSpec.from_toml(HGB_TOML))
-    assert params == {"n_estimators": 40, "learning_rate": 0.2, "random_state": 0, "max_leaves": 31,
-                      "max_depth": 0, "grow_policy": "lossguide", "reg_lambda": 0.0, "max_bin": 255,
-                      "colsample_bynode": 1.0, "min_child_weight": 20, "objective": "reg:squarederror"}
-    odd = HGB_TOML.replace("random_state = 0", 'random_state = 0, monotonic_cst = [1, 0, 0]')
+    assert params == {
+        "n_estimators": 40,
+        "learning_rate": 0.2,
+        "random_state": 0,
+        "max_leaves": 31,
+        "max_depth": 0,
+        "grow_policy": "lossguide",
+        "reg_lambda": 0.0,
+        "max_bin": 255,
+        "colsample_bynode": 1.0,
+        "min_child_weight": 20,
+        "objective": "reg:squarederror",
+    }
+    odd = HGB_TOML.replace("random_state = 0", "random_state = 0, monotonic_cst = [1, 0, 0]")
     assert xgboost_params(ModelSpec.from_toml(odd)) is None
 
 
@@ -236,31 +280,43 @@ def _retrain(tmp_path: Path, caps: Capabilities) -> Any:
     return retrain(ingested, ctx)
 
 
-def test_retrain_trains_on_the_gpu_when_the_runner_has_a_gpu_trainer(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retrain_trains_on_the_gpu_when_the_runner_has_a_gpu_trainer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(gpu_training, "XGBoostTrainer", _RecordingGpuTrainer)
     _RecordingGpuTrainer.calls = []
     trained = _retrain(tmp_path, GPU)
     assert _RecordingGpuTrainer.calls == ["cuda"] and trained.trainer == "stand-in (cuda)"
 
 
-def test_retrain_trains_on_the_cpu_without_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retrain_trains_on_the_cpu_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(gpu_training, "XGBoostTrainer", _RecordingGpuTrainer)
     _RecordingGpuTrainer.calls = []
     trained = _retrain(tmp_path, CPU)
-    assert _RecordingGpuTrainer.calls == [] and "scikit-learn" in trained.trainer and trained.trainer.endswith("cpu)")
+    assert (
+        _RecordingGpuTrainer.calls == []
+        and "scikit-learn" in trained.trainer
+        and trained.trainer.endswith("cpu)")
+    )
 
 
-def test_a_failing_gpu_trainer_falls_back_to_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failing_gpu_trainer_falls_back_to_the_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def out_of_memory(self: Any, spec: ModelSpec, x: np.ndarray, y: np.ndarray) -> Any:
         raise MemoryError("CUDA out of memory")
 
     monkeypatch.setattr(XGBoostTrainer, "fit", out_of_memory)
     with caplog.at_level(logging.WARNING, logger="driftline.fn.gpu_training"):
-        result = train_for(ModelSpec.from_toml(HGB_TOML), _validated(frame(24 * 14)), capabilities=GPU)
+        result = train_for(
+            ModelSpec.from_toml(HGB_TOML), _validated(frame(24 * 14)), capabilities=GPU
+        )
     assert "scikit-learn" in result.trainer
-    assert "GPU training failed (MemoryError: CUDA out of memory); training on the CPU" in caplog.text
+    assert (
+        "GPU training failed (MemoryError: CUDA out of memory); training on the CPU" in caplog.text
+    )
 
 
 @pytest.mark.parametrize("task", ["regression", "classification"])
@@ -271,11 +327,14 @@ def test_the_xgboost_path_exports_onnx_that_passes_the_parity_check(task: str) -
     toml, df = HGB_TOML, frame(24 * 14)
     if task == "classification":
         toml = toml.replace('task = "regression"', 'task = "classification"').replace(
-            "HistGradientBoostingRegressor", "HistGradientBoostingClassifier")
+            "HistGradientBoostingRegressor", "HistGradientBoostingClassifier"
+        )
         df["y"] = (df["y"] > df["y"].median()).astype(int)
     spec = ModelSpec.from_toml(toml)
     result = train(spec, _validated(df), trainer=XGBoostTrainer(device="cpu"))
-    assert result.trainer.startswith(("XGBRegressor (xgboost", "XGBClassifier (xgboost")) and result.trainer.endswith("cpu)")
+    assert result.trainer.startswith(
+        ("XGBRegressor (xgboost", "XGBClassifier (xgboost")
+    ) and result.trainer.endswith("cpu)")
     key = "max_abs_diff" if task == "regression" else "mismatches"
     assert key in result.parity
 

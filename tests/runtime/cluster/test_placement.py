@@ -33,11 +33,23 @@ GPU = Capabilities(host="gpu", cpu_cores=8, gpus=(GpuInfo(0, "H100", 81_559),))
 OFFERS = {"ingest": "none", "retrain": "preferred", "trainer": "required"}
 
 
-def beat(runner: str, caps: Capabilities, serves: tuple[str, ...] = (), sent: float | None = None,
-         ready: tuple[str, ...] | None = None, state: str = "alive") -> Beat:
-    return Beat(runner=runner, capabilities=caps, offers=OFFERS, serves=serves,
-                ready=serves if ready is None else ready, sent=time.time() if sent is None else sent,
-                state=state)  # type: ignore[arg-type]
+def beat(
+    runner: str,
+    caps: Capabilities,
+    serves: tuple[str, ...] = (),
+    sent: float | None = None,
+    ready: tuple[str, ...] | None = None,
+    state: str = "alive",
+) -> Beat:
+    return Beat(
+        runner=runner,
+        capabilities=caps,
+        offers=OFFERS,
+        serves=serves,
+        ready=serves if ready is None else ready,
+        sent=time.time() if sent is None else sent,
+        state=state,
+    )  # type: ignore[arg-type]
 
 
 # -- the rule -------------------------------------------------------------------------------
@@ -65,7 +77,9 @@ def test_a_cpu_runner_leaves_preferred_work_to_a_gpu_runner_that_serves_it() -> 
 
 def test_a_cpu_runner_hands_back_only_once_the_gpu_runner_has_joined_the_group() -> None:
     assert "retrain" in plan("c", CPU, OFFERS, [beat("g", GPU, serves=())]).serve
-    assert "retrain" in plan("c", CPU, OFFERS, [beat("g", GPU, serves=("retrain",), ready=())]).serve
+    assert (
+        "retrain" in plan("c", CPU, OFFERS, [beat("g", GPU, serves=("retrain",), ready=())]).serve
+    )
     assert "retrain" not in plan("c", CPU, OFFERS, [beat("g", GPU, serves=("retrain",))]).serve
 
 
@@ -78,8 +92,19 @@ def test_until_settled_a_cpu_runner_holds_off_preferred_work() -> None:
 
 
 def test_beats_round_trip_through_json() -> None:
-    b = Beat(runner="r1", capabilities=GPU, offers=OFFERS, serves=("retrain",), ready=("retrain",), unserved={"x": "why"},
-             unserveable=("trainer",), pid=7, started=1.0, sent=2.0, interval_s=0.5)
+    b = Beat(
+        runner="r1",
+        capabilities=GPU,
+        offers=OFFERS,
+        serves=("retrain",),
+        ready=("retrain",),
+        unserved={"x": "why"},
+        unserveable=("trainer",),
+        pid=7,
+        started=1.0,
+        sent=2.0,
+        interval_s=0.5,
+    )
     assert Beat.from_json(b.to_json()) == b
 
 
@@ -98,8 +123,12 @@ def test_live_runners_drop_silent_and_departed_runners(tmp_path: Path) -> None:
 
 
 def test_function_report_names_what_cannot_be_served() -> None:
-    rows = {r["function"]: r for r in function_report([beat("c", CPU, serves=("ingest", "retrain"))],
-                                                      {"score": "preferred"})}
+    rows = {
+        r["function"]: r
+        for r in function_report(
+            [beat("c", CPU, serves=("ingest", "retrain"))], {"score": "preferred"}
+        )
+    }
     assert rows["ingest"]["serveable"] and rows["retrain"]["served_by"] == ["c"]
     assert not rows["trainer"]["serveable"] and "needs a GPU" in rows["trainer"]["problem"]
     assert not rows["score"]["serveable"] and rows["score"]["problem"] == "no live runner offers it"
@@ -109,14 +138,19 @@ def test_placement_on_the_embedded_bus_serves_and_announces(tmp_path: Path) -> N
     bus = EmbeddedBus(tmp_path / "bus.db")
     topic = unique_name("runners")
     runner = Runner(bus, [], poll_timeout_s=0.1)
-    placement = Placement(runner, [echo], CPU, interval_s=0.2, timeout_s=1.0, warmup_s=0.0, topic=topic)
+    placement = Placement(
+        runner, [echo], CPU, interval_s=0.2, timeout_s=1.0, warmup_s=0.0, topic=topic
+    )
     placement.start()
     try:
         wait_for(lambda: "echo" in runner.workers, timeout_s=10)
         publish(bus, [request("r1", "m-embedded")])
         wait_for(lambda: runner.stats["echo"].succeeded >= 1, timeout_s=10)
         view = LiveRunners(bus, timeout_s=1.0, topic=topic)
-        wait_for(lambda: view.poll(0.1) >= 0 and [b.serves for b in view.runners()] == [("echo",)], timeout_s=10)
+        wait_for(
+            lambda: view.poll(0.1) >= 0 and [b.serves for b in view.runners()] == [("echo",)],
+            timeout_s=10,
+        )
     finally:
         placement.stop()
     wait_for(lambda: view.poll(0.1) >= 0 and view.runners() == [], timeout_s=5)  # the goodbye beat
@@ -124,7 +158,9 @@ def test_placement_on_the_embedded_bus_serves_and_announces(tmp_path: Path) -> N
     bus.close()
 
 
-def test_a_failing_init_hook_is_tried_again_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_init_hook_is_tried_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(placement_module, "_RETRY_S", 0.3)
     calls: list[float] = []
 
@@ -136,7 +172,9 @@ def test_a_failing_init_hook_is_tried_again_later(tmp_path: Path, monkeypatch: p
     spec = dataclasses.replace(spec_of(echo), init=flaky_init)
     bus = EmbeddedBus(tmp_path / "bus.db")
     runner = Runner(bus, [], poll_timeout_s=0.1)
-    placement = Placement(runner, [spec], CPU, interval_s=0.2, timeout_s=1.0, warmup_s=0.0, topic=unique_name("ctl"))
+    placement = Placement(
+        runner, [spec], CPU, interval_s=0.2, timeout_s=1.0, warmup_s=0.0, topic=unique_name("ctl")
+    )
     placement.start()
     try:
         wait_for(lambda: "echo" in runner.workers, timeout_s=10)
@@ -167,8 +205,20 @@ class _Proc:
         self.log = log
         with log.open("w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.runtime.cluster.placement_runner", bootstrap, topic, name, model, str(gpus)],
-                cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.runtime.cluster.placement_runner",
+                    bootstrap,
+                    topic,
+                    name,
+                    model,
+                    str(gpus),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
             )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().split()
@@ -187,10 +237,14 @@ class _Proc:
 
 
 @pytest.mark.kafka
-def test_preferred_gpu_work_follows_the_gpu_runner(kafka_bus, kafka_bootstrap, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_preferred_gpu_work_follows_the_gpu_runner(
+    kafka_bus, kafka_bootstrap, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     name, model, topic = unique_name("place"), unique_name("m"), unique_name("runners")
     pref, req = f"{name}-pref", f"{name}-req"
-    kafka_bus.create_topics(["drift.checked", "labels.received", "drift.checked.dlq", "labels.received.dlq"])
+    kafka_bus.create_topics(
+        ["drift.checked", "labels.received", "drift.checked.dlq", "labels.received.dlq"]
+    )
     kafka_bus.create_topics([topic], partitions=1)
     view = LiveRunners(kafka_bus, timeout_s=TIMEOUT_S, topic=topic)
     view.start(poll_s=0.1)
@@ -218,8 +272,15 @@ def test_preferred_gpu_work_follows_the_gpu_runner(kafka_bus, kafka_bootstrap, t
         producer, sent = kafka_bus.producer(), []
         for i in range(n):
             request_id = str(uuid.uuid4())
-            event = DriftChecked(model=model, version=0, window=f"{prefix}{i}", metric="request",
-                                 window_start=now, window_end=now, rows=1)
+            event = DriftChecked(
+                model=model,
+                version=0,
+                window=f"{prefix}{i}",
+                metric="request",
+                window_start=now,
+                window_end=now,
+                rows=1,
+            )
             value, headers = codec.encode(event, id=request_id)
             producer.send(event.TYPE, value, key=model.encode(), headers=headers)
             sent.append(request_id)
@@ -245,7 +306,9 @@ def test_preferred_gpu_work_follows_the_gpu_runner(kafka_bus, kafka_bootstrap, t
         ids = {}
         ids["a"] = publish("a", 40)
         wait_for(lambda: len(outputs()) >= 40, timeout_s=30, interval_s=0.2)
-        assert set().union(*outputs().values()) == {gpu.pid}, "while the GPU runner lives, only it serves"
+        assert set().union(*outputs().values()) == {gpu.pid}, (
+            "while the GPU runner lives, only it serves"
+        )
         assert serving(pref) == {gpu.id}
 
         # the GPU runner dies mid-stream: the CPU runner takes over within the heartbeat timeout
@@ -256,7 +319,9 @@ def test_preferred_gpu_work_follows_the_gpu_runner(kafka_bus, kafka_bootstrap, t
         wait_for(lambda: serving(pref) == {cpu.id}, timeout_s=TIMEOUT_S + 10, interval_s=0.1)
         takeover_s = time.monotonic() - killed
         assert takeover_s <= TIMEOUT_S + 3.0, f"the CPU runner took {takeover_s:.1f}s to take over"
-        assert all(req in b.unserveable for b in view.runners()), "the required function is reported"
+        assert all(req in b.unserveable for b in view.runners()), (
+            "the required function is reported"
+        )
         wait_for(lambda: len(outputs()) >= 340, timeout_s=40, interval_s=0.2)
 
         # a GPU runner returns: the CPU runner hands the work back
@@ -267,7 +332,9 @@ def test_preferred_gpu_work_follows_the_gpu_runner(kafka_bus, kafka_bootstrap, t
         ids["c"] = publish("c", 40)
         wait_for(lambda: len(outputs()) >= 380, timeout_s=45, interval_s=0.2)
         done = outputs()
-        assert all(done[f"c{i}"] == {gpu2.pid} for i in range(40)), "the work moved back to the GPU runner"
+        assert all(done[f"c{i}"] == {gpu2.pid} for i in range(40)), (
+            "the work moved back to the GPU runner"
+        )
         b_pids = {pid for i in range(300) for pid in done[f"b{i}"]}
         assert b_pids == {gpu.pid, cpu.pid}, "B: the GPU runner until it died, then the CPU runner"
     except AssertionError:
@@ -281,5 +348,7 @@ def test_preferred_gpu_work_follows_the_gpu_runner(kafka_bus, kafka_bootstrap, t
     assert codes[1:] == [0] * (len(codes) - 1), "the surviving runners stopped cleanly"
     all_ids = [i for batch in ids.values() for i in batch]
     expected = {output_id(i, pref, 0) for i in all_ids}
-    assert set().union(*seen_ids.values()) == expected, "every event processed, under its derived id"
+    assert set().union(*seen_ids.values()) == expected, (
+        "every event processed, under its derived id"
+    )
     assert all(len(v) == 1 for v in seen_ids.values()), "after deduplication by id, none twice"

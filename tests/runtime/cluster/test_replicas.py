@@ -28,8 +28,12 @@ BUILT_IN = ["ingest", "retrain", "register", "score", "drift-check"]
 
 def test_replicas_are_parsed_with_clear_errors() -> None:
     assert parse_replicas("score=3, drift-check=2", BUILT_IN) == {"score": 3, "drift-check": 2}
-    for bad, why in [("score", "NAME=COUNT"), ("score=0", "NAME=COUNT"), ("scoring=2", "unknown function"),
-                     ("", "name at least one")]:
+    for bad, why in [
+        ("score", "NAME=COUNT"),
+        ("score=0", "NAME=COUNT"),
+        ("scoring=2", "unknown function"),
+        ("", "name at least one"),
+    ]:
         with pytest.raises(ConfigError, match=why):
             parse_replicas(bad, BUILT_IN)
 
@@ -46,18 +50,32 @@ def test_replicas_need_kafka(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def _beat(runner: str, caps: Capabilities, offers: dict[str, str], serves: tuple[str, ...]) -> Beat:
-    return Beat(runner=runner, capabilities=caps, offers=offers, serves=serves, ready=serves, sent=time.time())
+    return Beat(
+        runner=runner,
+        capabilities=caps,
+        offers=offers,
+        serves=serves,
+        ready=serves,
+        sent=time.time(),
+    )
 
 
-def test_status_lists_live_runners_and_what_cannot_be_served(tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_lists_live_runners_and_what_cannot_be_served(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bus_url = f"sqlite:///{tmp_path / 'bus.db'}"
     bus = EmbeddedBus(tmp_path / "bus.db")
     bus.create_topics([RUNNERS_TOPIC], partitions=1)
     sender = HeartbeatSender(bus)
     gpu = Capabilities(cpu_cores=16, memory_mb=131072, gpus=(GpuInfo(0, "H100", 81559),))
-    sender.send(_beat("cpu-1", Capabilities(cpu_cores=2, memory_mb=4096), {"ingest": "none", "retrain": "preferred"},
-                      ("ingest",)))
+    sender.send(
+        _beat(
+            "cpu-1",
+            Capabilities(cpu_cores=2, memory_mb=4096),
+            {"ingest": "none", "retrain": "preferred"},
+            ("ingest",),
+        )
+    )
     sender.send(_beat("gpu-1", gpu, {"retrain": "preferred"}, ("retrain",)))
     sender.close()
     bus.close()
@@ -78,19 +96,41 @@ def test_runner_replicas_start_processes_in_the_same_group(tansu_broker, tmp_pat
     # which must not meet the history other tests leave on the session broker.
     started = time.time()
     bus = make_test_bus(tansu_broker.bootstrap)
-    cmd = [sys.executable, "-m", "driftline.runtime.cli", "runner", "--replicas", "register=2",
-           "--functions", "register", "--bus", f"kafka://{tansu_broker.bootstrap}", "--store", str(tmp_path / "store")]
-    env = {**os.environ, "DRIFTLINE_HEARTBEAT_INTERVAL_S": "0.5", "DRIFTLINE_HEARTBEAT_TIMEOUT_S": "3",
-           "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "4000"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "driftline.runtime.cli",
+        "runner",
+        "--replicas",
+        "register=2",
+        "--functions",
+        "register",
+        "--bus",
+        f"kafka://{tansu_broker.bootstrap}",
+        "--store",
+        str(tmp_path / "store"),
+    ]
+    env = {
+        **os.environ,
+        "DRIFTLINE_HEARTBEAT_INTERVAL_S": "0.5",
+        "DRIFTLINE_HEARTBEAT_TIMEOUT_S": "3",
+        "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "4000",
+    }
     parent = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     view = LiveRunners(bus, timeout_s=3.0)
     view.start(poll_s=0.2)
 
     def replicas() -> list[Beat]:
-        return [b for b in view.runners() if b.started >= started and b.offers == {"register": "none"}]
+        return [
+            b for b in view.runners() if b.started >= started and b.offers == {"register": "none"}
+        ]
 
     try:
-        wait_for(lambda: len([b for b in replicas() if "register" in b.serves]) == 2, timeout_s=45, interval_s=0.5)
+        wait_for(
+            lambda: len([b for b in replicas() if "register" in b.serves]) == 2,
+            timeout_s=45,
+            interval_s=0.5,
+        )
         assert len({b.pid for b in replicas()}) == 2
     finally:
         parent.send_signal(signal.SIGTERM)

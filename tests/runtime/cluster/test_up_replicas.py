@@ -38,7 +38,8 @@ codec = Codec()
 
 
 def test_up_rejects_replicas_on_the_embedded_bus_and_unknown_functions(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from driftline.runtime.cli import main
 
     assert main(["up", "--replicas", "score=2", "--home", str(tmp_path)]) == 2
@@ -47,19 +48,42 @@ def test_up_rejects_replicas_on_the_embedded_bus_and_unknown_functions(
     assert "unknown function(s) ['scoring']" in capsys.readouterr().err
 
 
-def test_up_replicas_split_score_and_a_killed_one_loses_nothing(tansu_broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_up_replicas_split_score_and_a_killed_one_loses_nothing(
+    tansu_broker, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     started = time.time()
     store_dir = tmp_path / "store"
     store = LocalStore(store_dir)
     store.put(spec_key(MODEL), SPEC_TOML.encode())
-    env = {**os.environ, "DRIFTLINE_HEARTBEAT_INTERVAL_S": "0.5", "DRIFTLINE_HEARTBEAT_TIMEOUT_S": "3",
-           "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "4000", "DRIFTLINE_PARTITIONS": "3"}
+    env = {
+        **os.environ,
+        "DRIFTLINE_HEARTBEAT_INTERVAL_S": "0.5",
+        "DRIFTLINE_HEARTBEAT_TIMEOUT_S": "3",
+        "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "4000",
+        "DRIFTLINE_PARTITIONS": "3",
+    }
     log = (tmp_path / "up.log").open("w")
     port = free_port()
     up = subprocess.Popen(
-        [sys.executable, "-m", "driftline.runtime.cli", "up", "--replicas", "score=2", "--port", str(port),
-         "--bus", f"kafka://{tansu_broker.bootstrap}", "--store", str(store_dir)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "driftline.runtime.cli",
+            "up",
+            "--replicas",
+            "score=2",
+            "--port",
+            str(port),
+            "--bus",
+            f"kafka://{tansu_broker.bootstrap}",
+            "--store",
+            str(store_dir),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     bus = make_test_bus(tansu_broker.bootstrap)
     view = LiveRunners(bus, timeout_s=3.0)
     view.start(poll_s=0.2)
@@ -85,23 +109,36 @@ def test_up_replicas_split_score_and_a_killed_one_loses_nothing(tansu_broker, tm
         wait_for(lambda: registry.production(MODEL) is not None, timeout_s=120, interval_s=0.5)
         wait_for(lambda: len(holding()) == 2, timeout_s=60, interval_s=0.5)
         up_beats = [b for b in view.runners() if b.pid == up.pid]
-        assert up_beats and "score" not in up_beats[0].serves, "score runs in the replicas, not in up"
+        assert up_beats and "score" not in up_beats[0].serves, (
+            "score runs in the replicas, not in up"
+        )
         # the gateway scores /v2 requests with its own sessions, on the production version
-        infer = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1.0, 0.0, 0.5]}]}
-        answer = httpx.post(f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer", json=infer, timeout=10)
+        infer = {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1.0, 0.0, 0.5]}
+            ]
+        }
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer", json=infer, timeout=10
+        )
         assert answer.status_code == 200 and answer.json()["model_version"] == "1", answer.text
         shares = [set(b.partitions["score"]) for b in holding()]
         assert not shares[0] & shares[1], "no partition is held twice"
         assert {p for s in shares for p in s if p.startswith("score.requested[")} == {
-            f"score.requested[{p}]" for p in range(3)}, "the replicas hold every partition between them"
+            f"score.requested[{p}]" for p in range(3)
+        }, "the replicas hold every partition between them"
 
         producer = bus.producer()
         sent: list[str] = []
 
         def publish(count: int) -> None:
             for _ in range(count):
-                event = ScoreRequested(model=MODEL, request_id=f"r{len(sent)}", columns=["x1", "x2", "x3"],
-                                       rows=Matrix([[1.0, 0.0, 0.5]]))
+                event = ScoreRequested(
+                    model=MODEL,
+                    request_id=f"r{len(sent)}",
+                    columns=["x1", "x2", "x3"],
+                    rows=Matrix([[1.0, 0.0, 0.5]]),
+                )
                 value, headers = codec.encode(event)
                 producer.send(event.TYPE, value, key=event.partition_key(), headers=headers)
                 sent.append(event.request_id)
@@ -116,10 +153,15 @@ def test_up_replicas_split_score_and_a_killed_one_loses_nothing(tansu_broker, tm
             collect()
             time.sleep(0.5)
         wait_for(lambda: set(collect()) >= set(sent), timeout_s=90, interval_s=0.5)
-        assert set(answered) == set(sent), "every request answered, none lost with the killed replica"
+        assert set(answered) == set(sent), (
+            "every request answered, none lost with the killed replica"
+        )
         assert set(answered.values()) == {1}
-        wait_for(lambda: len(holding()) == 2 and victim.pid not in {b.pid for b in holding()}, timeout_s=60,
-                 interval_s=0.5)  # started again, and given a share again
+        wait_for(
+            lambda: len(holding()) == 2 and victim.pid not in {b.pid for b in holding()},
+            timeout_s=60,
+            interval_s=0.5,
+        )  # started again, and given a share again
     finally:
         up.send_signal(signal.SIGTERM)
         try:

@@ -115,11 +115,22 @@ def test_requests_spread_over_partitions_and_model_events_keep_theirs(
     for i in range(30):
         body = {**DATA, "request_id": f"spread-{i}"}
         assert client.post("/v1/events/score.requested", json=body, headers=AUTH).status_code == 202
-        assert client.post("/v1/events/labels.received", json={
-            "model": MODEL, "request_id": f"spread-{i}", "labels": [1.0]}, headers=AUTH).status_code == 202
-    requests = [r for r in read_all(platform.bus, "score.requested", 10**6, 0.3)
-                if r.key is not None and r.key.startswith(b"spread-")]
-    labels = [r for r in read_all(platform.bus, "labels.received", 10**6, 0.3) if r.key == MODEL.encode()]
+        assert (
+            client.post(
+                "/v1/events/labels.received",
+                json={"model": MODEL, "request_id": f"spread-{i}", "labels": [1.0]},
+                headers=AUTH,
+            ).status_code
+            == 202
+        )
+    requests = [
+        r
+        for r in read_all(platform.bus, "score.requested", 10**6, 0.3)
+        if r.key is not None and r.key.startswith(b"spread-")
+    ]
+    labels = [
+        r for r in read_all(platform.bus, "labels.received", 10**6, 0.3) if r.key == MODEL.encode()
+    ]
     assert len(requests) == 30 and len({r.partition for r in requests}) > 1
     assert len(labels) >= 30 and len({r.partition for r in labels}) == 1
 

@@ -163,8 +163,16 @@ def test_tritonclient_against_driftline_up(
             assert time.monotonic() < deadline, listed
             time.sleep(0.2)
         [me] = listed["runners"]
-        assert me["pid"] == proc.pid and "score" in me["serves"] and me["capabilities"]["cpu_cores"] >= 1
-        assert {f["function"] for f in listed["functions"] if f["serveable"]} >= {"ingest", "score", "drift-check"}
+        assert (
+            me["pid"] == proc.pid
+            and "score" in me["serves"]
+            and me["capabilities"]["cpu_cores"] >= 1
+        )
+        assert {f["function"] for f in listed["functions"] if f["serveable"]} >= {
+            "ingest",
+            "score",
+            "drift-check",
+        }
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -24,7 +24,9 @@ def _write(tmp_path: Path, df: pd.DataFrame) -> tuple[Path, Path]:
 
 def _run(tmp_path: Path, df: pd.DataFrame) -> dict:  # type: ignore[type-arg]
     data, spec = _write(tmp_path, df)
-    return replay(data, spec, Settings(home=tmp_path / "home"), out=tmp_path / "out", progress=False)
+    return replay(
+        data, spec, Settings(home=tmp_path / "home"), out=tmp_path / "out", progress=False
+    )
 
 
 def test_a_stationary_stream_raises_no_drift(tmp_path: Path) -> None:
@@ -50,14 +52,18 @@ def test_a_shift_is_detected_retrained_deployed_and_served(tmp_path: Path) -> No
     assert summary["served"] < summary["static"], "the loop beats the model it started with"
 
 
-def test_the_home_folder_keeps_registry_and_models_for_later_commands(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_the_home_folder_keeps_registry_and_models_for_later_commands(
+    tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
     from driftline.runtime.cli import main
 
     _run(tmp_path, frame(24 * 30, seed=4))
     capsys.readouterr()
     assert main(["models", "list", "--home", str(tmp_path / "home"), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert listed == [{"model": "synth", "versions": 1, "production": 1, "previous": None, "rejections": 0}]
+    assert listed == [
+        {"model": "synth", "versions": 1, "production": 1, "previous": None, "rejections": 0}
+    ]
     assert main(["models", "show", "synth", "--home", str(tmp_path / "home")]) == 0
     shown = json.loads(capsys.readouterr().out)
     v1 = shown["versions"][0]
@@ -67,8 +73,22 @@ def test_the_home_folder_keeps_registry_and_models_for_later_commands(tmp_path: 
     capsys.readouterr()
     # a second replay into the same home would start from a model that is already trained
     data, spec = tmp_path / "data.csv", tmp_path / "synth.toml"
-    assert main(["replay", str(data), "--spec", str(spec), "--home", str(tmp_path / "home"),
-                 "--out", str(tmp_path / "out2"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "replay",
+                str(data),
+                "--spec",
+                str(spec),
+                "--home",
+                str(tmp_path / "home"),
+                "--out",
+                str(tmp_path / "out2"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "model 'synth' already has version(s) [1]" in capsys.readouterr().err
     assert main(["models", "list", "--home", str(tmp_path / "home"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == listed, "the refused replay changed nothing"
