@@ -33,10 +33,12 @@ def _error_chart(r: dict[str, Any]) -> str:
         {"t": r["times"], "y": r["y"], "served": r["served"], "static": r["static"]}
     )
     weekly = frame.set_index("t").resample("7D")
+
     def err(col):
         return weekly.apply(
             lambda g: float(np.nanmean(np.abs(g[col] - g["y"]))) if len(g) else np.nan
         )
+
     served, static = err("served"), err("static")
     t0, t1 = frame["t"].min(), frame["t"].max()
     span = (t1 - t0).total_seconds() or 1.0

@@ -268,10 +268,10 @@ def _summarize(
         ],
         run_started,
     )
+
     def of(kind):
-        return [
-            e.data for e in events if isinstance(e.data, kind) and e.data.model == spec.name
-        ]
+        return [e.data for e in events if isinstance(e.data, kind) and e.data.model == spec.name]
+
     served_by_id = {e.request_id: (e.predictions[0], e.version) for e in of(ScoreCompleted)}
     missing = [r for r in ids if r not in served_by_id]
     y = stream[spec.target].to_numpy(dtype=np.float64)
