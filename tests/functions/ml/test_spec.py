@@ -19,7 +19,7 @@ from driftline.functions.ml.spec import (
 )
 from driftline.runtime.errors import ConfigError, ValidationError
 
-SAMPLE = Path(__file__).resolve().parents[2] / "runtime" / "sample"
+SAMPLE = Path(__file__).resolve().parents[3] / "runtime" / "replay" / "sample"
 
 SPEC = """
 name = "demo"

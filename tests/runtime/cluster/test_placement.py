@@ -27,7 +27,7 @@ from tests.fixtures.kafka import unique_name
 from tests.runtime.cluster.placement_runner import TIMEOUT_S
 from tests.runtime.runner_helpers import echo, publish, request
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CPU = Capabilities(host="cpu", cpu_cores=2)
 GPU = Capabilities(host="gpu", cpu_cores=8, gpus=(GpuInfo(0, "H100", 81_559),))
 OFFERS = {"ingest": "none", "retrain": "preferred", "trainer": "required"}

@@ -22,7 +22,7 @@ from driftline.runtime.errors import ConfigError
 from tests.conftest import wait_for
 from tests.fixtures.kafka import make_test_bus
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BUILT_IN = ["ingest", "retrain", "register", "score", "drift-check"]
 
 

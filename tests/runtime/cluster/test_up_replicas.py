@@ -32,7 +32,7 @@ from tests.functions.synthetic import SPEC_TOML, frame
 from tests.runtime.http.helpers import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODEL = "synth"
 codec = Codec()
 
