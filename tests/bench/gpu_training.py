@@ -28,7 +28,7 @@ from driftline.functions.ml.spec import TIME, ModelSpec, validate_frame
 from driftline.functions.ml.training import SklearnTrainer, train
 from driftline.runtime.cluster.capabilities import detect
 
-SAMPLE = Path(__file__).resolve().parents[2] / "runtime" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "runtime" / "replay" / "sample"
 
 
 def _data(days: float, factor: int) -> tuple[ModelSpec, pd.DataFrame, Any]:

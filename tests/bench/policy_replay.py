@@ -37,7 +37,7 @@ from driftline.functions.ml.training import gate, load_session, metric, predict,
 
 ROOT = Path(__file__).resolve().parents[2]
 BIKE_DATA = ROOT / "runtime" / "replay" / "sample" / "bike_sharing_hour.csv"
-BIKE_SPEC = ROOT / "runtime" / "sample" / "bike_sharing.toml"
+BIKE_SPEC = ROOT / "runtime" / "replay" / "sample" / "bike_sharing.toml"
 
 SYNTHETIC_SPEC = """
 name = "synthetic"
