@@ -106,7 +106,8 @@ def schema_path(model: type[Event]) -> Path:
 
 
 def load_schema(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    schema: dict[str, Any] = json.loads(path.read_text())
+    return schema
 
 
 def write_schemas() -> list[Path]:

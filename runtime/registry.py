@@ -19,7 +19,7 @@ from typing import Any
 
 from driftline.events.codec import Codec
 from driftline.events.models import Event, ModelDeployed, ModelRegistered, ModelRejected
-from driftline.runtime.bus.base import Bus
+from driftline.runtime.bus.base import Bus, Consumer
 from driftline.runtime.errors import DecodeError
 
 log = logging.getLogger("driftline.registry")
@@ -140,7 +140,7 @@ class RegistryFollower:
         self.codec = codec or Codec()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="registry-follower", daemon=True)
-        self._consumer = None
+        self._consumer: Consumer | None = None
 
     def start(self) -> Registry:
         self.bus.create_topics(list(REGISTRY_TOPICS))

@@ -364,15 +364,19 @@ class FunctionWorker:
         try:
             attempts, outputs = self._attempt(envelope)
         except _Failed as failed:
-            attempts, exc = failed.attempts, failed.cause
+            attempts, cause = failed.attempts, failed.cause
             self.stats.observe(time.perf_counter() - started)
             if batch.abandoned:
                 return
             log.warning(
-                "%s: %s after %d attempt(s): %s", self.spec.name, type(exc).__name__, attempts, exc
+                "%s: %s after %d attempt(s): %s",
+                self.spec.name,
+                type(cause).__name__,
+                attempts,
+                cause,
             )
             self._dead_letter(
-                record, exc, attempts
+                record, cause, attempts
             )  # not marked seen: `dlq replay` may bring it back
             return
         self.stats.observe(time.perf_counter() - started)
