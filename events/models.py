@@ -135,7 +135,11 @@ class ModelDeployed(Event):
     artifact_key: str
     sha256: str
     previous_version: int | None = None
-    reason: str = Field(default="promotion", description="promotion or rollback.")
+    reason: str = Field(
+        default="promotion",
+        description="promotion, rollback, or redeploy (an earlier version fit the most recent "
+        "data best at the gate).",
+    )
     effective_time: Timestamp | None = Field(
         default=None, description="Event time (data time) from which this version serves."
     )
@@ -201,6 +205,25 @@ class DriftChecked(Event):
     cause: str | None = None
     detected: bool = Field(default=False, description="Whether a drift.detected was emitted.")
     report_key: str | None = Field(default=None, description="HTML report, drifted windows only.")
+    loss: float | None = Field(
+        default=None, description="Mean per-row loss of the labeled rows (miss rate, error)."
+    )
+    baseline_loss: float | None = Field(default=None, description="The version's validation loss.")
+    effect: float | None = Field(default=None, description="loss - baseline_loss (positive: worse).")
+    min_effect: float | None = Field(
+        default=None, description="Smallest effect that counts, in loss units."
+    )
+    z: float | None = Field(default=None, description="The performance test's z statistic.")
+    p_value: float | None = Field(default=None, description="Its one-sided p-value.")
+    detector: str | None = Field(
+        default=None, description="The online change detector's state at the window's close."
+    )
+    probation: bool = Field(
+        default=False,
+        description="The first judged window of a promoted version: the register function "
+        "compares it with the version it replaced and rolls back when it does clearly worse.",
+    )
+    reason: str = Field(default="", description="What the drift check decided, in words.")
 
 
 class DriftDetected(Event):
@@ -208,12 +231,21 @@ class DriftDetected(Event):
 
     TYPE: ClassVar[str] = "drift.detected"
     version: int
-    cause: Literal["data", "performance"]
+    cause: Literal["data", "performance", "refresh"] = Field(
+        description="data, performance, or refresh (a version trained from a change point "
+        "retrains as the new concept's data grows)."
+    )
     window: str
-    window_end: Timestamp
+    window_end: Timestamp = Field(description="Event time of the detection: the retrain's end.")
     drift_share: float | None = None
     metric_value: float | None = None
     idempotency_key: str = Field(description="One per (model version, window).")
+    change_point: Timestamp | None = Field(
+        default=None, description="Estimated start of the change: the retrain learns from after it."
+    )
+    detector: str = Field(
+        default="window", description="What found it: window, online (ADWIN) or refresh."
+    )
 
 
 EVENT_MODELS: tuple[type[Event], ...] = (

@@ -63,6 +63,7 @@ EXAMPLES: dict[str, m.Event] = {
             artifact_key="models/run-1.onnx",
             sha256="00" * 32,
             previous_version=1,
+            reason="redeploy",
             effective_time=T1,
         ),
         m.ScoreRequested(
@@ -96,6 +97,15 @@ EXAMPLES: dict[str, m.Event] = {
             baseline_metric=40.0,
             drifted=True,
             cause="performance",
+            loss=70.0,
+            baseline_loss=40.0,
+            effect=30.0,
+            min_effect=6.0,
+            z=9.5,
+            p_value=1e-12,
+            detector="adwin width 160, mean 0.17, alarms 1",
+            probation=True,
+            reason="performance drift: retrain",
         ),
         m.DriftDetected(
             model="bike",
@@ -106,6 +116,8 @@ EXAMPLES: dict[str, m.Event] = {
             drift_share=0.4,
             metric_value=70.0,
             idempotency_key="bike/2/w",
+            change_point=T0,
+            detector="online",
         ),
     )
 }
