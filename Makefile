@@ -1,22 +1,62 @@
-# Two commands on a fresh machine: `make demo` and `make test`.
-# Each creates .venv in the checkout and installs the project into it first.
+# The README's two commands on a fresh machine: `make demo` and `make test`.
+# Each creates .venv in the checkout and installs into it first, every version pinned by
+# infra/constraints.txt (the tested set; `make lock` refreshes it).
+#
+#   make demo       the runtime dependencies only, then `driftline demo`
+#   make test       the whole suite (it starts its own broker and S3 server on 127.0.0.1)
+#   make test-fast  the suite without the broker, S3 and slow tests
+#   make lint       ruff check, ruff format --check, mypy
+#   make lock       re-resolve infra/constraints.txt from pyproject.toml, keeping the pins
+#                   that still fit (`make lock LOCK_ARGS=--upgrade` moves everything on)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP_INSTALL := $(PY) -m pip install --quiet -c infra/constraints.txt
+# mypy cannot follow the editable install's import hook (events/ -> driftline.events, ...):
+# it reads the packages through these links instead (mypy_path in pyproject.toml).
+TYPECHECK_TREE := build/typecheck/driftline
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast lint lock clean
 
-$(VENV)/.installed: pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PIP_INSTALL) --upgrade pip
+
+# One stamp per install, so `make demo` never pulls in the test or lint tools.
+$(VENV)/.runtime-installed: pyproject.toml infra/constraints.txt | $(PY)
+	$(PIP_INSTALL) -e .
 	touch $@
 
-demo: $(VENV)/.installed
+$(VENV)/.test-installed: $(VENV)/.runtime-installed
+	$(PIP_INSTALL) -e '.[test]'
+	touch $@
+
+$(VENV)/.lint-installed: $(VENV)/.runtime-installed
+	$(PIP_INSTALL) -e '.[lint]'
+	touch $@
+
+demo: $(VENV)/.runtime-installed
 	$(VENV)/bin/driftline demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.test-installed
 	$(PY) -m pytest
 
+test-fast: $(VENV)/.test-installed
+	$(PY) -m pytest -m 'not kafka and not s3 and not slow'
+
+lint: $(VENV)/.lint-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	@mkdir -p $(TYPECHECK_TREE)
+	@for p in events functions runtime; do ln -sfn ../../../$$p $(TYPECHECK_TREE)/$$p; done
+	$(VENV)/bin/mypy -p driftline.events -p driftline.functions -p driftline.runtime
+
+# The lock covers the test and lint extras, not gpu (CUDA builds; see infra/README.md).
+lock: $(VENV)/.lint-installed
+	CUSTOM_COMPILE_COMMAND='make lock' $(VENV)/bin/pip-compile --quiet \
+		--extra test --extra lint --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+		$(LOCK_ARGS) -o infra/constraints.txt pyproject.toml
+
 clean:
-	rm -rf $(VENV) driftline-demo
+	rm -rf $(VENV) build driftline-demo
