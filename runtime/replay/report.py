@@ -106,17 +106,42 @@ def _windows_table(r: dict[str, Any], settings: Any) -> str:
     return f"<h2>Drifted windows</h2><table>{head}{''.join(rows)}</table>"
 
 
+def _history_table(r: dict[str, Any]) -> str:
+    """Detections and deploys side by side in time, for reading delays off the page."""
+    s = r["summary"]
+    rows = [
+        (d["window_end"], "drift.detected", f"v{d['version']}", d["cause"])
+        for d in s.get("detections", [])
+    ] + [
+        (
+            d["effective_time"] or "",
+            "rollback" if d["reason"] == "rollback" else "redeploy" if d["redeploy"] else "deploy",
+            f"v{d['version']}",
+            d["trigger"] or "",
+        )
+        for d in s.get("deploys", [])
+    ]
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+        for row in sorted(rows)
+    )
+    head = "<tr><th>event time</th><th>what</th><th>version</th><th>cause / trigger</th></tr>"
+    return f"<h2>Detections and deploys</h2><table>{head}{cells}</table>"
+
+
 def write_report(path: Path, r: dict[str, Any], settings: Any) -> None:
     s = r["summary"]
     facts = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in s.items()
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in s.items()
+        if k not in ("detections", "deploys")
     )
     rejected = "".join(f"<li>{html.escape(x.reason)}</li>" for x in r["rejected"])
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>Driftline replay</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}</style></head><body>"
         f"<h1>Driftline replay: {html.escape(s['model'])}</h1><table>{facts}</table>"
-        f"{_error_chart(r)}{_drift_chart(r)}{_windows_table(r, settings)}"
+        f"{_error_chart(r)}{_drift_chart(r)}{_history_table(r)}{_windows_table(r, settings)}"
         f"<h2>Rejected candidates</h2><ul>{rejected or '<li>none</li>'}</ul></body></html>"
     )
     path.write_text(page)

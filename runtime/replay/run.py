@@ -8,7 +8,8 @@
    so a retrain triggered by drift is deployed before the next step is scored, as it would
    be in production where real hours pass between the data's hours;
 4. compare the served predictions with those of version 1 never retrained, and write
-   ``summary.json`` and ``report.html``.
+   ``summary.json`` (with every detection and deploy), ``predictions.parquet`` (one row per
+   replayed row: ``time``, ``y``, ``served``, ``version``, ``static``) and ``report.html``.
 """
 
 from __future__ import annotations
@@ -163,9 +164,10 @@ def replay(
         platform.close()
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary["summary"], indent=2) + "\n")
+    predictions_frame(summary).to_parquet(out / "predictions.parquet", index=False)
     write_report(out / "report.html", summary, settings)
     _print_table(summary["summary"], say)
-    say(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
+    say(f"wrote {out / 'summary.json'}, {out / 'predictions.parquet'} and {out / 'report.html'}")
     return summary["summary"]
 
 
@@ -275,13 +277,14 @@ def _summarize(
     served_by_id = {e.request_id: (e.predictions[0], e.version) for e in of(ScoreCompleted)}
     missing = [r for r in ids if r not in served_by_id]
     y = stream[spec.target].to_numpy(dtype=np.float64)
-    served = np.array([served_by_id.get(r, (np.nan, 0))[0] for r in ids])
+    served = np.array([served_by_id.get(r, (np.nan, 0))[0] for r in ids], dtype=np.float64)
     versions = [served_by_id.get(r, (np.nan, 0))[1] for r in ids]
     static_session = load_session(platform.store.get(v1.artifact_key), spec)
-    static = predict(static_session, spec, stream)
+    static = predict(static_session, spec, stream).astype(np.float64)
     ok = ~np.isnan(served)
     name = spec.metric_name
     trained = of(ModelTrained)
+    deployed = of(ModelDeployed)
     summary = {
         "metric": name,
         "static": round(metric(spec, y, static, name), 4),
@@ -289,7 +292,7 @@ def _summarize(
         "retrains": sum(1 for t in trained if t.trigger != "initial"),
         "drift_events": len(of(DriftDetected)),
         "promotions": len(
-            [d for d in of(ModelDeployed) if d.reason == "promotion" and d.version != v1.version]
+            [d for d in deployed if d.reason == "promotion" and d.version != v1.version]
         ),
         "rejections": len(of(ModelRejected)),
         "rows": int(ok.sum()),
@@ -299,6 +302,8 @@ def _summarize(
         "versions_served": sorted({v for v in versions if v}),
         "wall_s": round(wall_s, 1),
         "model": spec.name,
+        "detections": _detections(of(DriftDetected)),
+        "deploys": _deploys(deployed, platform.registry.entry(spec.name)),
     }
     return {
         "summary": summary,
@@ -306,18 +311,91 @@ def _summarize(
         "times": stream[TIME].to_list(),
         "y": y,
         "served": served,
+        "versions": versions,
         "static": static,
         "checked": of(DriftChecked),
-        "deployed": of(ModelDeployed),
+        "deployed": deployed,
         "rejected": of(ModelRejected),
         "store": platform.store,
     }
 
 
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else pd.Timestamp(value).isoformat()
+
+
+def _detections(detected: list[DriftDetected]) -> list[dict[str, Any]]:
+    """Each ``drift.detected`` once (a redelivered one carries the same idempotency key)."""
+    unique = {d.idempotency_key or f"{d.version}/{d.window}": d for d in detected}
+    return [
+        {"window_end": _iso(d.window_end), "cause": str(d.cause), "version": d.version}
+        for d in sorted(unique.values(), key=lambda d: (d.window_end, d.version))
+    ]
+
+
+def _deploys(deployed: list[ModelDeployed], entry: Any) -> list[dict[str, Any]]:
+    """Every deploy in bus order; ``redeploy``: the version had served production before."""
+    out, seen = [], set()
+    for d in deployed:
+        registered = entry.versions.get(d.version) if entry is not None else None
+        out.append(
+            {
+                "version": d.version,
+                "effective_time": _iso(d.effective_time),
+                "reason": d.reason,
+                "trigger": registered.trigger if registered is not None else None,
+                "previous_version": d.previous_version,
+                "redeploy": d.version in seen,
+            }
+        )
+        seen.add(d.version)
+    return out
+
+
+def predictions_frame(r: dict[str, Any]) -> pd.DataFrame:
+    """One row per replayed row, in event-time order: what was served, by which version, and
+    what v1 never retrained would have said (NaN and <NA> for a row that was not scored)."""
+    versions = pd.array([v or None for v in r["versions"]], dtype="Int64")
+    return pd.DataFrame(
+        {
+            "time": pd.DatetimeIndex(r["times"]).tz_convert("UTC"),
+            "y": np.asarray(r["y"], dtype=np.float64),
+            "served": np.asarray(r["served"], dtype=np.float64),
+            "version": versions,
+            "static": np.asarray(r["static"], dtype=np.float64),
+        }
+    )
+
+
+def _decimals(*values: Any) -> int:
+    """Four significant digits for the largest value, at least one decimal, at most four."""
+    finite = [abs(v) for v in values if isinstance(v, float) and np.isfinite(v) and v]
+    magnitude = int(np.floor(np.log10(max(finite)))) if finite else 0
+    return min(4, max(1, 3 - magnitude))
+
+
+def _number(value: Any, decimals: int) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.{decimals}f}" if np.isfinite(value) else str(value)
+
+
 def _print_table(s: dict[str, Any], say: Any) -> None:
+    digits = _decimals(s["static"], s["served"])
+    rows = [
+        ("model", s["model"]),
+        (f"{s['metric']}, never retrained (v1)", _number(s["static"], digits)),
+        (f"{s['metric']}, served by the loop", _number(s["served"], digits)),
+        *((k, _number(s[k], 0)) for k in ("retrains", "drift_events", "promotions", "rejections")),
+        ("rows", _number(s["rows"], 0)),
+        ("wall seconds", _number(s["wall_s"], 1)),
+    ]
+    left = max(len(label) for label, _ in rows)
+    right = max(len(value) for _, value in rows)
     say("")
-    say(f"  {'model':<24}{s['model']}")
-    say(f"  {s['metric'] + ', never retrained (v1)':<24}{s['static']}")
-    say(f"  {s['metric'] + ', served by the loop':<24}{s['served']}")
-    for k in ("retrains", "drift_events", "promotions", "rejections", "rows", "wall_s"):
-        say(f"  {k:<24}{s[k]}")
+    for label, value in rows:
+        say(f"  {label:<{left}}  {value:>{right}}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from driftline.runtime.replay.run import replay
+from driftline.runtime.replay.run import _print_table, replay
 from driftline.runtime.settings import Settings
 from tests.functions.synthetic import SPEC_TOML, frame
 
@@ -50,6 +50,59 @@ def test_a_shift_is_detected_retrained_deployed_and_served(tmp_path: Path) -> No
     assert summary["promotions"] >= 1
     assert max(summary["versions_served"]) >= 2, "scoring moved to the retrained version"
     assert summary["served"] < summary["static"], "the loop beats the model it started with"
+
+
+def test_predictions_parquet_and_the_detections_and_deploys_in_the_summary(
+    tmp_path: Path,
+) -> None:
+    before = frame(24 * 24, seed=2)
+    after = frame(24 * 18, seed=3, start="2024-01-25", shift=2.0, coef=6.0)
+    df = pd.concat([before, after], ignore_index=True)
+    summary = _run(tmp_path, df)
+    table = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    assert list(table.columns) == ["time", "y", "served", "version", "static"]
+    assert str(table["time"].dtype) == "datetime64[ns, UTC]"
+    assert all(table[c].dtype == "float64" for c in ("y", "served", "static"))
+    assert str(table["version"].dtype) == "Int64"
+    assert len(table) == summary["rows"] == len(df) - 24 * 14, "every row after v1's 14 days"
+    assert table["time"].is_monotonic_increasing
+    replayed = pd.to_datetime(df["ts"], utc=True).iloc[24 * 14 :].reset_index(drop=True)
+    assert table["time"].reset_index(drop=True).equals(replayed)
+    assert table["y"].to_numpy() == pytest.approx(df["y"].to_numpy()[24 * 14 :])
+    registered = {d["version"] for d in summary["deploys"]}
+    assert set(table["version"].unique()) <= registered and table["version"].notna().all()
+    assert sorted(table["version"].unique()) == summary["versions_served"]
+    v1 = table[table["version"] == 1]
+    assert len(v1) > 0 and (table["version"] > 1).any()
+    assert v1["static"].to_numpy() == pytest.approx(v1["served"].to_numpy(), rel=1e-6)
+
+    assert len(summary["detections"]) == summary["drift_events"] >= 1
+    first = summary["detections"][0]
+    assert set(first) == {"window_end", "cause", "version"} and first["version"] == 1
+    assert pd.Timestamp(first["window_end"]) > pd.Timestamp("2024-01-25", tz="UTC")
+    deploys = summary["deploys"]
+    assert [d["version"] for d in deploys][:2] == [1, 2] and deploys[0]["trigger"] == "initial"
+    assert deploys[1]["trigger"].startswith("drift:") and deploys[1]["reason"] == "promotion"
+    assert deploys[1]["previous_version"] == 1 and not deploys[1]["redeploy"]
+    assert pd.Timestamp(deploys[1]["effective_time"]) <= pd.Timestamp(first["window_end"])
+    assert "Detections and deploys" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_the_closing_table_keeps_labels_and_values_apart() -> None:
+    lines: list[str] = []
+    summary = {
+        **dict.fromkeys(("retrains", "drift_events", "promotions", "rejections"), 3),
+        **{"model": "bike-sharing", "metric": "mae", "static": 140.1715, "served": 46.8512},
+        **{"rows": 16128, "wall_s": 61.34},
+    }
+    _print_table(summary, lines.append)
+    table = [line for line in lines if line]
+    # label column as wide as the longest label, two spaces, values right-aligned
+    assert table[1] == "  mae, never retrained (v1)" + "  " + "140.2".rjust(len("bike-sharing"))
+    assert table[2] == "  mae, served by the loop  " + "  " + "46.9".rjust(len("bike-sharing"))
+    assert "  rows   " in table[-2] and table[-2].endswith(" 16,128")
+    assert table[-1].startswith("  wall seconds  ") and table[-1].endswith(" 61.3")
+    assert len({len(line) for line in table}) == 1
 
 
 def test_the_home_folder_keeps_registry_and_models_for_later_commands(
