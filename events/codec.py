@@ -21,8 +21,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import ValidationError as PydanticValidationError
 
 from driftline.events.avro import SCHEMA_DIR, fingerprint, load_schema, schema_path
+from driftline.events.errors import DecodeError
 from driftline.events.models import BY_TYPE, EVENT_MODELS, Event
-from driftline.runtime.errors import DecodeError
 
 MAGIC = b"\xc3\x01"
 CONTENT_TYPE = "application/avro"

@@ -1,16 +1,26 @@
 """Every error Driftline raises on purpose, under one root.
 
-    DriftlineError
-    ├── ConfigError              settings or a spec are invalid
-    ├── DecodeError              bytes on a topic are not a valid event (topic, partition, offset)
-    ├── SchemaError              an event does not match its schema / model
-    ├── InvalidKeyError          an object-store key is unsafe (``..``, absolute, empty)
-    ├── ObjectNotFoundError      no object under that key
-    ├── HandlerError             raised by function code
-    │   ├── RetryableError       transient: the runner retries with backoff
-    │   └── PermanentError       will fail the same way again: straight to the DLQ
-    │       └── ValidationError  input data is wrong (bad CSV, bad model, bad signature)
-    └── BusError                 the bus failed (broker unreachable, topic missing)
+    DriftlineError                   the root [events.errors]
+    ├── DecodeError                  bytes on a topic are not a valid event (topic, partition,
+    │                                offset) [events.errors]
+    ├── SchemaError                  an event does not match its schema / model [events.errors]
+    ├── ConfigError                  settings or a spec are invalid
+    ├── InvalidKeyError              an object-store key is unsafe (``..``, absolute, empty)
+    ├── ObjectNotFoundError          no object under that key
+    ├── HandlerError                 raised by function code
+    │   ├── RetryableError           transient: the runner retries with backoff
+    │   └── PermanentError           will fail the same way again: straight to the DLQ
+    │       ├── ValidationError      input data is wrong (bad CSV, bad model, bad signature)
+    │       └── HandlerTimeoutError  the handler ran past its timeout [runtime.runner]
+    ├── BusError                     the bus failed (broker unreachable, topic missing)
+    ├── ProblemError                 an HTTP endpoint answers a status and a Problem body
+    │                                [runtime.http.problems]
+    └── WebhookRefusedError          a webhook call failed verification [runtime.http.webhooks]
+
+A name in brackets is the module defining an error that does not live here. The root and
+the contract's own errors live in the contract (:mod:`driftline.events.errors`), which
+imports nothing else of Driftline's; this module re-exports them, so
+``driftline.runtime.errors.DecodeError`` is the same class.
 
 Retryable and permanent failures are different classes; a handler that wants to skip an
 event returns nothing instead of raising.
@@ -18,30 +28,25 @@ event returns nothing instead of raising.
 
 from __future__ import annotations
 
+from driftline.events.errors import DecodeError, DriftlineError, SchemaError
 
-class DriftlineError(Exception):
-    """Root of every error raised by Driftline on purpose."""
-
-    retryable: bool = False
+__all__ = [
+    "BusError",
+    "ConfigError",
+    "DecodeError",
+    "DriftlineError",
+    "HandlerError",
+    "InvalidKeyError",
+    "ObjectNotFoundError",
+    "PermanentError",
+    "RetryableError",
+    "SchemaError",
+    "ValidationError",
+]
 
 
 class ConfigError(DriftlineError):
     """Settings, a URL or a model spec are invalid."""
-
-
-class DecodeError(DriftlineError):
-    """Bytes read from a topic are not a valid event."""
-
-    def __init__(self, reason: str, *, topic: str = "?", partition: int = -1, offset: int = -1):
-        self.reason = reason
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        super().__init__(f"{topic}[{partition}]@{offset}: {reason}")
-
-
-class SchemaError(DriftlineError):
-    """An event or schema is not what the contract says."""
 
 
 class InvalidKeyError(DriftlineError, ValueError):
