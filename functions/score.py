@@ -17,7 +17,6 @@ from driftline.events import Matrix, ModelDeployed, ScoreCompleted, ScoreRequest
 from driftline.functions.ml.layout import load_spec
 from driftline.functions.ml.spec import ModelSpec
 from driftline.functions.ml.training import load_session, predict
-from driftline.runtime.cluster.capabilities import scoring_providers
 from driftline.runtime.context import Context
 from driftline.runtime.errors import PermanentError, ValidationError
 from driftline.runtime.function import function
@@ -108,7 +107,9 @@ def matrix(spec: ModelSpec, columns: list[str], rows: Matrix) -> np.ndarray:
 
 
 def _sessions(ctx: Context) -> Sessions:
-    return Sessions(ctx.store, ctx.registry, providers=scoring_providers(ctx.capabilities))
+    caps = ctx.capabilities
+    providers = caps.scoring_providers() if caps is not None else None  # None: the CPU
+    return Sessions(ctx.store, ctx.registry, providers=providers)
 
 
 @function(

@@ -1,7 +1,7 @@
 """GPU retraining: XGBoost with ``device="cuda"``, exported to ONNX and checked like any candidate.
 
-A spec names a scikit-learn estimator. Where a runner has a GPU trainer
-(``ctx.capabilities.gpu_trainer == "xgboost-cuda"``, see :mod:`driftline.runtime.cluster.capabilities`)
+A spec names a scikit-learn estimator. Where a runner has this GPU trainer
+(``ctx.capabilities.gpu_trainer == GPU_TRAINER``, which the runtime's capabilities detect)
 and the spec's estimator is gradient-boosted trees, :func:`choose_trainer` maps it to the
 closest XGBoost model (same number of rounds, learning rate, tree size, regularisation,
 seed) and fits it on the GPU; :func:`train_for` falls back to the scikit-learn path on the
@@ -26,9 +26,11 @@ from onnx import ModelProto
 
 from driftline.functions.ml.spec import ModelSpec
 from driftline.functions.ml.training import INPUT_NAME, Trainer, TrainResult, train
-from driftline.runtime.cluster.capabilities import GPU_TRAINER
 
 log = logging.getLogger("driftline.fn.gpu_training")
+
+GPU_TRAINER = "xgboost-cuda"
+"""The name of this trainer, as a runner's capabilities announce it (``gpu_trainer``)."""
 
 _HGB = (
     "sklearn.ensemble.HistGradientBoostingRegressor",

@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from driftline.functions.ml.gpu_training import GPU_TRAINER  # the trainer names itself
+
 log = logging.getLogger("driftline.capabilities")
 
-GPU_TRAINER = "xgboost-cuda"
-"""The name of the GPU trainer :mod:`driftline.functions.ml.gpu_training` provides."""
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 _SMI_TIMEOUT_S = 10.0
@@ -68,6 +68,16 @@ class Capabilities:
     def has_gpu(self) -> bool:
         return bool(self.gpus)
 
+    def scoring_providers(self) -> list[str]:
+        """onnxruntime providers for scoring: CUDA first when this runner has both it and a GPU.
+
+        ``onnxruntime-gpu`` lists ``CUDAExecutionProvider`` even on a machine without a GPU,
+        so the provider alone does not say the GPU path can run.
+        """
+        if self.has_gpu and CUDA_PROVIDER in self.onnx_providers:
+            return [CUDA_PROVIDER, CPU_PROVIDER]
+        return [CPU_PROVIDER]
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["gpus"] = [asdict(g) for g in self.gpus]
@@ -84,14 +94,8 @@ class Capabilities:
 
 
 def scoring_providers(caps: Capabilities | None) -> list[str]:
-    """onnxruntime providers for scoring: CUDA first when this runner has both it and a GPU.
-
-    ``onnxruntime-gpu`` lists ``CUDAExecutionProvider`` even on a machine without a GPU, so the
-    provider alone does not say the GPU path can run.
-    """
-    if caps is not None and caps.has_gpu and CUDA_PROVIDER in caps.onnx_providers:
-        return [CUDA_PROVIDER, CPU_PROVIDER]
-    return [CPU_PROVIDER]
+    """:meth:`Capabilities.scoring_providers`, or the CPU alone when there are no capabilities."""
+    return caps.scoring_providers() if caps is not None else [CPU_PROVIDER]
 
 
 def detect(settings: Any = None) -> Capabilities:
