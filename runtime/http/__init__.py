@@ -2,8 +2,10 @@
 
 1. :mod:`.app`: the FastAPI application and its route list (events, hooks, notifications,
    models, ``/v2``, ``/metrics``);
-2. :mod:`.shared`: what every endpoint shares: the :class:`~.shared.Problem` error body,
-   body limits, the bearer token, publishing onto the bus;
+2. :mod:`.problems`: how every endpoint says no: the :class:`~.problems.Problem` error
+   body, its stable :class:`~.problems.Reason` words, the statuses of domain errors;
+   :mod:`.shared`: what else every endpoint shares: body limits, the bearer token,
+   publishing onto the bus;
 3. :mod:`.cloudevents` and :mod:`.webhooks`: the two ways to publish an event over HTTP
    (CloudEvents, signed Standard Webhooks);
 4. :mod:`.oip` and :mod:`.inference`: real-time scoring over the Open Inference Protocol;

@@ -10,7 +10,7 @@
 
 Write endpoints (events, notifications, rollback) need ``Authorization: Bearer <token>``
 when ``api_token`` is set; hooks carry their own signatures. Errors are answered as a
-:class:`~driftline.runtime.http.shared.Problem`.
+:class:`~driftline.runtime.http.problems.Problem`.
 """
 
 from __future__ import annotations
@@ -40,16 +40,16 @@ from driftline.functions.score import Sessions
 from driftline.runtime.http import cloudevents, inference, webhooks
 from driftline.runtime.http.metrics import Metrics
 from driftline.runtime.http.oip import InferenceRequest
-from driftline.runtime.http.shared import (
+from driftline.runtime.http.problems import (
     Problem,
-    ProblemError,
-    Publisher,
+    Reason,
+    conflict,
     install_error_handlers,
     invalid,
-    read_body,
+    not_found,
     responses,
-    token_dependencies,
 )
+from driftline.runtime.http.shared import Publisher, read_body, token_dependencies
 from driftline.runtime.registry import Registry
 from driftline.runtime.settings import HookSettings
 from driftline.runtime.triggers import notifications
@@ -156,8 +156,8 @@ def _models(registry: Registry, publisher: Publisher, auth: list[Any]) -> APIRou
     def entry(name: str) -> Any:
         found = registry.entry(name)
         if found is None:
-            raise ProblemError(
-                404, f"no model named {name!r}; known: {registry.models()}", "unknown_model"
+            raise not_found(
+                f"no model named {name!r}; known: {registry.models()}", Reason.UNKNOWN_MODEL
             )
         return found
 
@@ -199,11 +199,10 @@ def _models(registry: Registry, publisher: Publisher, auth: list[Any]) -> APIRou
         e = entry(name)
         event = e.rollback_event()
         if event is None:
-            raise ProblemError(
-                409,
+            raise conflict(
                 f"model {name} has no previous version to roll back to "
                 f"(production: {e.production})",
-                "no_previous",
+                Reason.NO_PREVIOUS,
             )
         event_id = publisher.publish(event, str(uuid.uuid4()))
         return Rollback(

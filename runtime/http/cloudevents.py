@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from driftline.runtime.http.shared import FieldProblem, ProblemError
+from driftline.runtime.http.problems import (
+    FieldProblem,
+    ProblemError,
+    Reason,
+    bad_request,
+    unsupported_media_type,
+)
 
 REQUIRED = ("specversion", "id", "source", "type")
 STRUCTURED = "application/cloudevents+json"
@@ -39,29 +45,27 @@ def parse(event_type: str, headers: Mapping[str, str], body: bytes) -> Incoming:
     """The event in a request, whatever the mode; a 400/415 naming what is wrong otherwise."""
     content_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type == "application/cloudevents-batch+json":
-        raise ProblemError(
-            415, "batched CloudEvents are not accepted: send one event per request", "batch"
+        raise unsupported_media_type(
+            "batched CloudEvents are not accepted: send one event per request", Reason.BATCH
         )
     if content_type == STRUCTURED:
         doc = _json(body, "the structured CloudEvent")
         if not isinstance(doc, dict):
-            raise ProblemError(400, "a structured CloudEvent must be a JSON object", "not_object")
+            raise bad_request("a structured CloudEvent must be a JSON object", Reason.NOT_OBJECT)
         if "data_base64" in doc:
-            raise ProblemError(
-                400,
+            raise bad_request(
                 "data_base64 is not accepted: put the event as JSON under 'data'",
-                "data_base64",
+                Reason.DATA_BASE64,
             )
         attrs = {k: v for k, v in doc.items() if k != "data"}
         if "data" not in doc:
             raise _missing(["data"], "")
         return _incoming("structured", event_type, attrs, doc["data"], "")
     if content_type != "application/json" and not content_type.endswith("+json"):
-        raise ProblemError(
-            415,
+        raise unsupported_media_type(
             f"content type {content_type!r} is not JSON: send application/json "
             f"(binary or plain) or {STRUCTURED}",
-            "not_json",
+            Reason.NOT_JSON,
         )
     data = _json(body, "the body")
     attrs = {k[3:]: v for k, v in headers.items() if k.lower().startswith("ce-")}
@@ -78,27 +82,24 @@ def _incoming(
     if missing:
         raise _missing(missing, prefix)  # a present but non-string attribute counts as missing
     if attrs["specversion"] != "1.0":
-        raise ProblemError(
-            400,
+        raise bad_request(
             f"{prefix}specversion {attrs['specversion']!r} is not supported: use 1.0",
-            "bad_attribute",
+            Reason.BAD_ATTRIBUTE,
             fields=[FieldProblem(field=f"{prefix}specversion", message="must be 1.0")],
         )
     if attrs["type"] != event_type:
-        raise ProblemError(
-            400,
+        raise bad_request(
             f"{prefix}type {attrs['type']!r} does not match the URL's event type {event_type!r}",
-            "type_mismatch",
+            Reason.TYPE_MISMATCH,
             fields=[FieldProblem(field=f"{prefix}type", message=f"must be {event_type}")],
         )
     when = attrs.get("time")
     try:
         time = datetime.fromisoformat(when) if when else None
     except (TypeError, ValueError):
-        raise ProblemError(
-            400,
+        raise bad_request(
             f"{prefix}time {when!r} is not an RFC 3339 timestamp",
-            "bad_attribute",
+            Reason.BAD_ATTRIBUTE,
             fields=[FieldProblem(field=f"{prefix}time", message="not RFC 3339")],
         ) from None
     traceparent = attrs.get("traceparent")
@@ -114,10 +115,9 @@ def _incoming(
 
 def _missing(names: list[str], prefix: str) -> ProblemError:
     named = ", ".join(prefix + n for n in names)
-    return ProblemError(
-        400,
+    return bad_request(
         f"CloudEvent attribute(s) {named} missing",
-        "missing_attribute",
+        Reason.MISSING_ATTRIBUTE,
         fields=[FieldProblem(field=prefix + n, message="required") for n in names],
     )
 
@@ -126,4 +126,4 @@ def _json(body: bytes, what: str) -> Any:
     try:
         return json.loads(body)
     except ValueError as exc:
-        raise ProblemError(400, f"{what} is not JSON ({exc})", "not_json") from None
+        raise bad_request(f"{what} is not JSON ({exc})", Reason.NOT_JSON) from None

@@ -32,7 +32,15 @@ from driftline.functions.ml.training import load_session, predict
 from driftline.functions.score import Served, Sessions
 from driftline.runtime.errors import DriftlineError
 from driftline.runtime.http import oip
-from driftline.runtime.http.shared import ProblemError, read_body, responses
+from driftline.runtime.http.problems import (
+    ProblemError,
+    Reason,
+    bad_request,
+    not_found,
+    responses,
+    unavailable,
+)
+from driftline.runtime.http.shared import read_body
 from driftline.runtime.registry import Registry
 
 log = logging.getLogger("driftline.inference")
@@ -119,8 +127,8 @@ class _Pinned:
                 return self._loaded[(model, version)]
         data = self.store.get(artifact_key)
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise ProblemError(
-                503, f"model {model} v{version}: artifact does not match its sha256", "corrupt"
+            raise unavailable(
+                f"model {model} v{version}: artifact does not match its sha256", Reason.CORRUPT
             )
         spec = load_spec(self.store, model)
         served = Served(version, spec, load_session(data, spec))
@@ -150,8 +158,8 @@ class _Models:
     def entry(self, name: str) -> Any:
         entry = self.registry.entry(name)
         if entry is None or not entry.versions:
-            raise ProblemError(
-                404, f"no model named {name!r}; known: {self.registry.models()}", "unknown_model"
+            raise not_found(
+                f"no model named {name!r}; known: {self.registry.models()}", Reason.UNKNOWN_MODEL
             )
         return entry
 
@@ -161,21 +169,20 @@ class _Models:
             number = int(version) if version.isdigit() else -1
             registered = entry.versions.get(number)
             if registered is None:
-                raise ProblemError(
-                    404,
+                raise not_found(
                     f"model {name} has no version {version!r}; registered: "
                     f"{sorted(entry.versions)}",
-                    "unknown_version",
+                    Reason.UNKNOWN_VERSION,
                 )
             if number != entry.production:
                 return self.pinned.get(name, number, registered.artifact_key, registered.sha256)
         if entry.production is None:
-            raise ProblemError(503, f"model {name} has no production version yet", "not_ready")
+            raise unavailable(f"model {name} has no production version yet", Reason.NOT_READY)
         try:
             return self.sessions.get(name)
         except DriftlineError as exc:
-            raise ProblemError(
-                503, f"model {name} v{entry.production} cannot be loaded: {exc}", "not_ready"
+            raise unavailable(
+                f"model {name} v{entry.production} cannot be loaded: {exc}", Reason.NOT_READY
             ) from None
 
 
@@ -224,7 +231,7 @@ class _Endpoints(_Models):
         problems = dict(self.sync.problems) if self.sync is not None else {}
         if problems:
             said = "; ".join(f"{m}: {p}" for m, p in sorted(problems.items()))
-            raise ProblemError(503, f"not serving: {said}", "not_ready")
+            raise unavailable(f"not serving: {said}", Reason.NOT_READY)
         return {"ready": True}
 
     def metadata(self, name: str) -> oip.ModelMetadata:
@@ -281,8 +288,8 @@ class _Endpoints(_Models):
         req, arrays = oip.parse_request(body, request.headers.get(oip.HEADER_LENGTH))
         unknown = [o.name for o in req.outputs or () if o.name != OUTPUT]
         if unknown:
-            raise ProblemError(
-                400, f"no output(s) {unknown}; this model answers {OUTPUT!r}", "bad_outputs"
+            raise bad_request(
+                f"no output(s) {unknown}; this model answers {OUTPUT!r}", Reason.BAD_OUTPUTS
             )
         x = oip.features(arrays, served.spec.feature_names)
         if len(x) > INLINE_ROWS:

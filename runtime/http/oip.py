@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from driftline.runtime.http.shared import ProblemError, invalid
+from driftline.runtime.http.problems import Reason, bad_request, invalid
 
 HEADER_LENGTH = "inference-header-content-length"
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -113,11 +113,10 @@ def parse_request(
     size = len(body)
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
-            raise ProblemError(
-                400,
+            raise bad_request(
                 f"Inference-Header-Content-Length {header_length!r} is not a length "
                 f"within the {len(body)}-byte body",
-                "bad_header",
+                Reason.BAD_HEADER,
             )
         size = int(header_length)
     try:
@@ -127,14 +126,13 @@ def parse_request(
     arrays, offset = {}, size
     for tensor in request.inputs:
         if tensor.name in arrays:
-            raise ProblemError(400, f"input {tensor.name!r} is given twice", "bad_inputs")
+            raise bad_request(f"input {tensor.name!r} is given twice", Reason.BAD_INPUTS)
         arrays[tensor.name], offset = _tensor(tensor, body, offset)
     if offset != len(body):
-        raise ProblemError(
-            400,
+        raise bad_request(
             f"{len(body) - offset} bytes of binary data follow the inputs unclaimed "
             "(check each input's binary_data_size)",
-            "bad_binary",
+            Reason.BAD_BINARY,
         )
     return request, arrays
 
@@ -142,17 +140,15 @@ def parse_request(
 def _tensor(tensor: RequestInput, body: bytes, offset: int) -> tuple[np.ndarray, int]:
     dtype = DTYPES.get(tensor.datatype)
     if dtype is None:
-        raise ProblemError(
-            400,
+        raise bad_request(
             f"input {tensor.name!r}: datatype {tensor.datatype} cannot be scored; "
             f"use one of {', '.join(DTYPES)}",
-            "bad_datatype",
+            Reason.BAD_DATATYPE,
         )
     if any(d < 0 for d in tensor.shape):
-        raise ProblemError(
-            400,
+        raise bad_request(
             f"input {tensor.name!r}: shape {tensor.shape} has a negative dimension",
-            "bad_shape",
+            Reason.BAD_SHAPE,
         )
     count = int(np.prod(tensor.shape, dtype=np.int64))
     nbytes = (tensor.parameters or {}).get("binary_data_size")
@@ -162,32 +158,29 @@ def _tensor(tensor: RequestInput, body: bytes, offset: int) -> tuple[np.ndarray,
             or nbytes != count * dtype.itemsize
             or offset + nbytes > len(body)
         ):
-            raise ProblemError(
-                400,
+            raise bad_request(
                 f"input {tensor.name!r}: binary_data_size {nbytes!r} does not fit shape "
                 f"{tensor.shape} of {tensor.datatype} and the body",
-                "bad_binary",
+                Reason.BAD_BINARY,
             )
         return np.frombuffer(body, dtype, count, offset).reshape(tensor.shape), offset + nbytes
     if tensor.data is None:
-        raise ProblemError(
-            400, f"input {tensor.name!r} has no data and no binary_data_size", "no_data"
+        raise bad_request(
+            f"input {tensor.name!r} has no data and no binary_data_size", Reason.NO_DATA
         )
     try:
         array = np.asarray(tensor.data, dtype=dtype)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ProblemError(
-            400,
+        raise bad_request(
             f"input {tensor.name!r}: data is not {tensor.datatype} values in a "
             f"row-major list ({exc})",
-            "bad_data",
+            Reason.BAD_DATA,
         ) from None
     if array.size != count:
-        raise ProblemError(
-            400,
+        raise bad_request(
             f"input {tensor.name!r}: shape {tensor.shape} needs {count} values, "
             f"data has {array.size}",
-            "bad_shape",
+            Reason.BAD_SHAPE,
         )
     return array.reshape(tensor.shape), offset
 
@@ -202,28 +195,25 @@ def features(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
             any(len(s) > 2 or s[1:] not in ([], [1]) for s in shapes.values())
             or len({len(c) for c in columns}) != 1
         ):
-            raise ProblemError(
-                400,
+            raise bad_request(
                 f"per-feature inputs must each be [N] or [N, 1] with one N; got {shapes}",
-                "bad_shape",
+                Reason.BAD_SHAPE,
             )
         return np.stack(columns, axis=1).astype(np.float32, copy=False)
     if len(arrays) != 1:
-        raise ProblemError(
-            400,
+        raise bad_request(
             f"send one input of shape [N, {n}] (features {', '.join(names)} in that "
             f"order) or one [N] input per feature; got {sorted(arrays)}",
-            "bad_inputs",
+            Reason.BAD_INPUTS,
         )
     ((name, x),) = arrays.items()
     if x.ndim == 1:
         x = x.reshape(1, -1)
     if x.ndim != 2 or x.shape[1] != n:
-        raise ProblemError(
-            400,
+        raise bad_request(
             f"input {name!r} has shape {list(x.shape)}; the model takes [N, {n}] "
             f"(features {', '.join(names)})",
-            "bad_shape",
+            Reason.BAD_SHAPE,
         )
     return x.astype(np.float32, copy=False)
 

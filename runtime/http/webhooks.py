@@ -36,7 +36,15 @@ from starlette.concurrency import run_in_threadpool
 
 from driftline.events.models import BY_TYPE
 from driftline.runtime.errors import ConfigError, DriftlineError
-from driftline.runtime.http.shared import ProblemError, Publisher, invalid, read_body, responses
+from driftline.runtime.http.problems import (
+    Reason,
+    bad_request,
+    invalid,
+    not_found,
+    responses,
+    unauthorized,
+)
+from driftline.runtime.http.shared import Publisher, read_body
 from driftline.runtime.settings import HookSettings
 
 SECRET_PREFIX = "whsec_"
@@ -46,7 +54,7 @@ HOOK_NAMESPACE = uuid.UUID("0b5f7f0e-3f5c-5d43-9d8e-2b1f1c9f6a52")
 class WebhookRefusedError(DriftlineError):
     """A webhook call failed verification; ``reason`` is a stable word, the message says why."""
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: Reason, message: str):
         super().__init__(message)
         self.reason = reason
 
@@ -98,26 +106,26 @@ def verify(
     ]
     if missing:
         raise WebhookRefusedError(
-            "missing_signature",
+            Reason.MISSING_SIGNATURE,
             f"header(s) {', '.join(missing)} missing: sign calls "
             "per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature)",
         )
     if not stamp.isdigit():
         raise WebhookRefusedError(
-            "bad_timestamp", f"webhook-timestamp {stamp[:40]!r} is not Unix seconds"
+            Reason.BAD_TIMESTAMP, f"webhook-timestamp {stamp[:40]!r} is not Unix seconds"
         )
     skew = (time.time() if now is None else now) - int(stamp)
     if abs(skew) > tolerance_s:
         when = "old" if skew > 0 else "far in the future"
         raise WebhookRefusedError(
-            "stale_timestamp",
+            Reason.STALE_TIMESTAMP,
             f"webhook-timestamp is {abs(skew):.0f}s {when}; calls "
             f"are accepted within {tolerance_s:.0f}s of now (check the sender's clock)",
         )
     expected = sign(key, msg_id, int(stamp), body).encode()
     if not any(hmac.compare_digest(s.encode(), expected) for s in signatures.split()):
         raise WebhookRefusedError(
-            "bad_signature",
+            Reason.BAD_SIGNATURE,
             "no v1 signature in webhook-signature matches the body "
             "signed with this hook's secret (wrong secret, or the body was changed)",
         )
@@ -176,12 +184,12 @@ class _Hook:
         try:
             payload = json.loads(body)
         except ValueError as exc:
-            raise ProblemError(
-                400, f"hook {self.name}: the body is not JSON ({exc})", "not_json"
+            raise bad_request(
+                f"hook {self.name}: the body is not JSON ({exc})", Reason.NOT_JSON
             ) from None
         if not isinstance(payload, dict):
-            raise ProblemError(
-                400, f"hook {self.name}: the body must be a JSON object", "not_object"
+            raise bad_request(
+                f"hook {self.name}: the body must be a JSON object", Reason.NOT_OBJECT
             )
         try:
             return self.model.model_validate({**self.defaults, **payload})
@@ -217,14 +225,14 @@ def router(
         """Publish a signed webhook payload as the hook's event type (Standard Webhooks)."""
         hook = declared.get(name)
         if hook is None:
-            raise ProblemError(
-                404, f"no hook named {name!r}; declared: {sorted(declared)}", "unknown_hook"
+            raise not_found(
+                f"no hook named {name!r}; declared: {sorted(declared)}", Reason.UNKNOWN_HOOK
             )
         body = await read_body(request, max_body_bytes)
         try:
             msg_id = verify(hook.key, request.headers, body, tolerance_s=tolerance_s)
         except WebhookRefusedError as exc:
-            raise ProblemError(401, f"hook {name}: {exc}", exc.reason) from None
+            raise unauthorized(f"hook {name}: {exc}", exc.reason) from None
         event = hook.event(body)
         event_id = str(uuid.uuid5(HOOK_NAMESPACE, f"{name}/{msg_id}"))
         first = guard.claim(f"{name}/{msg_id}")

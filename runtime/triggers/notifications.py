@@ -26,7 +26,8 @@ from starlette.concurrency import run_in_threadpool
 
 from driftline.events.models import DatasetUploaded
 from driftline.runtime.bus.base import Bus, Consumer, TopicPartition
-from driftline.runtime.http.shared import Publisher, invalid, read_body, responses
+from driftline.runtime.http.problems import invalid, responses
+from driftline.runtime.http.shared import Publisher, read_body
 from driftline.runtime.store import ObjectInfo
 from driftline.runtime.triggers.uploads import dataset_uploaded_for
 
