@@ -1,8 +1,9 @@
-"""The Driftline event contract: models, Avro schemas, the wire codec, topic names."""
+"""The Driftline event contract: models, Avro schemas, the wire codec, topic names, its errors."""
 
 from __future__ import annotations
 
 from driftline.events.codec import Codec, Envelope
+from driftline.events.errors import DecodeError, SchemaError
 from driftline.events.matrix import Matrix
 from driftline.events.models import (
     BY_TYPE,
@@ -30,6 +31,7 @@ __all__ = [
     "Codec",
     "DatasetIngested",
     "DatasetUploaded",
+    "DecodeError",
     "DriftChecked",
     "DriftDetected",
     "Envelope",
@@ -40,6 +42,7 @@ __all__ = [
     "ModelRegistered",
     "ModelRejected",
     "ModelTrained",
+    "SchemaError",
     "ScoreCompleted",
     "ScoreRequested",
     "dlq_topic",
