@@ -20,6 +20,7 @@ waiting (a window's rows and the rows whose labels have not arrived).
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,7 +39,7 @@ from driftline.events import (
 )
 from driftline.functions.ml.drift_stats import html_report
 from driftline.functions.ml.layout import get_table, load_spec, put_table
-from driftline.functions.ml.monitor import DriftMonitor, WindowResult
+from driftline.functions.ml.monitor import Detection, DriftMonitor, WindowResult
 from driftline.functions.ml.spec import TIME, ModelSpec
 from driftline.runtime.context import Context
 from driftline.runtime.errors import RetryableError
@@ -162,11 +163,13 @@ def drift_check(
     else:
         results = m.monitor.label(event.request_id, event.labels)
         _join_labels(m, event)
+    detections = m.monitor.take_detections()
+    if results or detections:  # a retrain reads the feedback: write it before it is asked for
+        _write_feedback(ctx, m)
     out: list[Event] = []
     for result in results:
         out.extend(_verdict(ctx, m, result))
-    if results:
-        _write_feedback(ctx, m)
+    out.extend(_detected(m, d) for d in detections)
     return out
 
 
@@ -180,11 +183,18 @@ def _deployed(ctx: Context, m: _Model, event: ModelDeployed) -> None:
             f"model {event.model} v{event.version} deployed but not yet in the registry view"
         )
     version = registry.version(event.model, event.version)
+    trained = (
+        (version.train_start, version.train_end)
+        if version.train_start and version.train_end
+        else None
+    )
     m.monitor.deployed(
         event.version,
         at=event.effective_time or ctx.event_time,
-        validation_metric=version.metrics.get(m.spec.metric_name),
+        metrics=version.metrics,
         reference=get_table(ctx.store, version.reference_key),
+        trained=trained,
+        probation=event.reason == "promotion" and event.previous_version is not None,
     )
 
 
@@ -216,20 +226,46 @@ def _add_feedback(m: _Model, when: Any, rows: list[list[float]], labels: list[fl
 
 
 def _verdict(ctx: Context, m: _Model, r: WindowResult) -> list[Event]:
+    t = r.test
+    figures = {
+        "window": r.window,
+        "version": r.version,
+        "rows": r.rows,
+        "labeled rows": r.labeled_rows,
+        "decision": r.reason,
+        "drift share": r.drift_share,
+        "metric": r.metric,
+        "metric value": r.metric_value,
+        "baseline metric": r.baseline_metric,
+        **(
+            {}
+            if t is None
+            else {
+                "loss": t.loss,
+                "baseline loss": t.baseline_loss,
+                "effect": t.effect,
+                "min effect": t.min_effect,
+                "z": t.z,
+                "p-value": t.p_value,
+            }
+        ),
+        "online detector": r.detector,
+    }
     report_key = None
     # Only windows that trigger a retrain get the (megabytes) HTML report: on seasonal data
     # most windows drift a little, and their figures are already in drift.checked.
-    if r.detect and r.current is not None:
+    if r.detect and r.current is not None and r.version is not None:
         reference = ctx.state._reference(m.spec.name, r.version)
         if reference is not None:
             report_key = f"reports/{m.spec.name}/v{r.version}/{r.start:%Y%m%dT%H%M}.html"
-            ctx.store.put(
-                report_key,
-                html_report(
-                    reference, r.current, m.spec.feature_names, drift_share=m.spec.drift.drift_share
-                ),
-                "text/html",
+            html = html_report(
+                reference,
+                r.current,
+                m.spec.feature_names,
+                drift_share=m.spec.drift.drift_share,
+                figures=figures,
             )
+            ctx.store.put(report_key, html, "text/html")
     checked = DriftChecked(
         model=m.spec.name,
         version=r.version or 0,
@@ -246,21 +282,37 @@ def _verdict(ctx: Context, m: _Model, r: WindowResult) -> list[Event]:
         cause=r.cause,
         detected=r.detect,
         report_key=report_key,
+        loss=None if t is None else t.loss,
+        baseline_loss=None if t is None else t.baseline_loss,
+        effect=None if t is None else t.effect,
+        min_effect=None if t is None else t.min_effect,
+        z=None if t is None else _finite(t.z),
+        p_value=None if t is None else t.p_value,
+        detector=r.detector,
+        probation=r.probation,
+        reason=r.reason,
     )
     ctx.log.info("%s window %s: %s", m.spec.name, r.window, r.reason)
-    if not r.detect or r.cause is None or r.version is None:
-        return [checked]
-    detected = DriftDetected(
+    return [checked] if r.detection is None else [checked, _detected(m, r.detection)]
+
+
+def _detected(m: _Model, d: Detection) -> DriftDetected:
+    return DriftDetected(
         model=m.spec.name,
-        version=r.version,
-        cause=r.cause,
-        window=r.window,
-        window_end=r.end,
-        drift_share=r.drift_share,
-        metric_value=r.metric_value,
-        idempotency_key=r.idempotency_key or "",
+        version=d.version,
+        cause=d.cause,
+        window=d.window,
+        window_end=d.at,
+        drift_share=d.drift_share,
+        metric_value=d.metric_value,
+        idempotency_key=d.idempotency_key,
+        change_point=d.change_point,
+        detector=d.by,
     )
-    return [checked, detected]
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _write_feedback(ctx: Context, m: _Model) -> None:

@@ -1,10 +1,12 @@
-"""retrain: a candidate from the trailing training window, exported to ONNX and verified.
+"""retrain: a candidate from the training window, exported to ONNX and verified.
 
 Triggered by new labeled data (``dataset.ingested``) and by drift (``drift.detected``).
 Trains on every labeled row the model has (ingested datasets and scoring feedback) inside
-the spec's training window ending at the trigger's event time. ``training.train`` checks
-the ONNX export against scikit-learn on held-out rows before anything is stored. On a
-runner with a GPU trainer the model is fitted on the GPU (``gpu_training``), else on the CPU.
+the spec's training window ending at the trigger's event time. A drift with a known
+change point trains only on rows after it (at least ``training.min_rows``), so a retrain
+does not mix the old concept with the new. ``training.train`` checks the ONNX export
+against scikit-learn on held-out rows before anything is stored. On a runner with a GPU
+trainer the model is fitted on the GPU (``gpu_training``), else on the CPU.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ def retrain(
     if isinstance(event, DatasetIngested):
         if event.rows == 0:
             return None
-        until, trigger = event.time_max, "data"
+        until, since, trigger = event.time_max, None, "data"
     else:
-        until, trigger = event.window_end, f"drift:{event.cause}"
+        until, since = event.window_end, event.change_point
+        trigger = "refresh" if event.cause == "refresh" else f"drift:{event.cause}"
     production = ctx.registry.production(event.model) if ctx.registry is not None else None
     if production is None:
         trigger = "initial"
@@ -50,7 +53,7 @@ def retrain(
     rows = rows.drop_duplicates(subset=[TIME, *spec.feature_names, spec.target])
     run_id = str(uuid.uuid5(RUN_NAMESPACE, ctx.event_id))
     try:
-        result = train_for(spec, rows, now=until, capabilities=ctx.capabilities)
+        result = train_for(spec, rows, now=until, since=since, capabilities=ctx.capabilities)
     except ValidationError as exc:
         if isinstance(event, DatasetIngested):
             raise  # a dataset that cannot train a model is the uploader's problem: DLQ, with why

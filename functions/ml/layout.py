@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from driftline.functions.ml.spec import ModelSpec
+from driftline.functions.ml.spec import TIME, ModelSpec
 from driftline.runtime.errors import ValidationError
 
 
@@ -70,3 +70,19 @@ def labeled_rows(store: Any, model: str) -> pd.DataFrame:
     ]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def feedback_between(store: Any, model: str, start: Any, end: Any) -> pd.DataFrame:
+    """Labeled scoring rows (feedback) with event time in ``[start, end)``, in time order."""
+    frames = [
+        get_table(store, i.key)
+        for i in store.list(f"feedback/{model}/")
+        if i.key.endswith(".parquet")
+    ]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame()
+    rows = pd.concat(frames, ignore_index=True)
+    times = pd.to_datetime(rows[TIME], utc=True)
+    keep = (times >= pd.Timestamp(start)) & (times < pd.Timestamp(end))
+    return rows[keep].sort_values(TIME, kind="stable").reset_index(drop=True)

@@ -9,19 +9,34 @@ event time has passed its end and every row in it is labeled, or once event time
 window no longer count. Scored rows older than the newest closed window are dropped
 (``late_rows``). A closed window gives a :class:`WindowResult`.
 
-Only rows scored by the production version count: against that version's reference
-sample (data drift, Evidently) and its validation metric (performance drift, on the
-labeled rows, which catches a changed relation between features and target that feature
-statistics cannot see). When both drift, the cause is ``performance``. With
-``drift.data_drift_when_labeled`` off, data drift counts only in windows with too few
-labels to judge the model. A drifted window raises ``detect`` only through every guard:
+Only rows scored by the production version count. How a window is judged:
 
-1. at least ``min_window_rows`` rows of the version (fewer: no verdict, the streak holds);
-2. ``consecutive`` drifted windows in a row (a clean window resets the streak; so does a
-   detection, so a rejected retrain is tried again only after as many windows);
-3. the window ends more than ``cooldown_days`` after the version's deploy;
-4. no retrain in flight (cleared by a deploy, a rejection, or ``retrain_timeout_days``);
-5. a fresh idempotency key ``<model>:v<version>:<window start>``.
+- **Performance** (enough labeled rows): :func:`~.performance.perf_test`, the mean
+  per-row loss against the version's validation loss, with a minimum effect per metric
+  and a significance level. With labels, data drift does not count unless
+  ``drift.data_drift_when_labeled`` says so: inputs that move while the model stays right
+  are no reason to retrain.
+- **Data** (too few labels): Evidently's share of drifted features against the version's
+  reference sample.
+
+Between window closes, each labeled row's loss goes to an online detector (ADWIN). When it
+alarms, the change point is estimated (CUSUM) and the rows since then are tested; a severe
+worsening is acted on at once. A drifted window acts at once when severe, else after
+``consecutive`` drifted windows in a row. Every detection carries the estimated change
+point, so the retrain learns only from rows after it; it waits (up to a window) until
+``training.min_rows`` labeled rows exist after it. A version trained from a change point
+is *refreshed* while it has seen less than a training window of the new concept, each
+time that data has doubled. Every detection passes these guards:
+
+1. at least ``min_window_rows`` rows of the version in a window to judge it;
+2. no retrain in flight (cleared by a deploy, a rejection, or ``retrain_timeout_days``,
+   so nothing can leave the loop stuck);
+3. a window-based detection ends more than ``cooldown_days`` after the version's deploy;
+4. a fresh idempotency key: ``<model>:v<version>:<window start>`` for a window,
+   ``...:online:<change point>`` for the detector, ``...:refresh:<days>`` for a refresh.
+
+The first judged window of a promoted version is marked ``probation``: the register
+function then compares it with the version it replaced on those rows (rollback).
 
 :meth:`to_state` / :meth:`from_state` give a JSON-able dict, so a handler can persist the
 monitor and rebuild it after a restart. Reference samples are not part of the state: pass
@@ -31,17 +46,26 @@ them to :meth:`deployed` or give the monitor a ``reference_loader``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from driftline.functions.ml.spec import ModelSpec, is_worse, score
+from driftline.functions.ml.performance import (
+    Baseline,
+    OnlineDetector,
+    PerfTest,
+    change_point,
+    min_effect,
+    perf_test,
+)
+from driftline.functions.ml.spec import ModelSpec, row_loss, score
 
-Cause = Literal["data", "performance"]
+Cause = Literal["data", "performance", "refresh"]
+By = Literal["window", "online", "refresh"]
 DriftFn = Callable[..., Any]
 """``(reference, current, columns, drift_share) -> DriftResult``-like (``.share``, ``.drifted``)."""
 ReferenceLoader = Callable[[int], "pd.DataFrame | None"]
@@ -51,6 +75,28 @@ _KEEP_KEYS = 64
 _MAX_ORPHANS = 10_000
 # A row: request id, index in the request, event time (epoch s), version, prediction, label, features.
 _RID, _IDX, _T, _VER, _PRED, _LABEL, _X = range(7)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A drift that passed every guard: the drift-check function emits ``drift.detected``."""
+
+    model: str
+    version: int
+    cause: Cause
+    by: By
+    """What found it: a closed ``window``, the ``online`` detector, or a ``refresh``."""
+    window: str
+    """The window it was found in (its start, ISO 8601)."""
+    at: datetime
+    """Event time of the detection (a window's end, or the newest labeled row)."""
+    change_point: datetime | None
+    """Where the change began, as estimated: the retrain learns from rows after it."""
+    idempotency_key: str
+    reason: str
+    metric_value: float | None = None
+    drift_share: float | None = None
+    test: PerfTest | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +125,7 @@ class WindowResult:
     drift_start: datetime | None
     """Start of the first window of the current drifted streak: where the change began."""
     detect: bool
-    """True only when every guard passed: emit drift.detected."""
+    """True when this window's verdict emits drift.detected (see ``detection``)."""
     idempotency_key: str | None
     reason: str
     """What the monitor decided and why, in words."""
@@ -87,6 +133,13 @@ class WindowResult:
     """The drift function's full result (per-column details), when computed."""
     current: pd.DataFrame | None = None
     """The version's rows (features) in the window, for an HTML report."""
+    test: PerfTest | None = None
+    """The performance test's figures (None: too few labels or no baseline)."""
+    detector: str | None = None
+    """The online detector's state when the window closed."""
+    probation: bool = False
+    """The first judged window of a promoted version: compare it with the one it replaced."""
+    detection: Detection | None = None
 
 
 def _epoch(value: datetime | float) -> float:
@@ -123,6 +176,7 @@ class DriftMonitor:
         self.version: int | None = None
         self.deployed_at: float | None = None
         self.baseline: float | None = None
+        self.base: Baseline | None = None
         self.watermark: float | None = None
         self.closed_through: float = -math.inf
         self.windows: dict[float, list[list[Any]]] = {}
@@ -132,8 +186,20 @@ class DriftMonitor:
         self.keys: list[str] = []
         self.orphans: dict[str, list[float]] = {}
         self.late_rows = 0
+        self.detector: OnlineDetector | None = None
+        self.suspect: float | None = None
+        """Change point (epoch s) of an online alarm not confirmed yet."""
+        self.pending: dict[str, Any] | None = None
+        """A detection waiting for ``training.min_rows`` labeled rows after its change point."""
+        self.change_at: float | None = None
+        """The newest change point acted on: a version trained from it may be refreshed."""
+        self.trained: tuple[float, float] | None = None
+        """Event times the production version was trained on (first, last)."""
+        self.refreshed_span: float = 0.0
+        self.probation_due = False
         self._pending: dict[str, tuple[float, list[int]]] = {}
         self._unlabeled: dict[float, int] = {}
+        self._detections: list[Detection] = []
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -142,18 +208,32 @@ class DriftMonitor:
         version: int,
         *,
         at: datetime | float,
-        validation_metric: float | None,
+        validation_metric: float | None = None,
+        metrics: Mapping[str, float] | None = None,
         reference: pd.DataFrame | None = None,
+        trained: tuple[datetime | float, datetime | float] | None = None,
+        probation: bool = False,
     ) -> None:
-        """A version became production at event time ``at``: new baseline, streak and
-        retrain-in-flight cleared, cooldown starts. A repeated deploy of the same version
-        (a redelivered event) changes nothing."""
+        """A version became production at event time ``at``: new baseline (from its
+        ``metrics``, or ``validation_metric`` alone), streak, detector and retrain in flight
+        cleared. ``trained`` is the span of event time it learned from; ``probation`` marks
+        its first judged window for the rollback check. A repeated deploy of the same
+        version (a redelivered event) changes nothing."""
         if reference is not None:
             self._references[version] = reference
         if version == self.version:
             return
-        self.version, self.deployed_at, self.baseline = version, _epoch(at), validation_metric
-        self.streak, self.inflight = 0, None
+        name = self.spec.metric_name
+        figures = dict(metrics or {})
+        if validation_metric is not None:
+            figures.setdefault(name, validation_metric)
+        self.version, self.deployed_at = version, _epoch(at)
+        self.baseline = figures.get(name)
+        self.base = Baseline.from_metrics(name, figures)
+        self.trained = None if trained is None else (_epoch(trained[0]), _epoch(trained[1]))
+        self.streak, self.inflight, self.pending, self.suspect = 0, None, None, None
+        self.probation_due = probation
+        self.detector = self._new_detector()
 
     def rejected(self) -> None:
         """The retrain in flight ended without a deploy: further detections may go ahead."""
@@ -180,9 +260,14 @@ class DriftMonitor:
         positions = []
         for i, (x, pred) in enumerate(zip(rows, predictions, strict=True)):
             label = labels[i] if labels is not None and i < len(labels) else None
+            if label is not None and math.isnan(label):
+                label = None
             positions.append(len(window))
-            window.append([request_id, i, t, version, float(pred), label, [float(v) for v in x]])
+            row = [request_id, i, t, version, float(pred), label, [float(v) for v in x]]
+            window.append(row)
             self._unlabeled[start] = self._unlabeled.get(start, 0) + (label is None)
+            if label is not None:
+                self._online(row)
         self._pending[request_id] = (start, positions)
         self.watermark = t if self.watermark is None else max(self.watermark, t)
         return self._close_ready()
@@ -202,14 +287,149 @@ class DriftMonitor:
         for pos, value in zip(positions, labels, strict=False):
             if math.isnan(value):  # a missing label labels nothing
                 continue
-            if window[pos][_LABEL] is None:
+            row = window[pos]
+            if row[_LABEL] is None:
                 self._unlabeled[start] -= 1
-            window[pos][_LABEL] = float(value)
+                row[_LABEL] = float(value)
+                self._online(row)
         return self._close_ready()
 
     def flush(self) -> list[WindowResult]:
         """Close every open window now (end of a replay)."""
         return [self._close(start) for start in sorted(self.windows)]
+
+    def take_detections(self) -> list[Detection]:
+        """Detections made between window closes (online, or released after waiting)."""
+        out, self._detections = self._detections, []
+        return out
+
+    # --- the online detector ---------------------------------------------------------------
+
+    def _new_detector(self) -> OnlineDetector | None:
+        if self.base is None:
+            return None
+        scale = self.base.loss if self.spec.task == "regression" and self.base.loss > 0 else None
+        return OnlineDetector(self.policy.online_delta, scale)
+
+    def _online(self, row: list[Any]) -> None:
+        """A newly labeled row: feed its loss to the detector; act on a severe change."""
+        if row[_VER] != self.version or self.detector is None or self.base is None:
+            return
+        loss = float(row_loss(self.spec.metric_name, [row[_LABEL]], [row[_PRED]])[0])
+        if self.pending is not None and self.pending["detection"].change_point is not None:
+            self.pending["have"] += row[_T] >= _epoch(self.pending["detection"].change_point)
+        alarm = self.detector.update(row[_T], loss)  # the history counts rows even when off
+        if alarm and self.policy.online and self.suspect is None:
+            times, losses = self._history()
+            slack = self._min_effect() / 2
+            self.suspect = (
+                float(times[change_point(losses, self.base.loss, slack)]) if len(times) else None
+            )
+        self._release_pending()
+        if self.suspect is not None and len(self.detector.history) % 10 == 0:
+            self._check_suspect()
+
+    def _history(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self.detector is not None
+        arr = np.array(self.detector.history, dtype=np.float64).reshape(-1, 2)
+        return arr[:, 0], arr[:, 1]
+
+    def _min_effect(self) -> float:
+        assert self.base is not None
+        return min_effect(self.policy, self.spec.task, self.base)
+
+    def _check_suspect(self) -> None:
+        assert self.detector is not None and self.base is not None and self.suspect is not None
+        test = perf_test(self.detector.since(self.suspect), self.base, self.policy, self.spec.task)
+        if not test.drifted:
+            if test.n >= 4 * self.policy.min_labeled_rows and test.effect < test.min_effect:
+                self.suspect = None  # the alarm was a move the other way, or a small one
+            return
+        if not test.severe:
+            return
+        assert self.version is not None and self.watermark is not None
+        cp = self.suspect
+        key = f"{self.spec.name}:v{self.version}:online:{_when(cp).isoformat()}"
+        window = _when(math.floor(self.watermark / self._width) * self._width).isoformat()
+        det = Detection(
+            self.spec.name,
+            self.version,
+            "performance",
+            "online",
+            window,
+            _when(self.watermark),
+            _when(cp),
+            key,
+            f"online detector: {_describe(test)}",
+            self._metric_of(test),
+            None,
+            test,
+        )
+        ok, _ = self._admit(det)
+        if ok:
+            self.suspect = None
+
+    # --- guards and waiting ----------------------------------------------------------------
+
+    def _admit(self, det: Detection) -> tuple[bool, str]:
+        """The common guards; a detection that passes is emitted now or waits for rows."""
+        p = self.policy
+        now = _epoch(det.at)
+        if self.inflight is not None and p.retrain_timeout_days is not None:
+            if now - self.inflight["since"] > p.retrain_timeout_days * _DAY:
+                self.inflight = None
+        if self.pending is not None:
+            return (
+                False,
+                f"{det.cause} drift, a detection already waits for rows ({self.pending['key']})",
+            )
+        if self.inflight is not None:
+            return False, f"{det.cause} drift, retrain already in flight ({self.inflight['key']})"
+        if det.idempotency_key in self.keys:
+            return False, f"{det.cause} drift, already detected for {det.idempotency_key}"
+        self.keys = [*self.keys, det.idempotency_key][-_KEEP_KEYS:]
+        self.streak = 0
+        if det.change_point is not None and det.cause != "refresh":
+            self.change_at = _epoch(det.change_point)
+            self.refreshed_span = 0.0
+        missing = self._rows_missing(det)
+        if missing > 0:
+            have = self.spec.training.min_rows - missing
+            self.pending = {
+                "key": det.idempotency_key,
+                "since": now,
+                "detection": det,
+                "have": have,
+            }
+            return (
+                True,
+                f"{det.reason}; waiting for {missing} more labeled rows after the change point",
+            )
+        self._emit(det)
+        return True, det.reason
+
+    def _rows_missing(self, det: Detection) -> int:
+        if det.cause == "data" or det.change_point is None or self.detector is None:
+            return 0
+        if self.pending is not None and self.pending["detection"] is det:
+            have = self.pending["have"]
+        else:
+            have = sum(1 for t, _ in self.detector.history if t >= _epoch(det.change_point))
+        return max(0, self.spec.training.min_rows - have)
+
+    def _release_pending(self) -> None:
+        if self.pending is None or self.watermark is None:
+            return
+        det: Detection = self.pending["detection"]
+        waited = self.watermark - self.pending["since"]
+        if self._rows_missing(det) > 0 and waited < self._width:
+            return
+        self.pending = None
+        self._emit(replace(det, at=_when(self.watermark)))
+
+    def _emit(self, det: Detection) -> None:
+        self.inflight = {"key": det.idempotency_key, "since": _epoch(det.at)}
+        self._detections.append(det)
 
     # --- closing ---------------------------------------------------------------------------
 
@@ -234,11 +454,13 @@ class DriftMonitor:
         for rid in {r[_RID] for r in rows}:
             self._pending.pop(rid, None)
         self.closed_through = max(self.closed_through, start + self._width)
-        return self._judge(start, [r for r in rows if r[_VER] == self.version])
+        result = self._judge(start, [r for r in rows if r[_VER] == self.version])
+        self._release_pending()
+        return result
 
     def _judge(self, start: float, rows: list[list[Any]]) -> WindowResult:
         p, end = self.policy, start + self._width
-        base = {
+        base: dict[str, Any] = {
             "model": self.spec.name,
             "version": self.version,
             "window": _when(start).isoformat(),
@@ -248,6 +470,7 @@ class DriftMonitor:
             "labeled_rows": sum(r[_LABEL] is not None for r in rows),
             "metric": self.spec.metric_name,
             "baseline_metric": self.baseline,
+            "detector": None if self.detector is None else self.detector.describe(),
         }
         if self.version is None or len(rows) < p.min_window_rows:
             why = (
@@ -267,24 +490,26 @@ class DriftMonitor:
                 reason=why,
             )
         current = pd.DataFrame([r[_X] for r in rows], columns=self.spec.feature_names)
-        drift = self._data_drift(current)
-        value = self._metric(rows)
-        perf = (
-            value is not None
-            and self.baseline is not None
-            and is_worse(self.spec.metric_name, value, self.baseline, p.performance_tolerance)
+        labeled = [r for r in rows if r[_LABEL] is not None]
+        value = self._metric(labeled)
+        test = self._test(labeled)
+        drift = self._data_drift(current)  # reported always; counts only as the policy says
+        data = bool(drift is not None and drift.drifted) and (
+            test is None or p.data_drift_when_labeled
         )
-        data = bool(drift is not None and drift.drifted)
-        judged_by_labels = value is not None and self.baseline is not None
-        if judged_by_labels and not p.data_drift_when_labeled:
-            data = False  # the labels show how the model does on these very inputs
+        perf = test is not None and test.drifted
         cause: Cause | None = "performance" if perf else "data" if data else None
         self.streak = self.streak + 1 if cause else 0
         if self.streak == 1:
             self.streak_start = start
         since = _when(self.streak_start) if cause and self.streak_start is not None else None
-        key = f"{self.spec.name}:v{self.version}:{base['window']}"
-        detect, reason = self._guards(cause, end, key)
+        probation = self.probation_due and test is not None
+        if probation:
+            self.probation_due = False
+        det, reason = self._window_detection(cause, start, end, labeled, test, value, drift)
+        if det is None and cause is None:
+            det, reason = self._refresh(end, reason)
+        fired = det is not None and bool(self._detections) and self._detections[-1] is det
         return WindowResult(
             **base,
             drift_share=None if drift is None else float(drift.share),
@@ -292,12 +517,125 @@ class DriftMonitor:
             drifted=cause is not None,
             cause=cause,
             drift_start=since,
-            detect=detect,
-            idempotency_key=key if detect else None,
+            detect=bool(fired),
+            idempotency_key=det.idempotency_key if fired and det else None,
             reason=reason,
             drift=drift,
             current=current,
+            test=test,
+            probation=probation,
+            detection=self._detections.pop() if fired else None,
         )
+
+    def _window_detection(
+        self,
+        cause: Cause | None,
+        start: float,
+        end: float,
+        labeled: list[list[Any]],
+        test: PerfTest | None,
+        value: float | None,
+        drift: Any,
+    ) -> tuple[Detection | None, str]:
+        p = self.policy
+        if cause is None:
+            return None, "no drift" if test is None else f"no drift: {_describe(test)}"
+        share = getattr(drift, "share", None)
+        figures = (
+            _describe(test)
+            if cause == "performance" and test is not None
+            else f"drift share {share if share is not None else float('nan'):.2f}"
+        )
+        severe = cause == "performance" and test is not None and test.severe
+        if self.streak < p.consecutive and not severe:
+            return (
+                None,
+                f"{cause} drift ({figures}), {self.streak} of {p.consecutive} consecutive windows",
+            )
+        assert self.deployed_at is not None and self.version is not None
+        if end <= self.deployed_at + p.cooldown_days * _DAY:
+            return None, f"{cause} drift, in cooldown after the deploy of v{self.version}"
+        cp = (
+            self._window_change_point(start, labeled)
+            if cause == "performance"
+            else self.streak_start
+        )
+        det = Detection(
+            self.spec.name,
+            self.version,
+            cause,
+            "window",
+            _when(start).isoformat(),
+            _when(end),
+            None if cp is None else _when(cp),
+            f"{self.spec.name}:v{self.version}:{_when(start).isoformat()}",
+            f"{cause} drift ({figures}){' severe' if severe else ''}: retrain",
+            value,
+            None if drift is None else float(drift.share),
+            test,
+        )
+        ok, reason = self._admit(det)
+        return (det if ok else None), reason
+
+    def _window_change_point(self, start: float, labeled: list[list[Any]]) -> float | None:
+        """Where the worsening began: CUSUM over the version's recent losses (back to the
+        start of the streak), else the streak's first window."""
+        lo = self.streak_start if self.streak_start is not None else start
+        if self.detector is not None and self.base is not None:
+            times, losses = self._history()
+            keep = times >= lo
+            if keep.any():
+                t, x = times[keep], losses[keep]
+                return (
+                    float(t[change_point(x, self.base.loss, self._min_effect() / 2)])
+                    if len(t)
+                    else lo
+                )
+        return lo
+
+    def _refresh(self, end: float, reason: str) -> tuple[Detection | None, str]:
+        """Retrain a version trained from a change point once the new concept's data doubled."""
+        p = self.policy
+        if not p.refresh or self.change_at is None or self.trained is None or self.version is None:
+            return None, reason
+        first, last = self.trained
+        if first < self.change_at - 0.5 * _DAY:  # learned from before the change: not short
+            return None, reason
+        full = self.spec.training.days * _DAY
+        span, trained_span = end - self.change_at, max(last - first, 1.0)
+        if trained_span >= 0.9 * full or span < 2 * max(trained_span, self.refreshed_span):
+            return None, reason
+        days = f"{span / _DAY:.1f}"
+        det = Detection(
+            self.spec.name,
+            self.version,
+            "refresh",
+            "refresh",
+            _when(end - self._width).isoformat(),
+            _when(end),
+            _when(self.change_at),
+            f"{self.spec.name}:v{self.version}:refresh:{days}",
+            f"refresh: v{self.version} learned {trained_span / _DAY:.1f} days of the new concept, "
+            f"{days} days of it are labeled now",
+        )
+        ok, why = self._admit(det)
+        if ok:
+            self.refreshed_span = span
+        return (det if ok else None), (why if ok else reason)
+
+    def _test(self, labeled: list[list[Any]]) -> PerfTest | None:
+        if self.base is None or len(labeled) < self.policy.min_labeled_rows:
+            return None
+        losses = row_loss(
+            self.spec.metric_name, [r[_LABEL] for r in labeled], [r[_PRED] for r in labeled]
+        )
+        return perf_test(losses, self.base, self.policy, self.spec.task)
+
+    def _metric_of(self, test: PerfTest) -> float:
+        name = self.spec.metric_name
+        if name == "rmse":
+            return math.sqrt(test.loss)
+        return test.loss if self.spec.task == "regression" else 1.0 - test.loss
 
     def _data_drift(self, current: pd.DataFrame) -> Any:
         assert self.version is not None
@@ -318,33 +656,11 @@ class DriftMonitor:
             threshold=p.stattest_threshold,
         )
 
-    def _metric(self, rows: list[list[Any]]) -> float | None:
-        labeled = [r for r in rows if r[_LABEL] is not None]
+    def _metric(self, labeled: list[list[Any]]) -> float | None:
         if len(labeled) < self.policy.min_labeled_rows:
             return None
         y = np.array([r[_LABEL] for r in labeled])
         return score(self.spec.metric_name, y, np.array([r[_PRED] for r in labeled]))
-
-    def _guards(self, cause: Cause | None, end: float, key: str) -> tuple[bool, str]:
-        p = self.policy
-        if cause is None:
-            return False, "no drift"
-        if self.streak < p.consecutive:
-            return False, f"{cause} drift, {self.streak} of {p.consecutive} consecutive windows"
-        assert self.deployed_at is not None
-        if end <= self.deployed_at + p.cooldown_days * _DAY:
-            return False, f"{cause} drift, in cooldown after the deploy of v{self.version}"
-        if self.inflight is not None and p.retrain_timeout_days is not None:
-            if end - self.inflight["since"] > p.retrain_timeout_days * _DAY:
-                self.inflight = None
-        if self.inflight is not None:
-            return False, f"{cause} drift, retrain already in flight ({self.inflight['key']})"
-        if key in self.keys:
-            return False, f"{cause} drift, already detected for {key}"
-        self.inflight = {"key": key, "since": end}
-        self.keys = [*self.keys, key][-_KEEP_KEYS:]
-        self.streak = 0
-        return True, f"{cause} drift detected: retrain"
 
     # --- state -----------------------------------------------------------------------------
 
@@ -355,6 +671,7 @@ class DriftMonitor:
             "version": self.version,
             "deployed_at": self.deployed_at,
             "baseline": _nan_none(self.baseline),
+            "base": None if self.base is None else [self.base.loss, self.base.sd, self.base.n],
             "watermark": self.watermark,
             "closed_through": None if math.isinf(self.closed_through) else self.closed_through,
             "windows": {repr(s): [_row_state(r) for r in rows] for s, rows in self.windows.items()},
@@ -364,6 +681,14 @@ class DriftMonitor:
             "keys": list(self.keys),
             "orphans": dict(self.orphans),
             "late_rows": self.late_rows,
+            "detector": None if self.detector is None else self.detector.state(),
+            "suspect": self.suspect,
+            "pending": None if self.pending is None else _pending_state(self.pending),
+            "change_at": self.change_at,
+            "trained": None if self.trained is None else list(self.trained),
+            "refreshed_span": self.refreshed_span,
+            "probation_due": self.probation_due,
+            "detections": [_detection_state(d) for d in self._detections],
         }
 
     @classmethod
@@ -375,18 +700,36 @@ class DriftMonitor:
         drift_fn: DriftFn | None = None,
         reference_loader: ReferenceLoader | None = None,
     ) -> DriftMonitor:
-        """Rebuild a monitor saved with :meth:`to_state`."""
+        """Rebuild a monitor saved with :meth:`to_state` (older states lack the newer keys)."""
         m = cls(spec, drift_fn=drift_fn, reference_loader=reference_loader)
         m.version, m.deployed_at, m.baseline = (
             state["version"],
             state["deployed_at"],
             state["baseline"],
         )
+        base = state.get("base")
+        m.base = (
+            Baseline(*base)
+            if base
+            else (
+                Baseline.from_metrics(spec.metric_name, {spec.metric_name: m.baseline})
+                if m.baseline is not None
+                else None
+            )
+        )
         m.watermark, m.streak, m.inflight = state["watermark"], state["streak"], state["inflight"]
         m.streak_start = state["streak_start"]
         m.closed_through = -math.inf if state["closed_through"] is None else state["closed_through"]
         m.keys, m.orphans = list(state["keys"]), dict(state["orphans"])
         m.late_rows = state["late_rows"]
+        detector = state.get("detector")
+        m.detector = OnlineDetector.from_state(detector) if detector else m._new_detector()
+        m.suspect, m.change_at = state.get("suspect"), state.get("change_at")
+        m.pending = None if state.get("pending") is None else _pending_from(state["pending"])
+        m.trained = tuple(state["trained"]) if state.get("trained") else None  # type: ignore[assignment]
+        m.refreshed_span = state.get("refreshed_span", 0.0)
+        m.probation_due = state.get("probation_due", False)
+        m._detections = [_detection_from(d) for d in state.get("detections", [])]
         for key, rows in state["windows"].items():
             start = float(key)
             m.windows[start] = [
@@ -396,6 +739,39 @@ class DriftMonitor:
                 m._pending.setdefault(r[_RID], (start, []))[1].append(pos)
             m._unlabeled[start] = sum(r[_LABEL] is None for r in m.windows[start])
         return m
+
+
+def _describe(test: PerfTest) -> str:
+    return (
+        f"loss {test.loss:.4g} vs {test.baseline_loss:.4g} on {test.n} rows, effect "
+        f"{test.effect:+.4g} (min {test.min_effect:.4g}), z {test.z:.2f}, p {test.p_value:.3g}"
+    )
+
+
+def _detection_state(d: Detection) -> dict[str, Any]:
+    out = {k: getattr(d, k) for k in d.__dataclass_fields__ if k != "test"}
+    out["at"] = d.at.isoformat()
+    out["change_point"] = None if d.change_point is None else d.change_point.isoformat()
+    out["test"] = None if d.test is None else d.test.as_dict()
+    return out
+
+
+def _detection_from(state: dict[str, Any]) -> Detection:
+    s = dict(state)
+    s["at"] = datetime.fromisoformat(s["at"])
+    s["change_point"] = (
+        None if s["change_point"] is None else datetime.fromisoformat(s["change_point"])
+    )
+    s["test"] = None if s["test"] is None else PerfTest(**s["test"])
+    return Detection(**s)
+
+
+def _pending_state(p: dict[str, Any]) -> dict[str, Any]:
+    return {**p, "detection": _detection_state(p["detection"])}
+
+
+def _pending_from(p: dict[str, Any]) -> dict[str, Any]:
+    return {**p, "detection": _detection_from(p["detection"])}
 
 
 def _nan_none(value: float | None) -> float | None:

@@ -29,12 +29,14 @@ from onnx import ModelProto
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
+from driftline.functions.ml.performance import loss_figures
 from driftline.functions.ml.spec import (
     METRICS,
     TIME,
     ModelSpec,
     build_estimator,
     is_worse,
+    row_loss,
     score,
 )
 from driftline.runtime.errors import ValidationError
@@ -195,7 +197,10 @@ def train(
     return TrainResult(
         onnx=onnx_bytes,
         sha256=hashlib.sha256(onnx_bytes).hexdigest(),
-        metrics={n: score(n, y_hold, expected) for n, m in METRICS.items() if m.task == spec.task},
+        metrics={
+            **{n: score(n, y_hold, expected) for n, m in METRICS.items() if m.task == spec.task},
+            **loss_figures(spec.metric_name, row_loss(spec.metric_name, y_hold, expected)),
+        },
         holdout=holdout[[*spec.feature_names, spec.target, TIME]].reset_index(drop=True),
         reference=_reference(spec, window),
         n_rows=len(fit_rows),
@@ -383,26 +388,56 @@ class GateDecision:
     """Outcome of the promotion gate."""
 
     passed: bool
+    """The candidate becomes the next version and production."""
     metric: str
     candidate: float
     champion: float | None
     reason: str
+    redeploy: int | None = None
+    """An earlier version that fit the rows best: deploy it again (the candidate loses)."""
+    earlier: dict[int, float] | None = None
+    """Each earlier version's metric on the same rows."""
 
 
 def gate(
-    spec: ModelSpec, y_true: Any, candidate_pred: Any, champion_pred: Any | None
+    spec: ModelSpec,
+    y_true: Any,
+    candidate_pred: Any,
+    champion_pred: Any | None,
+    earlier: dict[int, Any] | None = None,
 ) -> GateDecision:
-    """Candidate vs champion on the same recent labeled rows: the candidate must not be worse
-    than the champion by more than ``gate.tolerance`` (relative). No champion: it passes."""
-    name = spec.metric_name
+    """The candidate against production, and against ``earlier`` versions (version →
+    predictions), all on the same most recent labeled rows.
+
+    The candidate wins unless something else is better than it by more than
+    ``gate.tolerance`` (relative: it has seen the freshest data). When an earlier version is
+    the best of all, and better than production by more than the tolerance, it is deployed
+    again: a concept that returns brings its version back. No champion: the candidate passes.
+    """
+    name, tol = spec.metric_name, spec.gate.tolerance
+    n = len(np.asarray(y_true))
     cand = metric(spec, y_true, candidate_pred, name)
     if champion_pred is None:
         return GateDecision(True, name, cand, None, f"no production version; {name} {cand:.4g}")
     champ = metric(spec, y_true, champion_pred, name)
-    worse = is_worse(name, cand, champ, spec.gate.tolerance)
-    verdict = "worse than" if worse else "not worse than"
-    reason = (
-        f"candidate {name} {cand:.4g} is {verdict} production's {champ:.4g} on the "
-        f"{len(np.asarray(y_true))} most recent labeled rows (tolerance {spec.gate.tolerance:.0%})"
-    )
-    return GateDecision(not worse, name, cand, champ, reason)
+    others = {v: metric(spec, y_true, p, name) for v, p in (earlier or {}).items()}
+    lower = METRICS[name].lower_is_better
+    best_v, best = None, champ
+    for v, value in others.items():
+        if (value < best) if lower else (value > best):
+            best_v, best = v, value
+    on = f"on the {n} most recent labeled rows (tolerance {tol:.0%})"
+    tried = "".join(f", v{v} {value:.4g}" for v, value in sorted(others.items()))
+    if not is_worse(name, cand, best, tol):
+        reason = (
+            f"candidate {name} {cand:.4g} is not worse than production's {champ:.4g}{tried} {on}"
+        )
+        return GateDecision(True, name, cand, champ, reason, None, others)
+    if best_v is not None and is_worse(name, champ, best, tol):
+        reason = (
+            f"v{best_v} fits best ({name} {best:.4g}; candidate {cand:.4g}, production "
+            f"{champ:.4g}{tried}) {on}: v{best_v} is deployed again"
+        )
+        return GateDecision(False, name, cand, champ, reason, best_v, others)
+    reason = f"candidate {name} {cand:.4g} is worse than production's {champ:.4g}{tried} {on}"
+    return GateDecision(False, name, cand, champ, reason, None, others)

@@ -7,7 +7,7 @@ past 0.5) so they run in milliseconds; the last ones use Evidently for real.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftline.functions.ml.monitor import DriftMonitor, WindowResult
+from driftline.functions.ml.monitor import Detection, DriftMonitor, WindowResult
 from driftline.functions.ml.spec import ModelSpec
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)  # a window boundary (epoch-aligned days)
@@ -35,7 +35,9 @@ min_labeled_rows = 10
 consecutive = 2
 cooldown_days = 1
 label_wait_days = 0.5
-performance_tolerance = 0.25
+min_effect = 0.25
+[training]
+min_rows = 20
 """
 
 
@@ -77,6 +79,8 @@ class Stream:
     delay: int = 2
     hour: int = 0
     seq: int = 0
+    detections: list[Detection] = field(default_factory=list)
+    """Detections made between window closes (online, or released after waiting)."""
 
     def run(
         self,
@@ -96,6 +100,7 @@ class Stream:
             )
             if label:
                 out += self.m.label(rid, [10.0 + error] * self.rows_per_hour)  # |error| is the MAE
+            self.detections += self.m.take_detections()
             self.hour += 1
             self.seq += 1
         return out
@@ -114,12 +119,9 @@ def test_clean_windows_close_on_time_with_their_metric() -> None:
         0.0,
         1.0,
     )
-    assert (first.drifted, first.cause, first.detect, first.reason) == (
-        False,
-        None,
-        False,
-        "no drift",
-    )
+    assert (first.drifted, first.cause, first.detect) == (False, None, False)
+    assert first.reason.startswith("no drift: loss 1 vs 1 on 48 rows")
+    assert first.test is not None and (first.test.effect, first.test.drifted) == (0.0, False)
     assert first.end - first.start == timedelta(days=1) and first.current is not None
 
 
@@ -142,10 +144,11 @@ def test_consecutive_windows_needed() -> None:
     m = monitor(spec(consecutive=3))
     results = Stream(m).days(4, a=1.0)
     assert [r.detect for r in results] == [False, False, True]
-    assert [r.reason for r in results[:2]] == [
-        "data drift, 1 of 3 consecutive windows",
-        "data drift, 2 of 3 consecutive windows",
+    assert [r.reason.split("), ")[-1] for r in results[:2]] == [
+        "1 of 3 consecutive windows",
+        "2 of 3 consecutive windows",
     ]
+    assert all(r.reason.startswith("data drift (drift share 1.00") for r in results[:2])
     assert results[2].drift_start == T0  # where the streak began
 
 
@@ -255,24 +258,137 @@ def test_only_the_production_version_is_judged() -> None:
     assert window.version == 2 and window.rows == 8 and "too few rows" in window.reason
 
 
-def test_concept_shift_caught_by_labels_not_features() -> None:
+def test_a_severe_change_is_detected_online_within_its_window() -> None:
     m = monitor(spec(consecutive=2, cooldown_days=0))
-    s = Stream(m)
+    s = Stream(m, rows_per_hour=8)
     results = s.days(1, error=1.1) + s.days(3, error=2.0)  # same features; the target moved
+    (det,) = s.detections
+    assert (det.cause, det.by, det.version) == ("performance", "online", 1)
+    assert det.change_point == T0 + timedelta(days=1)  # the first row of the new concept
+    assert T0 + timedelta(days=1) < det.at < T0 + timedelta(days=2)  # before its window closed
+    assert det.idempotency_key == "m:v1:online:2024-01-02T00:00:00+00:00"
+    assert det.test is not None and det.test.severe and det.test.effect == pytest.approx(1.0)
+    assert [(r.cause, r.detect) for r in results] == [
+        (None, False),
+        ("performance", False),  # the retrain is in flight already
+        ("performance", False),
+    ]
+    assert "retrain already in flight (m:v1:online:" in results[1].reason
+    assert all(r.drift_share == 0.0 for r in results)
+    assert results[2].metric_value == 2.0 and results[2].baseline_metric == 1.0
+    assert results[1].test is not None and results[1].test.severe
+
+
+def test_a_mild_change_needs_consecutive_windows() -> None:
+    m = monitor(spec(consecutive=2))
+    s = Stream(m)
+    results = s.days(1) + s.days(3, error=1.3)  # 30% worse: past the minimum, not severe
+    assert s.detections == []
     assert [(r.cause, r.detect) for r in results] == [
         (None, False),
         ("performance", False),
         ("performance", True),
     ]
-    assert all(r.drift_share == 0.0 for r in results)
-    assert results[2].metric_value == 2.0 and results[2].baseline_metric == 1.0
-    assert results[2].drift_start == T0 + timedelta(days=1)
+    det = results[2].detection
+    assert det is not None and (det.by, det.cause) == ("window", "performance")
+    assert det.change_point == T0 + timedelta(days=1)
+    assert det.idempotency_key == "m:v1:2024-01-03T00:00:00+00:00"
+
+
+def test_noise_around_the_baseline_never_detects() -> None:
+    """Absolute errors of a well-calibrated model (|N(0, 1)|: mean 0.80, sd 0.60) for 60
+    days against the baseline those figures give: neither the windows nor the detector act."""
+    m = DriftMonitor(spec(consecutive=1), drift_fn=fake_drift)
+    m.deployed(
+        1,
+        at=T0,
+        metrics={"mae": 0.798, "mae_loss_sd": 0.603, "holdout_rows": 500},
+        reference=REFERENCE,
+    )
+    rng = np.random.default_rng(7)
+    results, detections = [], []
+    for h in range(60 * 24):
+        rid = f"n{h}"
+        results += m.observe(rid, 1, T0 + timedelta(hours=h), [[0.0, 0.0]] * 2, [0.0, 0.0])
+        results += m.label(rid, rng.normal(size=2).tolist())
+        detections += m.take_detections()
+    assert len(results) == 59 and detections == []
+    assert not any(r.drifted or r.detect for r in results)
+
+
+def test_a_detection_waits_for_rows_after_the_change_point() -> None:
+    training = ModelSpec.from_toml(SPEC).training.model_copy(update={"min_rows": 150})
+    m = monitor(spec(consecutive=1, online=False).model_copy(update={"training": training}))
+    s = Stream(m, rows_per_hour=4)
+    s.days(1)
+    s.days(1, error=2.0)
+    (window,) = s.run(1, error=2.0)  # the window closes with 96 rows of the new concept
+    assert not window.detect and "waiting for 54 more labeled rows" in window.reason
+    assert s.detections == [] and m.pending is not None
+    s.run(13, error=2.0)  # 150 rows after the change point
+    (det,) = s.detections
+    assert det.change_point == T0 + timedelta(days=1)
+    assert det.at == T0 + timedelta(days=2, hours=13)
+    assert m.pending is None and m.inflight == {
+        "key": det.idempotency_key,
+        "since": det.at.timestamp(),
+    }
+
+
+def test_a_detection_waits_at_most_a_window() -> None:
+    training = ModelSpec.from_toml(SPEC).training.model_copy(update={"min_rows": 1000})
+    m = monitor(spec(consecutive=1, online=False).model_copy(update={"training": training}))
+    s = Stream(m)
+    s.days(1)
+    s.days(2, error=2.0)
+    s.run(1, error=2.0)
+    (det,) = s.detections  # released when the next window closed, with what there is
+    assert det.at == T0 + timedelta(days=3)
+
+
+def test_a_version_trained_from_a_change_point_is_refreshed_as_data_grows() -> None:
+    m = monitor(spec(consecutive=1))
+    s = Stream(m)
+    s.days(1)
+    s.days(1, error=2.0)
+    (window,) = s.run(1, error=2.0)
+    det = window.detection
+    assert det is not None and det.change_point == T0 + timedelta(days=1)
+    # v2 learned the first half day of the new concept
+    m.deployed(
+        2,
+        at=T0 + timedelta(days=2),
+        metrics={"mae": 1.0},
+        reference=REFERENCE,
+        trained=(T0 + timedelta(days=1), T0 + timedelta(days=1, hours=12)),
+    )
+    results = s.days(2)  # the new concept, served well
+    keys = [r.detection.idempotency_key for r in results if r.detection]
+    assert keys == ["m:v2:refresh:2.0"]  # the data doubled; the next window waits in flight
+    assert results[0].detection is not None and results[0].detection.cause == "refresh"
+    assert results[0].detection.change_point == T0 + timedelta(days=1)
+    m.rejected()  # the refreshed candidate lost: the next refresh waits until the data doubled
+    results = s.days(2)
+    assert [r.detection.idempotency_key for r in results if r.detection] == ["m:v2:refresh:4.0"]
+
+
+def test_the_first_judged_window_of_a_promoted_version_is_on_probation() -> None:
+    m = monitor()
+    s = Stream(m)
+    s.run(30)
+    m.deployed(
+        2, at=T0 + timedelta(hours=30), metrics={"mae": 1.0}, reference=REFERENCE, probation=True
+    )
+    results = s.days(3)
+    assert results[0].version == 2 and results[0].probation
+    assert sum(r.probation for r in results) == 1
 
 
 def test_labels_overrule_data_drift_by_default() -> None:
     policy = {"consecutive": 1, "data_drift_when_labeled": False}
     labeled = Stream(monitor(spec(**policy))).days(2, a=1.0, error=1.0)
-    assert [(r.drift_share, r.drifted, r.reason) for r in labeled] == [(1.0, False, "no drift")]
+    assert [(r.drift_share, r.drifted) for r in labeled] == [(1.0, False)]
+    assert labeled[0].reason.startswith("no drift: ")
     unlabeled = Stream(monitor(spec(**policy))).days(2, a=1.0, label=False)
     assert [(r.cause, r.detect) for r in unlabeled] == [("data", True)]  # no labels: data decides
 
@@ -327,6 +443,10 @@ def test_feature_shift_is_detected_within_two_windows(evidently_reference: pd.Da
 
 
 def test_concept_shift_is_detected_from_labels(evidently_reference: pd.DataFrame) -> None:
-    results = synthetic_stream(real_monitor(evidently_reference), days=3, concept=True)
-    assert [(r.cause, r.detect) for r in results] == [("performance", False), ("performance", True)]
-    assert all((r.drift_share or 0) < 0.5 for r in results)
+    m = real_monitor(evidently_reference)
+    results = synthetic_stream(m, days=3, concept=True)
+    assert [r.cause for r in results] == ["performance", "performance"]
+    assert all((r.drift_share or 0) < 0.5 for r in results)  # the features did not move
+    found = m.take_detections() + [r.detection for r in results if r.detection]
+    (det,) = found
+    assert det.cause == "performance" and det.at <= T0 + timedelta(days=1)  # in the first window
