@@ -31,7 +31,9 @@ $(VENV)/.test-installed: $(VENV)/.runtime-installed
 	$(PIP_INSTALL) -e '.[test]'
 	touch $@
 
-$(VENV)/.lint-installed: $(VENV)/.runtime-installed
+# On top of the test install: mypy then sees the optional libraries the tests run with
+# (xgboost, onnxmltools), and CI installs both anyway.
+$(VENV)/.lint-installed: $(VENV)/.test-installed
 	$(PIP_INSTALL) -e '.[lint]'
 	touch $@
 
