@@ -209,7 +209,9 @@ class DriftChecked(Event):
         default=None, description="Mean per-row loss of the labeled rows (miss rate, error)."
     )
     baseline_loss: float | None = Field(default=None, description="The version's validation loss.")
-    effect: float | None = Field(default=None, description="loss - baseline_loss (positive: worse).")
+    effect: float | None = Field(
+        default=None, description="loss - baseline_loss (positive: worse)."
+    )
     min_effect: float | None = Field(
         default=None, description="Smallest effect that counts, in loss units."
     )
