@@ -327,14 +327,20 @@ def _iso(value: datetime | None) -> str | None:
 def _detections(detected: list[DriftDetected]) -> list[dict[str, Any]]:
     """Each ``drift.detected`` once (a redelivered one carries the same idempotency key)."""
     unique = {d.idempotency_key or f"{d.version}/{d.window}": d for d in detected}
-    return [
-        {"window_end": _iso(d.window_end), "cause": str(d.cause), "version": d.version}
-        for d in sorted(unique.values(), key=lambda d: (d.window_end, d.version))
-    ]
+    out = []
+    for d in sorted(unique.values(), key=lambda d: (d.window_end, d.version)):
+        row = {"window_end": _iso(d.window_end), "cause": str(d.cause), "version": d.version}
+        for extra in ("detector", "change_point"):  # where the event carries them
+            if hasattr(d, extra):
+                value = getattr(d, extra)
+                row[extra] = _iso(value) if isinstance(value, datetime) else value
+        out.append(row)
+    return out
 
 
 def _deploys(deployed: list[ModelDeployed], entry: Any) -> list[dict[str, Any]]:
-    """Every deploy in bus order; ``redeploy``: the version had served production before."""
+    """Every deploy in bus order; ``redeploy``: an earlier version served again (the deploy
+    says so, or the version had been deployed before)."""
     out, seen = [], set()
     for d in deployed:
         registered = entry.versions.get(d.version) if entry is not None else None
@@ -345,7 +351,7 @@ def _deploys(deployed: list[ModelDeployed], entry: Any) -> list[dict[str, Any]]:
                 "reason": d.reason,
                 "trigger": registered.trigger if registered is not None else None,
                 "previous_version": d.previous_version,
-                "redeploy": d.version in seen,
+                "redeploy": d.reason == "redeploy" or d.version in seen,
             }
         )
         seen.add(d.version)

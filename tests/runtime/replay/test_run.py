@@ -78,7 +78,7 @@ def test_predictions_parquet_and_the_detections_and_deploys_in_the_summary(
 
     assert len(summary["detections"]) == summary["drift_events"] >= 1
     first = summary["detections"][0]
-    assert set(first) == {"window_end", "cause", "version"} and first["version"] == 1
+    assert {"window_end", "cause", "version"} <= set(first) and first["version"] == 1
     assert pd.Timestamp(first["window_end"]) > pd.Timestamp("2024-01-25", tz="UTC")
     deploys = summary["deploys"]
     assert [d["version"] for d in deploys][:2] == [1, 2] and deploys[0]["trigger"] == "initial"
