@@ -31,10 +31,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from driftline.functions.ml.gpu_training import GPU_TRAINER  # the trainer names itself
-
 log = logging.getLogger("driftline.capabilities")
 
+GPU_TRAINER = "xgboost-cuda"
+"""The GPU trainer this runner offers when xgboost has CUDA; the same name as
+``driftline.functions.ml.gpu_training.GPU_TRAINER`` (a test holds them equal). Not imported
+from there: that would load every built-in function into each runner's capability probe."""
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 _SMI_TIMEOUT_S = 10.0

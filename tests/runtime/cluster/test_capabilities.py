@@ -342,3 +342,7 @@ def test_the_xgboost_path_exports_onnx_that_passes_the_parity_check(task: str) -
 def _validated(df: Any) -> Any:
     good, _bad = validate_frame(ModelSpec.from_toml(SPEC_TOML), df)
     return good
+
+
+def test_the_runner_and_the_trainer_name_the_gpu_trainer_alike() -> None:
+    assert GPU_TRAINER == gpu_training.GPU_TRAINER
