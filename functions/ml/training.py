@@ -169,8 +169,13 @@ def train(
 ) -> TrainResult:
     """Fit, export and verify a model on the training window of ``df`` (a validated frame).
 
-    The window is the trailing ``training.days`` up to ``now``; ``since`` shortens it to a
-    change point (see :func:`training_window`). ``trainer`` defaults to
+    The window is the trailing ``training.days`` up to ``now``; its most recent
+    ``training.validation_fraction`` is held out. With ``since`` (a change point) the window
+    and its holdout start there (see :func:`training_window`), and two candidates compete on
+    that holdout: one fitted on the rows since the change point, one on the whole trailing
+    window. After an abrupt change the first wins (the older rows teach the old concept);
+    after a gradual or seasonal one the older rows still help and the second wins: the data
+    decides, not a guess about the kind of change. ``trainer`` defaults to
     :class:`SklearnTrainer`; whatever fits the model, its ONNX export is checked the same way.
     """
     trainer = trainer or SklearnTrainer()
@@ -182,18 +187,32 @@ def train(
             f"need at least {spec.training.min_rows} (training.min_rows)"
         )
     n_hold = max(1, math.ceil(len(window) * spec.training.validation_fraction))
-    fit_rows, holdout = window.iloc[:-n_hold], window.iloc[-n_hold:]
-    x_fit, y_fit = _features(spec, fit_rows), fit_rows[spec.target].to_numpy()
-    if spec.task == "classification":
-        y_fit = y_fit.astype(np.int64)
-        if len(np.unique(y_fit)) < 2:
-            raise ValidationError(f"model {spec.name}: one class only in the training window")
-    estimator = trainer.fit(spec, x_fit, y_fit)
+    holdout = window.iloc[-n_hold:]
+    candidates = {
+        "since the change point" if since else "the trailing window": window.iloc[:-n_hold]
+    }
+    if since is not None:
+        full = training_window(spec, df, now)
+        full = full[full[TIME] < holdout[TIME].iloc[0]]
+        if len(full) > len(candidates["since the change point"]):
+            candidates[f"the trailing {spec.training.days:g} days"] = full
+    x_hold, y_hold = _features(spec, holdout), holdout[spec.target].to_numpy()
+    fits = [(name, rows, _fit(spec, trainer, rows)) for name, rows in candidates.items()]
+    fits = [(name, rows, est) for name, rows, est in fits if est is not None]
+    if not fits:
+        raise ValidationError(f"model {spec.name}: one class only in the training window")
+    tried = {name: metric(spec, y_hold, est.predict(x_hold)) for name, _, est in fits}
+    lower = METRICS[spec.metric_name].lower_is_better
+    name, fit_rows, estimator = (min if lower else max)(fits, key=lambda f: tried[f[0]])
     onnx_bytes = _with_metadata(spec, trainer.export(spec, estimator))
-    x_hold = _features(spec, holdout)
     expected = estimator.predict(x_hold)
     parity = _check_parity(spec, estimator, x_hold, expected, load_session(onnx_bytes, spec))
-    y_hold = holdout[spec.target].to_numpy()
+    used = pd.concat([fit_rows, holdout])
+    others = "".join(
+        f"; chosen over {n} ({spec.metric_name} {v:.4g} vs {tried[name]:.4g})"
+        for n, v in tried.items()
+        if n != name
+    )
     return TrainResult(
         onnx=onnx_bytes,
         sha256=hashlib.sha256(onnx_bytes).hexdigest(),
@@ -202,14 +221,24 @@ def train(
             **loss_figures(spec.metric_name, row_loss(spec.metric_name, y_hold, expected)),
         },
         holdout=holdout[[*spec.feature_names, spec.target, TIME]].reset_index(drop=True),
-        reference=_reference(spec, window),
+        reference=_reference(spec, used),
         n_rows=len(fit_rows),
-        train_start=window[TIME].iloc[0].to_pydatetime(),
-        train_end=window[TIME].iloc[-1].to_pydatetime(),
-        trainer=trainer.describe(estimator),
+        train_start=used[TIME].iloc[0].to_pydatetime(),
+        train_end=used[TIME].iloc[-1].to_pydatetime(),
+        trainer=f"{trainer.describe(estimator)}, on {name} ({len(fit_rows)} rows){others}",
         seconds=time.perf_counter() - started,
         parity=parity,
     )
+
+
+def _fit(spec: ModelSpec, trainer: Trainer, rows: pd.DataFrame) -> Any:
+    """The trainer's fit on ``rows``; None when a classifier would see one class only."""
+    x, y = _features(spec, rows), rows[spec.target].to_numpy()
+    if spec.task == "classification":
+        y = y.astype(np.int64)
+        if len(np.unique(y)) < 2:
+            return None
+    return trainer.fit(spec, x, y)
 
 
 def _features(spec: ModelSpec, df: pd.DataFrame) -> np.ndarray:
