@@ -95,6 +95,11 @@ class ModelTrained(Event):
     rows: int = Field(default=0, description="Training rows.")
     trainer: str = Field(default="", description="Estimator and device that trained it.")
     input_signature: list[str] = Field(default_factory=list, description="Feature names, in order.")
+    trials: list[str] = Field(
+        default_factory=list,
+        description="What the run tried (training windows, search trials) and each one's "
+        "validation figure; the chosen one is marked.",
+    )
 
 
 class ModelRegistered(Event):

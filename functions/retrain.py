@@ -91,4 +91,5 @@ def retrain(
         rows=result.n_rows,
         trainer=result.trainer,
         input_signature=spec.feature_names,
+        trials=result.trials,
     )

@@ -204,6 +204,34 @@ class EstimatorSpec(EstimatorStep):
     """Transformers applied before the estimator, in order (e.g. a StandardScaler)."""
 
 
+class Search(BaseModel):
+    """A small hyperparameter search on the validation split (``[training.search]``)::
+
+        [training.search]
+        params = { max_iter = [100, 300], learning_rate = [0.05, 0.1] }
+        estimators = [{ class = "sklearn.ensemble.RandomForestRegressor", params = { n_estimators = 200 } }]
+        max_trials = 6
+        budget_s = 120
+
+    The spec's own estimator is always the first trial; then each extra estimator class, then
+    combinations of ``params`` (in a seeded random order) until ``max_trials`` or the time
+    budget. Every trial is fitted on the same rows and scored on the same holdout; the best
+    is exported, and the run records every trial and its figure.
+    """
+
+    model_config = _FROZEN
+    params: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+    """Values to try per parameter of the spec's estimator."""
+    estimators: tuple[EstimatorStep, ...] = ()
+    """Other estimator classes to try (behind the same preprocessing)."""
+    max_trials: int = Field(default=8, ge=1)
+    """Most trials, the spec's own estimator included."""
+    budget_s: float = Field(default=120.0, gt=0)
+    """No new trial starts after this many seconds of the run."""
+    seed: int = 0
+    """Order of the parameter combinations."""
+
+
 class TrainingWindow(BaseModel):
     """Which labeled rows a training run uses and how it validates."""
 
@@ -216,6 +244,8 @@ class TrainingWindow(BaseModel):
     """Most recent share of the window held out (time-ordered) for validation and the gate."""
     reference_rows: int = Field(default=2000, ge=100)
     """Most rows in the reference sample stored with a version (drift baseline)."""
+    search: Search | None = None
+    """Optional hyperparameter search (None: fit the spec's estimator as it is)."""
 
 
 class DriftPolicy(BaseModel):
@@ -355,6 +385,19 @@ class ModelSpec(BaseModel):
             raise ValueError(
                 f"estimator {self.estimator.class_path} is not a {self.task} estimator"
             )
+        search = self.training.search
+        if search is not None:
+            unknown = sorted(set(search.params) - set(est.get_params()))
+            if unknown:
+                raise ValueError(
+                    f"training.search.params: {unknown} are not parameters of "
+                    f"{self.estimator.class_path}"
+                )
+            for step in search.estimators:
+                if not _fits_task(build_step(step), self.task):
+                    raise ValueError(
+                        f"training.search.estimators: {step.class_path} is not a {self.task} estimator"
+                    )
         return self
 
     @property

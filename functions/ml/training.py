@@ -13,8 +13,10 @@ a model built for other features into a :class:`ValidationError`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,7 +35,9 @@ from driftline.functions.ml.performance import loss_figures
 from driftline.functions.ml.spec import (
     METRICS,
     TIME,
+    EstimatorSpec,
     ModelSpec,
+    Search,
     build_estimator,
     is_worse,
     row_loss,
@@ -76,6 +80,8 @@ class TrainResult:
     """Wall time of fit, export and check."""
     parity: dict[str, float] = field(default_factory=dict)
     """How close ONNX came to scikit-learn on the holdout (max_abs_diff or mismatches)."""
+    trials: list[str] = field(default_factory=list)
+    """What was tried (training windows, ``[training.search]`` trials) and its figure."""
 
 
 def signature(spec: ModelSpec) -> dict[str, Any]:
@@ -204,6 +210,13 @@ def train(
     tried = {name: metric(spec, y_hold, est.predict(x_hold)) for name, _, est in fits}
     lower = METRICS[spec.metric_name].lower_is_better
     name, fit_rows, estimator = (min if lower else max)(fits, key=lambda f: tried[f[0]])
+    trials = [
+        f"{_label(spec.estimator)} on {n}: {spec.metric_name} {v:.4g}" for n, v in tried.items()
+    ]
+    if spec.training.search is not None and isinstance(trainer, SklearnTrainer):
+        estimator = _search(
+            spec, trainer, fit_rows, x_hold, y_hold, estimator, tried[name], trials, started
+        )
     onnx_bytes = _with_metadata(spec, trainer.export(spec, estimator))
     expected = estimator.predict(x_hold)
     parity = _check_parity(spec, estimator, x_hold, expected, load_session(onnx_bytes, spec))
@@ -228,7 +241,72 @@ def train(
         trainer=f"{trainer.describe(estimator)}, on {name} ({len(fit_rows)} rows){others}",
         seconds=time.perf_counter() - started,
         parity=parity,
+        trials=trials,
     )
+
+
+def _label(step: EstimatorSpec) -> str:
+    params = ", ".join(f"{k}={v!r}" for k, v in sorted(step.params.items()))
+    return f"{step.class_path.rpartition('.')[2]}({params})"
+
+
+def _trials(spec: ModelSpec, search: Search) -> list[EstimatorSpec]:
+    """The spec's estimator, each extra class, then parameter combinations (seeded order)."""
+    base = spec.estimator
+    out = [base]
+    out += [
+        EstimatorSpec(class_path=s.class_path, params=s.params, preprocessing=base.preprocessing)
+        for s in search.estimators
+    ]
+    keys = list(search.params)
+    combos = list(itertools.product(*search.params.values()))
+    random.Random(search.seed).shuffle(combos)
+    out += [
+        base.model_copy(update={"params": {**base.params, **dict(zip(keys, c, strict=True))}})
+        for c in combos
+    ]
+    return out[: search.max_trials]
+
+
+def _search(
+    spec: ModelSpec,
+    trainer: Trainer,
+    rows: pd.DataFrame,
+    x_hold: np.ndarray,
+    y_hold: np.ndarray,
+    best: Any,
+    best_value: float,
+    trials: list[str],
+    started: float,
+) -> Any:
+    """Fit every trial of ``[training.search]`` on ``rows``; the best on the holdout wins.
+
+    ``trials`` gets one line per trial (the first, the spec's estimator, is already there);
+    the winner's line is marked. A trial that fails to fit is recorded, not fatal.
+    """
+    assert spec.training.search is not None
+    search, lower = spec.training.search, METRICS[spec.metric_name].lower_is_better
+    winner = 0
+    for step in _trials(spec, search)[1:]:
+        if time.perf_counter() - started > search.budget_s:
+            trials.append(f"time budget of {search.budget_s:g} s reached: no more trials")
+            break
+        t0 = time.perf_counter()
+        try:
+            est = _fit(spec.model_copy(update={"estimator": step}), trainer, rows)
+        except Exception as exc:  # a bad combination of parameters: record it, go on
+            trials.append(f"{_label(step)}: failed: {exc}")
+            continue
+        if est is None:
+            continue
+        value = metric(spec, y_hold, est.predict(x_hold))
+        trials.append(
+            f"{_label(step)}: {spec.metric_name} {value:.4g} ({time.perf_counter() - t0:.1f} s)"
+        )
+        if (value < best_value) if lower else (value > best_value):
+            best, best_value, winner = est, value, len(trials) - 1
+    trials[winner] += "  <- chosen"
+    return best
 
 
 def _fit(spec: ModelSpec, trainer: Trainer, rows: pd.DataFrame) -> Any:

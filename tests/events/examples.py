@@ -38,6 +38,7 @@ EXAMPLES: dict[str, m.Event] = {
             train_end=T1,
             rows=600,
             input_signature=["hr", "temp"],
+            trials=["HistGradientBoostingRegressor() on the trailing window: mae 40.1  <- chosen"],
         ),
         m.ModelRegistered(
             model="bike",

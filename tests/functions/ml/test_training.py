@@ -205,3 +205,60 @@ def test_gate(spec: ModelSpec) -> None:
     lose = gate(spec, y, y + 3.0, y + 1.0)
     assert not lose.passed and "candidate mae 3 is worse than production's 1" in lose.reason
     assert gate(spec, y, y, None).passed
+
+
+def _changed(n_days: int = 20, at_day: int = 14, flip: bool = True) -> pd.DataFrame:
+    """``frame()``, with y's relation to x1 reversed from ``at_day`` on (when ``flip``)."""
+    df = frame(n_days)
+    if flip:
+        after = df[TIME] >= pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(days=at_day)
+        df.loc[after, "y"] = df.loc[after, "y"] - 6 * df.loc[after, "x1"]
+    return df
+
+
+def test_after_an_abrupt_change_the_rows_since_it_win(spec: ModelSpec) -> None:
+    since = datetime(2024, 1, 15, tzinfo=UTC)
+    result = train(spec, _changed(), since=since)
+    assert result.train_start >= since and result.holdout[TIME].min() >= pd.Timestamp(since)
+    assert "on since the change point" in result.trainer and len(result.trials) == 2
+    assert result.metrics["mae"] < 2.0  # a few days of the new relation, yet far better than mixing
+
+
+def test_when_nothing_changed_the_whole_trailing_window_competes_and_can_win(
+    spec: ModelSpec,
+) -> None:
+    since = datetime(2024, 1, 19, 12, tzinfo=UTC)  # a false change point: 36 rows after it
+    result = train(spec, _changed(flip=False), since=since)
+    assert [t.split(":")[0] for t in result.trials] == [
+        "HistGradientBoostingRegressor(max_iter=30, random_state=0) on since the change point",
+        "HistGradientBoostingRegressor(max_iter=30, random_state=0) on the trailing 10 days",
+    ]
+    assert "on the trailing 10 days" in result.trainer  # more rows of the same concept
+    assert result.train_start < since
+
+
+def test_a_search_tries_parameters_and_estimators_and_records_them() -> None:
+    text = REGRESSION + (
+        "[training.search]\n"
+        "params = { max_iter = [3, 100], learning_rate = [0.1, -1.0] }\n"
+        'estimators = [{ class = "sklearn.linear_model.Ridge" }]\n'
+        "max_trials = 6\n"
+    )
+    spec = ModelSpec.from_toml(text)
+    result = train(spec, frame())
+    assert len(result.trials) == 6  # the spec's estimator, Ridge, four combinations
+    assert result.trials[1].startswith("Ridge(): mae ")
+    failed = [t for t in result.trials if ": failed: " in t]
+    assert len(failed) == 2 and all("learning_rate=-1.0" in t for t in failed)
+    (chosen,) = [t for t in result.trials if t.endswith("<- chosen")]
+    assert "Ridge" in chosen  # y is linear in x: the linear model fits it best
+    assert result.metrics["mae"] < 0.5
+    assert load_session(result.onnx, spec) is not None
+
+
+def test_a_search_over_unknown_parameters_is_refused() -> None:
+    from driftline.runtime.errors import ConfigError
+
+    bad = REGRESSION + "[training.search]\nparams = { max_leaves = [3] }\n"
+    with pytest.raises(ConfigError, match=r"\['max_leaves'\] are not parameters of"):
+        ModelSpec.from_toml(bad)
