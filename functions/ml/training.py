@@ -255,7 +255,9 @@ def _trials(spec: ModelSpec, search: Search) -> list[EstimatorSpec]:
     base = spec.estimator
     out = [base]
     out += [
-        EstimatorSpec(class_path=s.class_path, params=s.params, preprocessing=base.preprocessing)
+        EstimatorSpec.model_validate(
+            {"class": s.class_path, "params": s.params, "preprocessing": base.preprocessing}
+        )
         for s in search.estimators
     ]
     keys = list(search.params)
