@@ -9,6 +9,7 @@ Everything is computed from the run's ``summary.json`` (detections, deploys) and
     .venv/bin/python -m tests.bench.policy_scorecard                      # 3 seeds, every stream
     .venv/bin/python -m tests.bench.policy_scorecard --seeds 1 --streams sea-abrupt,sea-stationary
     .venv/bin/python -m tests.bench.policy_scorecard --bike --jobs 2 --out /tmp/scorecard
+    .venv/bin/python -m tests.bench.policy_scorecard --bike --from /tmp/scorecard   # rescore, no replay
 
 Per run: false alarms (detections on a stationary stream, or in windows ending at or before
 the onset), detection delay (first detection's window end after the onset, minus the onset,
@@ -53,7 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tests.bench.streams import STREAMS, Shape, make
+from tests.bench.streams import STREAMS, Shape, Stream, make
 
 ROOT = Path(__file__).resolve().parents[2]
 BIKE_DATA = ROOT / "runtime" / "replay" / "sample" / "bike_sharing_hour.csv"
@@ -71,14 +72,12 @@ ABRUPT = ("abrupt", "recurring")
 # --- one run -----------------------------------------------------------------------------
 
 
-def _replay(data: Path, spec: Path, folder: Path) -> tuple[dict[str, Any], pd.DataFrame, float]:
+def _replay(data: Path, spec: Path, folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     from driftline.runtime.replay.run import replay
     from driftline.runtime.settings import Settings
 
-    started = time.monotonic()
     summary = replay(data, spec, Settings(home=folder / "home"), out=folder / "out", progress=False)
-    wall = time.monotonic() - started
-    return summary, pd.read_parquet(folder / "out" / "predictions.parquet"), wall
+    return summary, pd.read_parquet(folder / "out" / "predictions.parquet")
 
 
 def _keep(folder: Path, keep: Path | None, name: str) -> None:
@@ -92,18 +91,35 @@ def run_stream(name: str, seed: int, keep: Path | None = None) -> dict[str, Any]
     with tempfile.TemporaryDirectory(prefix=f"scorecard-{name}-{seed}-") as tmp:
         folder = Path(tmp)
         data, spec = stream.write(folder)
-        summary, table, wall = _replay(data, spec, folder)
+        summary, table = _replay(data, spec, folder)
         _keep(folder, keep, f"{name}-s{seed}")
+    return stream_row(stream, seed, summary, table)
+
+
+def stream_row(
+    stream: Stream, seed: int, summary: dict[str, Any], table: pd.DataFrame
+) -> dict[str, Any]:
+    """One stream run's row of the scorecard, from its summary.json and predictions.parquet."""
     onset = stream.onset if stream.onset is not None else stream.shape.at(stream.shape.onset_day)
     row = score_run(table, summary, task=stream.task, onset=onset, changed=stream.onset is not None)
-    return {"stream": name, "seed": seed, "kind": stream.kind, "wall_s": round(wall, 1), **row}
+    return {
+        "stream": stream.name,
+        "seed": seed,
+        "kind": stream.kind,
+        "wall_s": summary["wall_s"],
+        **row,
+    }
 
 
 def run_bike(keep: Path | None = None) -> dict[str, Any]:
     """The bundled bike data through the same replay; runs in a worker process."""
     with tempfile.TemporaryDirectory(prefix="scorecard-bike-") as tmp:
-        summary, table, wall = _replay(BIKE_DATA, BIKE_SPEC, Path(tmp))
+        summary, table = _replay(BIKE_DATA, BIKE_SPEC, Path(tmp))
         _keep(Path(tmp), keep, "bike")
+    return bike_row(summary, table)
+
+
+def bike_row(summary: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
     counts = _deploy_counts(summary["deploys"])
     served = _metric("regression", table["y"], table["served"])
     return {
@@ -111,9 +127,30 @@ def run_bike(keep: Path | None = None) -> dict[str, Any]:
         "v1_mae": round(_metric("regression", table["y"], table["static"]), 2),
         "detections": len(summary["detections"]),
         **counts,
-        "wall_s": round(wall, 1),
+        "wall_s": summary["wall_s"],
         "pass": bool(served <= BIKE_MAE and counts["retrains"] <= BIKE_RETRAINS),
     }
+
+
+def rescore(
+    folder: Path, names: list[str], seeds: Iterable[int], with_bike: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The scorecard again from the outputs a run kept with ``--out`` (no replay)."""
+
+    def read(run: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+        summary = json.loads((run / "summary.json").read_text())
+        return summary, pd.read_parquet(run / "predictions.parquet")
+
+    runs = []
+    print(_header(RUN_COLUMNS), flush=True)
+    for name in names:
+        for seed in seeds:
+            run = folder / f"{name}-s{seed}"
+            if (run / "summary.json").exists():
+                runs.append(stream_row(make(name, seed), seed, *read(run)))
+                print_run(runs[-1])
+    bike = bike_row(*read(folder / "bike")) if with_bike and (folder / "bike").exists() else None
+    return runs, bike
 
 
 # --- scoring -----------------------------------------------------------------------------
@@ -255,9 +292,13 @@ def _line(columns: Iterable[tuple[str, int]], values: Iterable[Any]) -> str:
 
 
 def print_run(r: dict[str, Any]) -> None:
+    digits = 4 if r["task"] == "classification" else 3
+    metrics = [
+        f"{r[k]:.{digits}f}"
+        for k in ("pre", "last4w", "v1_last4w", "v1_post", "served_post", "served_all", "v1_all")
+    ]
     values = (
-        r["stream"], r["seed"], r["false_alarms"], r["delay"], r["pre"], r["last4w"],
-        r["v1_last4w"], r["v1_post"], r["served_post"], r["served_all"], r["v1_all"],
+        r["stream"], r["seed"], r["false_alarms"], r["delay"], *metrics,
         r["retrains"], r["redeploys"], r["rollbacks"], r["wall_s"],
     )  # fmt: skip
     print(_line(RUN_COLUMNS, values), flush=True)
@@ -269,10 +310,11 @@ def print_aggregate(name: str, a: dict[str, Any]) -> None:
         _better(a["task"], s, v, BENIGN_SLACK if a["kind"] == "benign" else 0.0)
         for s, v in zip(a["served_post"], a["v1_post"], strict=True)
     )
+    beats_text = f"{beats}/{a['seeds']}" if a["kind"] != "stationary" else None
     failed = [k for k, ok in a["checks"].items() if not ok]
     values = (
         name, a["kind"], a["metric"], a["detected"], a["median_delay"], a["max_delay"],
-        a["false_alarms"], f"{a['recovery_worst']:+g} {unit}", f"{beats}/{a['seeds']}",
+        a["false_alarms"], f"{a['recovery_worst']:+g} {unit}", beats_text,
         "/".join(str(n) for n in a["retrains"]), a["wall_s_median"],
         "pass" if a["pass"] else "FAIL " + ",".join(failed),
     )  # fmt: skip
@@ -314,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bike", action="store_true", help="also replay the bundled bike data")
     parser.add_argument("--out", type=Path, help="keep every run's summary, predictions, report")
     parser.add_argument("--label", default="", help="a note for the JSON line (e.g. the policy)")
+    parser.add_argument(
+        "--from", dest="source", type=Path, help="score the outputs an --out run kept, no replay"
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.streams.split(",") if n.strip()]
     unknown = [n for n in names if n not in STREAMS]
@@ -322,11 +367,17 @@ def main(argv: list[str] | None = None) -> int:
     # the replays share the cores: one OpenMP thread per job and core
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
     started = time.monotonic()
-    runs, bike = _run_all(names, range(1, args.seeds + 1), args.jobs, args.bike, args.out)
+    seeds = range(1, args.seeds + 1)
+    if args.source is not None:
+        runs, bike = rescore(args.source, names, seeds, args.bike)
+    else:
+        runs, bike = _run_all(names, seeds, args.jobs, args.bike, args.out)
     print()
     print(_header(AGG_COLUMNS))
     streams = {}
     for name in names:
+        if not any(r["stream"] == name for r in runs):
+            continue
         streams[name] = aggregate(
             sorted((r for r in runs if r["stream"] == name), key=lambda r: r["seed"])
         )
@@ -341,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = [s["pass"] for s in streams.values()] + ([bike["pass"]] if bike else [])
     result = {
         "label": args.label,
-        "functions": functions_version(),
+        "functions": functions_version() if args.source is None else {"from": str(args.source)},
         "shape": Shape().__dict__,
         "seeds": args.seeds,
         "streams": streams,
