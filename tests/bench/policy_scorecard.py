@@ -12,7 +12,8 @@ Everything is computed from the run's ``summary.json`` (detections, deploys) and
     .venv/bin/python -m tests.bench.policy_scorecard --bike --from /tmp/scorecard   # rescore, no replay
 
 Per run: false alarms (detections on a stationary stream, or in windows ending at or before
-the onset), detection delay (first detection's window end after the onset, minus the onset,
+the onset; a ``drift.detected`` with cause ``refresh`` retrains on a change already found
+and counts as no detection), detection delay (first detection's window end after the onset, minus the onset,
 in 7-day windows; a detection in the first window after the onset is 1.0), the served metric
 before the change (v1's training end to the onset) and over the last four weeks, v1 never
 retrained over the last four weeks and after the onset, served vs v1 over the whole replay,
