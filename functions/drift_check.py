@@ -23,7 +23,7 @@ import json
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -33,6 +33,7 @@ from driftline.events import (
     DriftDetected,
     Event,
     LabelsReceived,
+    Matrix,
     ModelDeployed,
     ModelRejected,
     ScoreCompleted,
@@ -46,13 +47,15 @@ from driftline.runtime.errors import RetryableError
 from driftline.runtime.function import function
 
 _MAX_UNLABELED = 200_000
+Rows = Matrix | list[list[float]]
+"""A request's feature rows: as the event carried them, or as lists from saved state."""
 
 
 @dataclass
 class _Model:
     spec: ModelSpec
     monitor: DriftMonitor
-    scored: OrderedDict[str, tuple[Any, list[list[float]]]] = field(default_factory=OrderedDict)
+    scored: OrderedDict[str, tuple[Any, Rows]] = field(default_factory=OrderedDict)
     early: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
     """Labels that arrived before their scored rows."""
     feedback: list[dict[str, Any]] = field(default_factory=list)
@@ -190,7 +193,7 @@ def _deployed(ctx: Context, m: _Model, event: ModelDeployed) -> None:
     )
     m.monitor.deployed(
         event.version,
-        at=event.effective_time or ctx.event_time,
+        at=event.effective_time or ctx.event_time or datetime.now(UTC),
         metrics=version.metrics,
         reference=get_table(ctx.store, version.reference_key),
         trained=trained,
@@ -218,7 +221,7 @@ def _join_labels(m: _Model, event: LabelsReceived) -> None:
     _add_feedback(m, found[0], found[1], event.labels)
 
 
-def _add_feedback(m: _Model, when: Any, rows: list[list[float]], labels: list[float]) -> None:
+def _add_feedback(m: _Model, when: Any, rows: Rows, labels: list[float]) -> None:
     for row, label in zip(rows, labels, strict=False):  # a short label list labels fewer rows
         m.feedback.append(
             {**dict(zip(m.spec.feature_names, row, strict=True)), m.spec.target: label, TIME: when}
