@@ -242,6 +242,9 @@ class TrainingWindow(BaseModel):
     """Fewest rows in the window for a run to go ahead."""
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     """Most recent share of the window held out (time-ordered) for validation and the gate."""
+    min_holdout_rows: int = Field(default=100, ge=1)
+    """Fewest rows held out (up to half the window): a short window after a change point
+    still gets a holdout large enough to compare candidates and to serve as a baseline."""
     reference_rows: int = Field(default=2000, ge=100)
     """Most rows in the reference sample stored with a version (drift baseline)."""
     search: Search | None = None

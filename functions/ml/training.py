@@ -192,7 +192,11 @@ def train(
             f"model {spec.name}: {len(window)} labeled rows in the last {spec.training.days:g} days, "
             f"need at least {spec.training.min_rows} (training.min_rows)"
         )
-    n_hold = max(1, math.ceil(len(window) * spec.training.validation_fraction))
+    n_hold = max(
+        1,
+        math.ceil(len(window) * spec.training.validation_fraction),
+        min(spec.training.min_holdout_rows, len(window) // 2),
+    )
     holdout = window.iloc[-n_hold:]
     candidates = {
         "since the change point" if since else "the trailing window": window.iloc[:-n_hold]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from driftline.events import (
     DatasetUploaded,
+    DriftChecked,
     DriftDetected,
     ModelDeployed,
     ModelRegistered,
@@ -18,7 +21,8 @@ from driftline.events import (
     ScoreRequested,
 )
 from driftline.functions.ingest import ingest
-from driftline.functions.ml.layout import labeled_rows
+from driftline.functions.ml.layout import labeled_rows, put_table
+from driftline.functions.ml.spec import TIME
 from driftline.functions.ml.training import train
 from driftline.functions.register import register
 from driftline.functions.retrain import retrain
@@ -170,3 +174,81 @@ def test_score_errors_are_clear(tmp_path: Path) -> None:
     register(_trained(ctx), ctx)
     with pytest.raises(ValidationError, match=r"feature\(s\) \['x2', 'x3'\] missing"):
         score(request, ctx)
+
+
+def _register_weak(ctx, trained: ModelTrained, run: str) -> list:  # type: ignore[no-untyped-def, type-arg]
+    """Register a heavily regularised Ridge (it predicts little more than the mean)."""
+    weak_spec = spec().model_copy(
+        update={"estimator": spec().estimator.model_copy(update={"params": {"alpha": 1e7}})}
+    )
+    weak = train(weak_spec, labeled_rows(ctx.store, "synth"))
+    ctx.store.put(f"models/{run}.onnx", weak.onnx)
+    event = trained.model_copy(
+        update={"run_id": run, "artifact_key": f"models/{run}.onnx", "sha256": weak.sha256}
+    )
+    return register(event, ctx)
+
+
+def test_an_earlier_version_that_fits_best_is_deployed_again(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    trained = _trained(ctx)
+    register(trained, ctx)  # v1 fits the data
+    (refused,) = _register_weak(ctx, trained, "w2")
+    assert isinstance(refused, ModelRejected)  # the gate keeps a weak candidate out...
+    # ...but say a weak v2 got in anyway (registered by hand) and serves now
+    sha = hashlib.sha256(ctx.store.get("models/w2.onnx")).hexdigest()
+    v1 = ctx.registry.version("synth", 1)
+    v2 = v1.model_copy(
+        update={"version": 2, "run_id": "w2", "artifact_key": "models/w2.onnx", "sha256": sha}
+    )
+    ctx.registry.apply(v2)
+    ctx.registry.apply(
+        ModelDeployed(
+            model="synth", version=2, artifact_key=v2.artifact_key, sha256=sha, previous_version=1
+        )
+    )
+    rejected, deployed = _register_weak(ctx, trained, "w3")
+    assert isinstance(rejected, ModelRejected) and isinstance(deployed, ModelDeployed)
+    assert "v1 fits best" in rejected.reason and "deployed again" in rejected.reason
+    assert (deployed.version, deployed.reason, deployed.previous_version) == (1, "redeploy", 2)
+    assert ctx.registry.production("synth").version == 1
+
+
+def test_a_promoted_version_that_does_worse_on_probation_is_rolled_back(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    trained = _trained(ctx)
+    register(trained, ctx)  # v1
+    rows = labeled_rows(ctx.store, "synth").tail(200)
+    start, end = rows[TIME].min(), rows[TIME].max() + pd.Timedelta(hours=1)
+    put_table(ctx.store, "feedback/synth/probation.parquet", rows)  # as drift-check writes it
+    _register_weak(ctx, trained, "w2")
+    sha = hashlib.sha256(ctx.store.get("models/w2.onnx")).hexdigest()
+    v2 = ctx.registry.version("synth", 1).model_copy(
+        update={"version": 2, "run_id": "w2", "artifact_key": "models/w2.onnx", "sha256": sha}
+    )
+    ctx.registry.apply(v2)
+    promoted = ModelDeployed(
+        model="synth",
+        version=2,
+        artifact_key=v2.artifact_key,
+        sha256=sha,
+        previous_version=1,
+        effective_time=start,
+    )
+    ctx.registry.apply(promoted)
+    checked = DriftChecked(
+        model="synth",
+        version=2,
+        window="w",
+        window_start=start,
+        window_end=end,
+        rows=200,
+        labeled_rows=200,
+        probation=True,
+    )
+    (rollback,) = register(checked, ctx)
+    assert (rollback.version, rollback.reason, rollback.previous_version) == (1, "rollback", 2)
+    assert ctx.registry.production("synth").version == 1
+    assert register(checked, ctx) == []  # redelivered: production moved on, nothing to do
+    # a window that is not on probation never rolls back
+    assert register(checked.model_copy(update={"probation": False}), ctx) == []

@@ -30,6 +30,7 @@ params = { max_iter = 30, random_state = 0 }
 days = 10
 min_rows = 50
 validation_fraction = 0.25
+min_holdout_rows = 20
 reference_rows = 100
 """
 CLASSIFICATION = REGRESSION.replace('"regression"', '"classification"').replace(
