@@ -286,7 +286,7 @@ class DriftPolicy(BaseModel):
     those defaults."""
     significance: float = Field(default=0.01, gt=0, lt=0.5)
     """One-sided level of the test that the loss is worse than the validation loss."""
-    severe_factor: float = Field(default=2.0, ge=1)
+    severe_factor: float = Field(default=1.5, ge=1)
     """A worsening of at least this many times ``min_effect`` acts without waiting for
     ``consecutive`` windows (and the online detector acts only on one this large)."""
     consecutive: int = Field(default=2, ge=1)
