@@ -173,14 +173,18 @@ def _probation(ctx: Context, event: DriftChecked) -> list[Event]:
     if len(rows) < spec.drift.min_labeled_rows:
         return []
     y = rows[spec.target].to_numpy()
-    losses = [
-        row_loss(
-            spec.metric_name,
-            y,
-            predict(_load_checked(ctx, spec, v.artifact_key, v.sha256), spec, rows),
-        )
-        for v in (new, old)
-    ]
+    try:
+        losses = [
+            row_loss(
+                spec.metric_name,
+                y,
+                predict(_load_checked(ctx, spec, v.artifact_key, v.sha256), spec, rows),
+            )
+            for v in (new, old)
+        ]
+    except (ValidationError, ObjectNotFoundError) as exc:  # no artifact to compare: keep serving
+        ctx.log.warning("%s v%d probation skipped: %s", event.model, event.version, exc)
+        return []
     base = Baseline.from_metrics(spec.metric_name, old.metrics)
     worse, why = paired_worse(losses[0], losses[1], spec.drift, spec.task, base)
     ctx.log.info("%s v%d probation on %d rows: %s", event.model, event.version, len(rows), why)

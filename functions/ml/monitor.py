@@ -197,6 +197,8 @@ class DriftMonitor:
         """Event times the production version was trained on (first, last)."""
         self.refreshed_span: float = 0.0
         self.probation_due = False
+        self.deploys: list[str] = []
+        """Keys of the deploys seen (version and time): a redelivered one changes nothing."""
         self._pending: dict[str, tuple[float, list[int]]] = {}
         self._unlabeled: dict[float, int] = {}
         self._detections: list[Detection] = []
@@ -221,13 +223,18 @@ class DriftMonitor:
         version (a redelivered event) changes nothing."""
         if reference is not None:
             self._references[version] = reference
-        if version == self.version:
-            return
+        when = _epoch(at)
+        if self.watermark is not None:  # a deploy dated by the wall clock in a backfill
+            when = min(when, self.watermark)
+        key = f"v{version}@{_epoch(at)}"
+        if version == self.version or key in self.deploys:
+            return  # a redelivered deploy (perhaps of an earlier one in the same batch)
+        self.deploys = [*self.deploys, key][-_KEEP_KEYS:]
         name = self.spec.metric_name
         figures = dict(metrics or {})
         if validation_metric is not None:
             figures.setdefault(name, validation_metric)
-        self.version, self.deployed_at = version, _epoch(at)
+        self.version, self.deployed_at = version, when
         self.baseline = figures.get(name)
         self.base = Baseline.from_metrics(name, figures)
         self.trained = None if trained is None else (_epoch(trained[0]), _epoch(trained[1]))
@@ -319,14 +326,12 @@ class DriftMonitor:
         if self.pending is not None and self.pending["detection"].change_point is not None:
             self.pending["have"] += row[_T] >= _epoch(self.pending["detection"].change_point)
         alarm = self.detector.update(row[_T], loss)  # the history counts rows even when off
-        if alarm and self.policy.online and self.suspect is None:
+        if alarm and self.policy.online:  # a newer alarm replaces an older suspicion
             times, losses = self._history()
-            slack = self._min_effect() / 2
-            self.suspect = (
-                float(times[change_point(losses, self.base.loss, slack)]) if len(times) else None
-            )
+            at = change_point(losses, self.base.loss, self._min_effect() / 2)
+            self.suspect = float(times[at]) if at < len(times) else None
         self._release_pending()
-        if self.suspect is not None and len(self.detector.history) % 10 == 0:
+        if self.suspect is not None and self.detector.updates % 10 == 0:
             self._check_suspect()
 
     def _history(self) -> tuple[np.ndarray, np.ndarray]:
@@ -586,11 +591,8 @@ class DriftMonitor:
             keep = times >= lo
             if keep.any():
                 t, x = times[keep], losses[keep]
-                return (
-                    float(t[change_point(x, self.base.loss, self._min_effect() / 2)])
-                    if len(t)
-                    else lo
-                )
+                at = change_point(x, self.base.loss, self._min_effect() / 2)
+                return float(t[at]) if at < len(t) else lo
         return lo
 
     def _refresh(self, end: float, reason: str) -> tuple[Detection | None, str]:
@@ -631,10 +633,12 @@ class DriftMonitor:
         )
         return perf_test(losses, self.base, self.policy, self.spec.task)
 
-    def _metric_of(self, test: PerfTest) -> float:
+    def _metric_of(self, test: PerfTest) -> float | None:
         name = self.spec.metric_name
         if name == "rmse":
             return math.sqrt(test.loss)
+        if name == "f1":
+            return None  # the test is on the miss rate; f1 needs the whole confusion matrix
         return test.loss if self.spec.task == "regression" else 1.0 - test.loss
 
     def _data_drift(self, current: pd.DataFrame) -> Any:
@@ -688,6 +692,7 @@ class DriftMonitor:
             "trained": None if self.trained is None else list(self.trained),
             "refreshed_span": self.refreshed_span,
             "probation_due": self.probation_due,
+            "deploys": list(self.deploys),
             "detections": [_detection_state(d) for d in self._detections],
         }
 
@@ -729,6 +734,7 @@ class DriftMonitor:
         m.trained = tuple(state["trained"]) if state.get("trained") else None  # type: ignore[assignment]
         m.refreshed_span = state.get("refreshed_span", 0.0)
         m.probation_due = state.get("probation_due", False)
+        m.deploys = list(state.get("deploys", []))
         m._detections = [_detection_from(d) for d in state.get("detections", [])]
         for key, rows in state["windows"].items():
             start = float(key)

@@ -29,6 +29,7 @@ DEFAULT_MIN_EFFECT = {"classification": 0.05, "regression": 0.15}
 """Absolute error rate for classification, relative to the baseline loss for regression."""
 _HISTORY = 20_000
 _ONLINE_CAP = 4.0
+_Z_CAP = 1e6
 """Regression losses are divided by the baseline loss and capped here before ADWIN sees
 them (ADWIN's bound assumes a bounded stream)."""
 
@@ -53,8 +54,8 @@ class Baseline:
         if value is None or not math.isfinite(value):
             return None
         n = int(metrics.get("holdout_rows", 200))
-        if not METRICS[metric].lower_is_better:  # accuracy-like: the loss is the miss rate
-            loss = 1.0 - value
+        if not METRICS[metric].lower_is_better:  # a miss rate: 1 - accuracy (for f1 too)
+            loss = metrics.get(f"{metric}_loss", 1.0 - metrics.get("accuracy", value))
             return cls(loss, math.sqrt(max(loss * (1 - loss), 1e-12)), n)
         loss = value**2 if metric == "rmse" else value
         return cls(loss, float(metrics.get(f"{metric}_loss_sd", loss)), n)
@@ -62,7 +63,7 @@ class Baseline:
 
 def loss_figures(metric: str, losses: np.ndarray) -> dict[str, float]:
     """What training saves beside the metrics so that :meth:`Baseline.from_metrics` works."""
-    figures = {"holdout_rows": float(len(losses))}
+    figures = {"holdout_rows": float(len(losses)), f"{metric}_loss": float(np.mean(losses))}
     if METRICS[metric].lower_is_better and len(losses) > 1:  # a miss rate's spread follows its mean
         figures[f"{metric}_loss_sd"] = float(np.std(losses, ddof=1))
     return figures
@@ -102,8 +103,9 @@ def perf_test(losses: np.ndarray, base: Baseline, policy: DriftPolicy, task: str
     sd = float(np.std(losses, ddof=1)) if n > 1 else math.nan
     effect = mean - base.loss
     se = math.sqrt(sd**2 / max(n, 1) + base.sd**2 / max(base.n, 1)) if n > 1 else math.nan
-    z = effect / se if se and math.isfinite(se) and se > 0 else (math.inf if effect > 0 else 0.0)
-    p = 1.0 - NormalDist().cdf(z) if math.isfinite(z) else (0.0 if z > 0 else 1.0)
+    z = effect / se if se and math.isfinite(se) and se > 0 else (_Z_CAP if effect > 0 else 0.0)
+    z = max(-_Z_CAP, min(_Z_CAP, z))  # finite: it goes into JSON state and Avro events
+    p = 1.0 - NormalDist().cdf(z)
     floor = min_effect(policy, task, base)
     drifted = n >= policy.min_labeled_rows and effect >= floor and p <= policy.significance
     return PerfTest(
@@ -120,11 +122,12 @@ def perf_test(losses: np.ndarray, base: Baseline, policy: DriftPolicy, task: str
 
 
 def change_point(losses: np.ndarray, baseline_loss: float, slack: float) -> int:
-    """Index of the first row after the estimated start of a worsening (CUSUM argmin)."""
+    """Index of the first row of the estimated worsening (CUSUM argmin); ``len(losses)``
+    when there is none."""
     if len(losses) == 0:
         return 0
     s = np.concatenate([[0.0], np.cumsum(losses - baseline_loss - slack)])
-    return int(np.argmin(s))
+    return int(np.argmin(s))  # len(losses): the sum fell to the end, no worsening at all
 
 
 class OnlineDetector:
@@ -137,10 +140,12 @@ class OnlineDetector:
         self.adwin = ADWIN(delta=delta)
         self.history: deque[tuple[float, float]] = deque(maxlen=_HISTORY)
         self.alarms = 0
+        self.updates = 0
 
     def update(self, t: float, loss: float) -> bool:
         """Add one row's loss; True when ADWIN sees a change in its mean (either way)."""
         self.history.append((t, loss))
+        self.updates += 1
         x = loss if self.scale is None else min(loss / self.scale, _ONLINE_CAP) / _ONLINE_CAP
         self.adwin.update(x)
         if self.adwin.drift_detected:

@@ -217,10 +217,20 @@ def train(
     trials = [
         f"{_label(spec.estimator)} on {n}: {spec.metric_name} {v:.4g}" for n, v in tried.items()
     ]
+    chosen = list(tried).index(name)
     if spec.training.search is not None and isinstance(trainer, SklearnTrainer):
-        estimator = _search(
-            spec, trainer, fit_rows, x_hold, y_hold, estimator, tried[name], trials, started
+        estimator, chosen = _search(
+            spec,
+            trainer,
+            fit_rows,
+            x_hold,
+            y_hold,
+            (estimator, tried[name], chosen),
+            trials,
+            started,
         )
+    if len(trials) > 1:
+        trials[chosen] += "  <- chosen"
     onnx_bytes = _with_metadata(spec, trainer.export(spec, estimator))
     expected = estimator.predict(x_hold)
     parity = _check_parity(spec, estimator, x_hold, expected, load_session(onnx_bytes, spec))
@@ -280,19 +290,19 @@ def _search(
     rows: pd.DataFrame,
     x_hold: np.ndarray,
     y_hold: np.ndarray,
-    best: Any,
-    best_value: float,
+    incumbent: tuple[Any, float, int],
     trials: list[str],
     started: float,
-) -> Any:
+) -> tuple[Any, int]:
     """Fit every trial of ``[training.search]`` on ``rows``; the best on the holdout wins.
 
-    ``trials`` gets one line per trial (the first, the spec's estimator, is already there);
-    the winner's line is marked. A trial that fails to fit is recorded, not fatal.
+    ``incumbent`` is the estimator fitted so far, its figure and its line in ``trials``;
+    ``trials`` gets one line per further trial. A trial that fails to fit is recorded, not
+    fatal. Returns the winner and its line.
     """
     assert spec.training.search is not None
     search, lower = spec.training.search, METRICS[spec.metric_name].lower_is_better
-    winner = 0
+    best, best_value, winner = incumbent
     for step in _trials(spec, search)[1:]:
         if time.perf_counter() - started > search.budget_s:
             trials.append(f"time budget of {search.budget_s:g} s reached: no more trials")
@@ -311,8 +321,7 @@ def _search(
         )
         if (value < best_value) if lower else (value > best_value):
             best, best_value, winner = est, value, len(trials) - 1
-    trials[winner] += "  <- chosen"
-    return best
+    return best, winner
 
 
 def _fit(spec: ModelSpec, trainer: Trainer, rows: pd.DataFrame) -> Any:

@@ -450,3 +450,20 @@ def test_concept_shift_is_detected_from_labels(evidently_reference: pd.DataFrame
     found = m.take_detections() + [r.detection for r in results if r.detection]
     (det,) = found
     assert det.cause == "performance" and det.at <= T0 + timedelta(days=1)  # in the first window
+
+
+def test_a_model_that_gets_better_raises_nothing() -> None:
+    m = monitor(spec(consecutive=1))
+    s = Stream(m, rows_per_hour=8)
+    results = s.days(2) + s.days(3, error=0.2)  # the detector sees the change, downwards
+    assert m.detector is not None and m.detector.alarms >= 1
+    assert s.detections == [] and not any(r.detect or r.drifted for r in results)
+    assert m.suspect is None
+
+
+def test_a_redelivered_deploy_of_an_earlier_version_changes_nothing() -> None:
+    m = monitor()
+    m.deployed(2, at=T0, metrics={"mae": 1.0}, reference=REFERENCE)
+    m.deployed(3, at=T0 + timedelta(hours=1), metrics={"mae": 1.0}, reference=REFERENCE)
+    m.deployed(2, at=T0, metrics={"mae": 1.0}, reference=REFERENCE)  # the batch came again
+    assert m.version == 3

@@ -67,7 +67,7 @@ def test_train_uses_the_trailing_window_and_a_time_ordered_holdout(
     assert trained.n_rows + len(trained.holdout) == 240
     assert len(trained.holdout) == 60  # the most recent quarter
     assert trained.holdout[TIME].min() > pd.Timestamp("2024-01-18 11:00", tz="UTC")
-    assert set(trained.metrics) == {"mae", "rmse", "holdout_rows", "mae_loss_sd"}
+    assert set(trained.metrics) == {"mae", "rmse", "holdout_rows", "mae_loss", "mae_loss_sd"}
     assert trained.metrics["mae"] < 1.0 and trained.metrics["holdout_rows"] == 60
     assert list(trained.reference.columns) == spec.feature_names and len(trained.reference) == 100
     assert trained.sha256 == training.hashlib.sha256(trained.onnx).hexdigest()
@@ -151,7 +151,7 @@ def test_classifier_exports_labels_without_zipmap() -> None:
     assert [o.name for o in session.get_outputs()] == ["label", "probabilities"]
     labels = predict(session, spec, result.holdout)
     assert set(np.unique(labels)) <= {0, 1}
-    assert set(result.metrics) == {"accuracy", "f1", "holdout_rows"}
+    assert set(result.metrics) == {"accuracy", "f1", "holdout_rows", "accuracy_loss"}
     assert result.metrics["accuracy"] > 0.85
     assert result.parity["mismatches"] == 0
 
