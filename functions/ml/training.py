@@ -235,11 +235,6 @@ def train(
     expected = estimator.predict(x_hold)
     parity = _check_parity(spec, estimator, x_hold, expected, load_session(onnx_bytes, spec))
     used = pd.concat([fit_rows, holdout])
-    others = "".join(
-        f"; chosen over {n} ({spec.metric_name} {v:.4g} vs {tried[name]:.4g})"
-        for n, v in tried.items()
-        if n != name
-    )
     return TrainResult(
         onnx=onnx_bytes,
         sha256=hashlib.sha256(onnx_bytes).hexdigest(),
@@ -252,7 +247,7 @@ def train(
         n_rows=len(fit_rows),
         train_start=used[TIME].iloc[0].to_pydatetime(),
         train_end=used[TIME].iloc[-1].to_pydatetime(),
-        trainer=f"{trainer.describe(estimator)}, on {name} ({len(fit_rows)} rows){others}",
+        trainer=trainer.describe(estimator),
         seconds=time.perf_counter() - started,
         parity=parity,
         trials=trials,
