@@ -114,13 +114,13 @@ def _host(
     the first placement applied; its stop goes on ``stoppers``."""
     from driftline.functions import FUNCTIONS
     from driftline.runtime.cluster.placement import Placement
+    from driftline.runtime.function import spec_of
 
     here = [
         f
         for f in FUNCTIONS
-        if (functions is None or f.spec.name in functions)  # type: ignore[attr-defined]
-        and f.spec.name not in elsewhere
-    ]  # type: ignore[attr-defined]
+        if (functions is None or spec_of(f).name in functions) and spec_of(f).name not in elsewhere
+    ]
     placement = Placement.on_platform(platform, here)
     placement.start()
     stoppers.append(placement.stop)

@@ -79,3 +79,17 @@ def write_fixtures() -> None:
 
 if __name__ == "__main__":
     write_fixtures()
+
+
+def test_the_wheel_ships_every_schema_file() -> None:
+    """A schema left out of package-data is missing from every `pip install` and image: events
+    written with it could not be decoded there (history schemas matter in rolling upgrades)."""
+    import tomllib
+    from pathlib import PurePosixPath
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    globs = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
+    shipped = [PurePosixPath(g) for g in globs["driftline.events"]]
+    for path in SCHEMA_DIR.rglob("*.avsc"):
+        rel = PurePosixPath(path.relative_to(SCHEMA_DIR.parent).as_posix())
+        assert any(len(rel.parts) == len(g.parts) and rel.match(str(g)) for g in shipped), rel
