@@ -596,15 +596,17 @@ class DriftMonitor:
         return lo
 
     def _refresh(self, end: float, reason: str) -> tuple[Detection | None, str]:
-        """Retrain a version trained from a change point once the new concept's data doubled."""
+        """Retrain a version that saw only a short stretch of the new concept (whether it
+        learned from the change point on, or from the trailing window that won on too few
+        new rows) once the labeled stretch since the change point has doubled."""
         p = self.policy
         if not p.refresh or self.change_at is None or self.trained is None or self.version is None:
             return None, reason
         first, last = self.trained
-        if first < self.change_at - 0.5 * _DAY:  # learned from before the change: not short
+        if last < self.change_at:  # trained before the change (a version deployed again)
             return None, reason
         full = self.spec.training.days * _DAY
-        span, trained_span = end - self.change_at, max(last - first, 1.0)
+        span, trained_span = end - self.change_at, max(last - max(first, self.change_at), 1.0)
         if trained_span >= 0.9 * full or span < 2 * max(trained_span, self.refreshed_span):
             return None, reason
         days = f"{span / _DAY:.1f}"
