@@ -60,11 +60,11 @@ def read_upload(data: bytes, key: str) -> pd.DataFrame:
         ) from exc
 
 
-def labeled_rows(store: Any, model: str) -> pd.DataFrame:
-    """Every labeled row known for a model: ingested datasets and scoring feedback."""
+def _tables(store: Any, *prefixes: str) -> pd.DataFrame:
+    """Every non-empty Parquet table under ``prefixes``, concatenated (empty: no columns)."""
     frames = [
         get_table(store, info.key)
-        for prefix in (f"datasets/{model}/", f"feedback/{model}/")
+        for prefix in prefixes
         for info in store.list(prefix)
         if info.key.endswith(".parquet")
     ]
@@ -72,17 +72,16 @@ def labeled_rows(store: Any, model: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def labeled_rows(store: Any, model: str) -> pd.DataFrame:
+    """Every labeled row known for a model: ingested datasets and scoring feedback."""
+    return _tables(store, f"datasets/{model}/", f"feedback/{model}/")
+
+
 def feedback_between(store: Any, model: str, start: Any, end: Any) -> pd.DataFrame:
     """Labeled scoring rows (feedback) with event time in ``[start, end)``, in time order."""
-    frames = [
-        get_table(store, i.key)
-        for i in store.list(f"feedback/{model}/")
-        if i.key.endswith(".parquet")
-    ]
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame()
-    rows = pd.concat(frames, ignore_index=True)
+    rows = _tables(store, f"feedback/{model}/")
+    if rows.empty:
+        return rows
     times = pd.to_datetime(rows[TIME], utc=True)
     keep = (times >= pd.Timestamp(start)) & (times < pd.Timestamp(end))
     return rows[keep].sort_values(TIME, kind="stable").reset_index(drop=True)

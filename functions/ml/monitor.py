@@ -327,17 +327,12 @@ class DriftMonitor:
             self.pending["have"] += row[_T] >= _epoch(self.pending["detection"].change_point)
         alarm = self.detector.update(row[_T], loss)  # the history counts rows even when off
         if alarm and self.policy.online:  # a newer alarm replaces an older suspicion
-            times, losses = self._history()
+            times, losses = self.detector.arrays()
             at = change_point(losses, self.base.loss, self._min_effect() / 2)
             self.suspect = float(times[at]) if at < len(times) else None
         self._release_pending()
         if self.suspect is not None and self.detector.updates % 10 == 0:
             self._check_suspect()
-
-    def _history(self) -> tuple[np.ndarray, np.ndarray]:
-        assert self.detector is not None
-        arr = np.array(self.detector.history, dtype=np.float64).reshape(-1, 2)
-        return arr[:, 0], arr[:, 1]
 
     def _min_effect(self) -> float:
         assert self.base is not None
@@ -587,7 +582,7 @@ class DriftMonitor:
         start of the streak), else the streak's first window."""
         lo = self.streak_start if self.streak_start is not None else start
         if self.detector is not None and self.base is not None:
-            times, losses = self._history()
+            times, losses = self.detector.arrays()
             keep = times >= lo
             if keep.any():
                 t, x = times[keep], losses[keep]

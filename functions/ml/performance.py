@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -153,8 +153,15 @@ class OnlineDetector:
             return True
         return False
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept rows' times (epoch s) and losses."""
+        arr = np.array(self.history, dtype=np.float64).reshape(-1, 2)
+        return arr[:, 0], arr[:, 1]
+
     def since(self, t: float) -> np.ndarray:
-        return np.array([loss for when, loss in self.history if when >= t])
+        """Losses of the rows at or after ``t``."""
+        times, losses = self.arrays()
+        return losses[times >= t]
 
     def state(self) -> dict[str, Any]:
         return {
@@ -175,11 +182,6 @@ class OnlineDetector:
 
     def describe(self) -> str:
         return f"adwin width {int(self.adwin.width)}, mean {self.adwin.estimation:.4g}, alarms {self.alarms}"
-
-
-def times_losses(pairs: Iterable[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
-    arr = np.array(list(pairs), dtype=np.float64).reshape(-1, 2)
-    return arr[:, 0], arr[:, 1]
 
 
 def paired_worse(
