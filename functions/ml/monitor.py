@@ -20,13 +20,13 @@ Only rows scored by the production version count. How a window is judged:
   reference sample.
 
 Between window closes, each labeled row's loss goes to an online detector (ADWIN). When it
-alarms, the change point is estimated (CUSUM) and the rows since then are tested; a severe
+alarms, the change point is estimated (a least-squares split) and the rows since then are tested; a severe
 worsening is acted on at once. A drifted window acts at once when severe, else after
 ``consecutive`` drifted windows in a row. Every detection carries the estimated change
 point, so the retrain learns only from rows after it; it waits (up to a window) until
 ``training.min_rows`` labeled rows exist after it. A version trained from a change point
 is *refreshed* while it has seen less than a training window of the new concept, each
-time that data has doubled. Every detection passes these guards:
+time as much new data again as it learned is labeled. Every detection passes these guards:
 
 1. at least ``min_window_rows`` rows of the version in a window to judge it;
 2. no retrain in flight (cleared by a deploy, a rejection, or ``retrain_timeout_days``,
@@ -328,7 +328,7 @@ class DriftMonitor:
         alarm = self.detector.update(row[_T], loss)  # the history counts rows even when off
         if alarm and self.policy.online:  # a newer alarm replaces an older suspicion
             times, losses = self.detector.arrays()
-            at = change_point(losses, self.base.loss, self._min_effect() / 2)
+            at = change_point(losses, self.base.loss, self._min_effect())
             self.suspect = float(times[at]) if at < len(times) else None
         self._release_pending()
         if self.suspect is not None and self.detector.updates % 10 == 0:
@@ -578,7 +578,7 @@ class DriftMonitor:
         return (det if ok else None), reason
 
     def _window_change_point(self, start: float, labeled: list[list[Any]]) -> float | None:
-        """Where the worsening began: CUSUM over the version's recent losses (back to the
+        """Where the worsening began: the split of the version's recent losses (back to the
         start of the streak), else the streak's first window."""
         lo = self.streak_start if self.streak_start is not None else start
         if self.detector is not None and self.base is not None:
@@ -586,14 +586,16 @@ class DriftMonitor:
             keep = times >= lo
             if keep.any():
                 t, x = times[keep], losses[keep]
-                at = change_point(x, self.base.loss, self._min_effect() / 2)
+                at = change_point(x, self.base.loss, self._min_effect())
                 return float(t[at]) if at < len(t) else lo
         return lo
 
     def _refresh(self, end: float, reason: str) -> tuple[Detection | None, str]:
         """Retrain a version that saw only a short stretch of the new concept (whether it
-        learned from the change point on, or from the trailing window that won on too few
-        new rows) once the labeled stretch since the change point has doubled."""
+        learned from the change point on, a recent part of it, or the trailing window that
+        won on too few new rows) once as much new data again as it learned is labeled: the
+        stretch since the change point doubles while each retrain learns all of it, and
+        comes sooner when a recent part won (the concept was still moving)."""
         p = self.policy
         if not p.refresh or self.change_at is None or self.trained is None or self.version is None:
             return None, reason
@@ -602,7 +604,8 @@ class DriftMonitor:
             return None, reason
         full = self.spec.training.days * _DAY
         span, trained_span = end - self.change_at, max(last - max(first, self.change_at), 1.0)
-        if trained_span >= 0.9 * full or span < 2 * max(trained_span, self.refreshed_span):
+        due = self.refreshed_span + trained_span if self.refreshed_span else 2 * trained_span
+        if trained_span >= 0.9 * full or span < due:
             return None, reason
         days = f"{span / _DAY:.1f}"
         det = Detection(
@@ -672,7 +675,9 @@ class DriftMonitor:
             "version": self.version,
             "deployed_at": self.deployed_at,
             "baseline": _nan_none(self.baseline),
-            "base": None if self.base is None else [self.base.loss, self.base.sd, self.base.n],
+            "base": None
+            if self.base is None
+            else [self.base.loss, self.base.sd, self.base.n, self.base.se],
             "watermark": self.watermark,
             "closed_through": None if math.isinf(self.closed_through) else self.closed_through,
             "windows": {repr(s): [_row_state(r) for r in rows] for s, rows in self.windows.items()},

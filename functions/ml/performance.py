@@ -4,11 +4,11 @@ A version's *baseline* is its validation loss: the mean per-row loss on its hold
 :class:`~driftline.functions.ml.spec.Metric`), with its spread and row count, saved in
 the version's metrics at training time. :func:`perf_test` asks whether labeled rows do
 worse than that by at least the policy's minimum effect, beyond chance (a one-sided Welch
-z-test with the uncertainty of both means). :func:`change_point` estimates where a
-worsening began (the CUSUM estimate: the point after which the loss, less the baseline
-and half the minimum effect, sums highest). :class:`OnlineDetector` runs river's ADWIN
-on the per-row loss as labels arrive and keeps the recent losses with their times, so it
-can be rebuilt from saved state.
+z-test with the uncertainty of both means, nearby rows counted as going together, see
+:func:`standard_error`). :func:`change_point` estimates where a worsening began (the
+least-squares split into two stretches of constant mean). :class:`OnlineDetector` runs
+river's ADWIN on the per-row loss as labels arrive and keeps the recent losses with their
+times, so it can be rebuilt from saved state.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ DEFAULT_MIN_EFFECT = {"classification": 0.05, "regression": 0.15}
 _HISTORY = 20_000
 _ONLINE_CAP = 4.0
 _Z_CAP = 1e6
+_MIN_BLOCKS = 5
 """Regression losses are divided by the baseline loss and capped here before ADWIN sees
 them (ADWIN's bound assumes a bounded stream)."""
 
@@ -41,6 +42,15 @@ class Baseline:
     loss: float
     sd: float
     n: int
+    se: float | None = None
+    """Standard error of ``loss`` as measured on the holdout (see :func:`standard_error`);
+    None for versions saved without it: ``sd / sqrt(n)``."""
+
+    @property
+    def mean_se(self) -> float:
+        if self.se is not None:
+            return self.se
+        return self.sd / math.sqrt(max(self.n, 1))
 
     @classmethod
     def from_metrics(cls, metric: str, metrics: Mapping[str, float]) -> Baseline | None:
@@ -54,19 +64,43 @@ class Baseline:
         if value is None or not math.isfinite(value):
             return None
         n = int(metrics.get("holdout_rows", 200))
+        se = metrics.get(f"{metric}_loss_se")
         if not METRICS[metric].lower_is_better:  # a miss rate: 1 - accuracy (for f1 too)
             loss = metrics.get(f"{metric}_loss", 1.0 - metrics.get("accuracy", value))
-            return cls(loss, math.sqrt(max(loss * (1 - loss), 1e-12)), n)
+            return cls(loss, math.sqrt(max(loss * (1 - loss), 1e-12)), n, se)
         loss = value**2 if metric == "rmse" else value
-        return cls(loss, float(metrics.get(f"{metric}_loss_sd", loss)), n)
+        return cls(loss, float(metrics.get(f"{metric}_loss_sd", loss)), n, se)
 
 
 def loss_figures(metric: str, losses: np.ndarray) -> dict[str, float]:
     """What training saves beside the metrics so that :meth:`Baseline.from_metrics` works."""
-    figures = {"holdout_rows": float(len(losses)), f"{metric}_loss": float(np.mean(losses))}
+    figures = {
+        "holdout_rows": float(len(losses)),
+        f"{metric}_loss": float(np.mean(losses)),
+        f"{metric}_loss_se": standard_error(losses),
+    }
     if METRICS[metric].lower_is_better and len(losses) > 1:  # a miss rate's spread follows its mean
         figures[f"{metric}_loss_sd"] = float(np.std(losses, ddof=1))
     return figures
+
+
+def standard_error(losses: np.ndarray) -> float:
+    """Standard error of the mean of time-ordered per-row losses: the larger of the
+    independent-rows one (``sd / sqrt(n)``) and the batch-means one (the spread of the means
+    of about ``sqrt(n)`` consecutive blocks of about ``sqrt(n)`` rows). Losses of nearby rows
+    go together (the hours of one rainy day, one busy holiday), so they count as fewer
+    independent rows; on independent rows the two estimates agree."""
+    x = np.asarray(losses, dtype=np.float64)
+    n = len(x)
+    if n < 2:
+        return math.nan
+    iid = float(np.std(x, ddof=1)) / math.sqrt(n)
+    size = int(math.sqrt(n))
+    blocks = n // size
+    if blocks < _MIN_BLOCKS:
+        return iid
+    means = x[n - blocks * size :].reshape(blocks, size).mean(axis=1)
+    return max(iid, float(np.std(means, ddof=1)) / math.sqrt(blocks))
 
 
 def min_effect(policy: DriftPolicy, task: str, baseline: Baseline) -> float:
@@ -100,9 +134,8 @@ def perf_test(losses: np.ndarray, base: Baseline, policy: DriftPolicy, task: str
     """Is the mean of ``losses`` worse than the baseline by at least the minimum effect?"""
     n = len(losses)
     mean = float(np.mean(losses)) if n else math.nan
-    sd = float(np.std(losses, ddof=1)) if n > 1 else math.nan
     effect = mean - base.loss
-    se = math.sqrt(sd**2 / max(n, 1) + base.sd**2 / max(base.n, 1)) if n > 1 else math.nan
+    se = math.sqrt(standard_error(losses) ** 2 + base.mean_se**2) if n > 1 else math.nan
     z = effect / se if se and math.isfinite(se) and se > 0 else (_Z_CAP if effect > 0 else 0.0)
     z = max(-_Z_CAP, min(_Z_CAP, z))  # finite: it goes into JSON state and Avro events
     p = 1.0 - NormalDist().cdf(z)
@@ -121,13 +154,35 @@ def perf_test(losses: np.ndarray, base: Baseline, policy: DriftPolicy, task: str
     )
 
 
-def change_point(losses: np.ndarray, baseline_loss: float, slack: float) -> int:
-    """Index of the first row of the estimated worsening (CUSUM argmin); ``len(losses)``
-    when there is none."""
-    if len(losses) == 0:
+def change_point(losses: np.ndarray, baseline_loss: float, min_effect: float) -> int:
+    """Index of the first row of the estimated worsening; ``len(losses)`` when there is none.
+
+    The least-squares split of the losses into two stretches of constant mean (the standard
+    single change point estimate), upward only: the split that maximises
+    ``i (n - i) / n * (mean after - mean before)**2``. It does not depend on the baseline,
+    so a version that served a little worse than its validation loss before the change
+    does not drag the estimate back. The baseline decides the two edge cases: when the
+    stretch after the split is not worse than the baseline by half the minimum effect
+    there is no worsening (``len(losses)``); when the stretch before it is already worse by
+    the whole minimum effect, the worsening began at the first row (``0``).
+    """
+    x = np.asarray(losses, dtype=float)
+    n = len(x)
+    if n == 0:
         return 0
-    s = np.concatenate([[0.0], np.cumsum(losses - baseline_loss - slack)])
-    return int(np.argmin(s))  # len(losses): the sum fell to the end, no worsening at all
+    at = 0
+    if n > 1:
+        sums = np.cumsum(x)[:-1]
+        i = np.arange(1, n)
+        before, after = sums / i, (sums[-1] + x[-1] - sums) / (n - i)
+        gain = np.where(after > before, i * (n - i) / n * (after - before) ** 2, 0.0)
+        if gain.max() > 0:
+            at = int(np.argmax(gain)) + 1
+    if float(np.mean(x[at:])) < baseline_loss + min_effect / 2:
+        return n
+    if at > 0 and float(np.mean(x[:at])) >= baseline_loss + min_effect:
+        return 0
+    return at
 
 
 class OnlineDetector:
@@ -196,8 +251,8 @@ def paired_worse(
         return False, f"{n} rows: too few to compare"
     scale = base if base is not None else Baseline(float(np.mean(old)), 0.0, n)
     floor = min_effect(policy, task, scale)
-    mean, sd = float(np.mean(d)), float(np.std(d, ddof=1))
-    z = mean / (sd / math.sqrt(n)) if sd > 0 else (math.inf if mean > 0 else 0.0)
+    mean, se = float(np.mean(d)), standard_error(d)
+    z = mean / se if se > 0 else (math.inf if mean > 0 else 0.0)
     p = 1.0 - NormalDist().cdf(z) if math.isfinite(z) else (0.0 if z > 0 else 1.0)
     worse = mean >= floor and p <= policy.significance
     return worse, (

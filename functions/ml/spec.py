@@ -317,7 +317,8 @@ class DriftPolicy(BaseModel):
     so a lost retrain cannot stop the loop from acting on a later change."""
     refresh: bool = True
     """After a retrain that started at a change point, retrain again as the new concept's
-    data grows (each time it has doubled), until a full training window of it was seen."""
+    data grows (each time as much again as the version learned is labeled), until a version
+    learned a full training window of it."""
 
 
 class Gate(BaseModel):

@@ -179,9 +179,11 @@ def train(
     ``training.validation_fraction`` is held out. With ``since`` (a change point) the window
     and its holdout start there (see :func:`training_window`), and two candidates compete on
     that holdout: one fitted on the rows since the change point, one on the whole trailing
-    window. After an abrupt change the first wins (the older rows teach the old concept);
-    after a gradual or seasonal one the older rows still help and the second wins: the data
-    decides, not a guess about the kind of change. ``trainer`` defaults to
+    window, and ones on the most recent half and quarter of the rows since the change point
+    (while they hold ``training.min_rows``). After an abrupt change the first wins (the
+    older rows teach the old concept); after a seasonal one the older rows still help and
+    the second wins; in the middle of a gradual one a recent stretch wins: the data decides,
+    not a guess about the kind of change. ``trainer`` defaults to
     :class:`SklearnTrainer`; whatever fits the model, its ONNX export is checked the same way.
     """
     trainer = trainer or SklearnTrainer()
@@ -206,6 +208,7 @@ def train(
         full = full[full[TIME] < holdout[TIME].iloc[0]]
         if len(full) > len(candidates["since the change point"]):
             candidates[f"the trailing {spec.training.days:g} days"] = full
+        candidates.update(_recent_stretches(spec, window.iloc[:-n_hold]))
     x_hold, y_hold = _features(spec, holdout), holdout[spec.target].to_numpy()
     fits = [(name, rows, _fit(spec, trainer, rows)) for name, rows in candidates.items()]
     fits = [(name, rows, est) for name, rows, est in fits if est is not None]
@@ -252,6 +255,22 @@ def train(
         parity=parity,
         trials=trials,
     )
+
+
+def _recent_stretches(spec: ModelSpec, rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The most recent half and quarter of the rows since a change point, each while it
+    holds ``training.min_rows``: candidate windows of decreasing size, the best chosen on
+    the holdout (Klinkenberg and Joachims's window selection). When the change point fell
+    early in a gradual change, the rows right after it still mix the two concepts; a
+    shorter, more recent stretch then wins, and the version learns the new concept only."""
+    out = {}
+    for share in (2, 4):
+        part = rows.iloc[-(len(rows) // share) :] if len(rows) // share else rows.iloc[:0]
+        if len(part) < spec.training.min_rows:
+            break
+        days = (part[TIME].iloc[-1] - part[TIME].iloc[0]).total_seconds() / 86_400
+        out[f"the most recent {days:.1f} days"] = part
+    return out
 
 
 def _label(step: EstimatorSpec) -> str:

@@ -6,8 +6,15 @@ import json
 import math
 
 import numpy as np
+import pytest
 
-from driftline.functions.ml.performance import Baseline, change_point, paired_worse, perf_test
+from driftline.functions.ml.performance import (
+    Baseline,
+    change_point,
+    paired_worse,
+    perf_test,
+    standard_error,
+)
 from driftline.functions.ml.spec import DriftPolicy
 
 POLICY = DriftPolicy()
@@ -52,6 +59,17 @@ def test_the_change_point_is_where_the_worsening_starts() -> None:
     assert change_point(np.array([]), 1.0, 0.1) == 0
 
 
+def test_the_change_point_does_not_lean_on_the_baseline() -> None:
+    """A version that served 8% worse than its validation loss (under the minimum effect)
+    for 1,000 rows, then 4x worse: the change is at the jump, not somewhere in the noise
+    before it; a version worse by the whole effect from its first row changed at row 0."""
+    rng = np.random.default_rng(2)
+    losses = np.concatenate([rng.exponential(1.08, 1000), rng.exponential(4.0, 60)])
+    assert abs(change_point(losses, 1.0, 0.15) - 1000) <= 5
+    always = np.concatenate([rng.exponential(1.5, 300), rng.exponential(3.0, 100)])
+    assert change_point(always, 1.0, 0.15) == 0
+
+
 def test_paired_worse_compares_the_same_rows() -> None:
     rng = np.random.default_rng(1)
     old = rng.exponential(1.0, 400)
@@ -61,3 +79,20 @@ def test_paired_worse_compares_the_same_rows() -> None:
     assert not same
     few, why = paired_worse(old[:10] * 2, old[:10], POLICY, "regression", None)
     assert not few and "too few" in why
+
+
+def test_nearby_rows_count_as_going_together() -> None:
+    """A week of hourly losses with one bad day (a storm): row by row it looks like a
+    significant worsening; by blocks of consecutive rows it is one bad stretch, not drift.
+    On independent rows the two standard errors agree."""
+    rng = np.random.default_rng(5)
+    iid = rng.exponential(1.0, 1000)
+    assert standard_error(iid) == pytest.approx(np.std(iid, ddof=1) / math.sqrt(1000), rel=0.25)
+    week = rng.exponential(1.0, 168)
+    week[48:72] *= 4.0
+    rowwise = np.std(week, ddof=1) / math.sqrt(168)
+    assert standard_error(week) > 1.5 * rowwise
+    base = Baseline(1.0, 1.0, 1000)
+    naive = (np.mean(week) - 1.0) / math.sqrt(rowwise**2 + base.mean_se**2)
+    assert naive > 2.33  # row by row: significant at 1%
+    assert not perf_test(week, base, POLICY, "regression").drifted

@@ -67,7 +67,14 @@ def test_train_uses_the_trailing_window_and_a_time_ordered_holdout(
     assert trained.n_rows + len(trained.holdout) == 240
     assert len(trained.holdout) == 60  # the most recent quarter
     assert trained.holdout[TIME].min() > pd.Timestamp("2024-01-18 11:00", tz="UTC")
-    assert set(trained.metrics) == {"mae", "rmse", "holdout_rows", "mae_loss", "mae_loss_sd"}
+    assert set(trained.metrics) == {
+        "mae",
+        "rmse",
+        "holdout_rows",
+        "mae_loss",
+        "mae_loss_sd",
+        "mae_loss_se",
+    }
     assert trained.metrics["mae"] < 1.0 and trained.metrics["holdout_rows"] == 60
     assert list(trained.reference.columns) == spec.feature_names and len(trained.reference) == 100
     assert trained.sha256 == training.hashlib.sha256(trained.onnx).hexdigest()
@@ -151,7 +158,13 @@ def test_classifier_exports_labels_without_zipmap() -> None:
     assert [o.name for o in session.get_outputs()] == ["label", "probabilities"]
     labels = predict(session, spec, result.holdout)
     assert set(np.unique(labels)) <= {0, 1}
-    assert set(result.metrics) == {"accuracy", "f1", "holdout_rows", "accuracy_loss"}
+    assert set(result.metrics) == {
+        "accuracy",
+        "f1",
+        "holdout_rows",
+        "accuracy_loss",
+        "accuracy_loss_se",
+    }
     assert result.metrics["accuracy"] > 0.85
     assert result.parity["mismatches"] == 0
 
@@ -221,9 +234,27 @@ def test_after_an_abrupt_change_the_rows_since_it_win(spec: ModelSpec) -> None:
     since = datetime(2024, 1, 15, tzinfo=UTC)
     result = train(spec, _changed(), since=since)
     assert result.train_start >= since and result.holdout[TIME].min() >= pd.Timestamp(since)
-    assert len(result.trials) == 2 and result.trials[0].endswith("<- chosen")
-    assert "on since the change point" in result.trials[0]
+    assert (
+        result.trials[0].endswith("<- chosen") and "on since the change point" in result.trials[0]
+    )
+    assert "on the trailing 10 days" in result.trials[1]
+    assert all("on the most recent" in t for t in result.trials[2:])  # fewer rows: they lose
     assert result.metrics["mae"] < 2.0  # a few days of the new relation, yet far better than mixing
+
+
+def test_in_a_gradual_change_a_recent_stretch_wins(spec: ModelSpec) -> None:
+    """The change point fell at the start of a week-long change: the rows right after it
+    mix the two relations, and the most recent stretch (nearly all new) fits best."""
+    df = frame(20, seed=3)
+    start = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(days=10)
+    share_new = ((df[TIME] - start) / pd.Timedelta(days=7)).clip(0, 1)
+    new = np.random.default_rng(4).random(len(df)) < share_new
+    df.loc[new, "y"] = df.loc[new, "y"] - 6 * df.loc[new, "x1"]
+    result = train(spec, df, since=start.to_pydatetime())
+    names = [t.split(" on ")[1].split(":")[0] for t in result.trials]
+    assert names[0] == "since the change point" and names[1].startswith("the most recent")
+    assert result.trials[1].endswith("<- chosen")
+    assert result.train_start >= start + pd.Timedelta(days=3)
 
 
 def test_when_nothing_changed_the_whole_trailing_window_competes_and_can_win(
