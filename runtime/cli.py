@@ -62,6 +62,12 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
         default=24.0,
         help="how long after its hour a row's true value arrives (default 24)",
     )
+    p.add_argument(
+        "--days",
+        type=float,
+        default=None,
+        help="replay only the first DAYS of event time (a quicker look; default: all)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -80,6 +86,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         step_hours=args.step_hours,
         label_delay_hours=args.label_delay_hours,
         progress=not args.quiet,
+        days=args.days,
     )
     return 0 if summary["rows"] > 0 else 1
 

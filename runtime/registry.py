@@ -19,7 +19,7 @@ from typing import Any
 
 from driftline.events.codec import Codec
 from driftline.events.models import Event, ModelDeployed, ModelRegistered, ModelRejected
-from driftline.runtime.bus.base import Bus, Consumer
+from driftline.runtime.bus.base import Bus, Consumer, partitions_of
 from driftline.runtime.errors import DecodeError
 
 log = logging.getLogger("driftline.registry")
@@ -155,7 +155,8 @@ class RegistryFollower:
         """Read until the topics stay quiet for ``idle_s`` (end offsets are unreliable on some brokers)."""
         deadline = time.monotonic() + limit_s
         assert self._consumer is not None
-        while not self._consumer.assignment() and time.monotonic() < deadline:
+        need = partitions_of(self.bus, REGISTRY_TOPICS)
+        while not need <= self._consumer.assignment() and time.monotonic() < deadline:
             self._poll(0.2)  # a Kafka group join takes a moment; nothing is read before it
         while time.monotonic() < deadline:
             if not self._poll(idle_s):

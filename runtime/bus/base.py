@@ -13,6 +13,7 @@ the group will read.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -106,6 +107,10 @@ class Bus(abc.ABC):
         """Create topics that do not exist yet (existing ones are left alone)."""
 
     @abc.abstractmethod
+    def partition_count(self, topic: str) -> int:
+        """How many partitions ``topic`` has (0: it does not exist)."""
+
+    @abc.abstractmethod
     def producer(self) -> Producer: ...
 
     @abc.abstractmethod
@@ -113,3 +118,29 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+def partitions_of(bus: Bus, topics: Iterable[str]) -> set[TopicPartition]:
+    """Every partition of ``topics`` (a topic that does not exist has none)."""
+    return {TopicPartition(t, p) for t in topics for p in range(bus.partition_count(t))}
+
+
+def poll_until_assigned(
+    bus: Bus, consumer: Consumer, topics: Sequence[str], timeout_s: float = 60.0
+) -> list[Record]:
+    """Poll a new group member until it holds every partition of ``topics``; returns the
+    records it read meanwhile. Until its group has joined (seconds on Kafka) a consumer
+    reads nothing, which must not pass for "nothing there": call this before judging that
+    a topic was read to its end. For a group with one member only."""
+    need = partitions_of(bus, topics)
+    deadline = time.monotonic() + timeout_s
+    records: list[Record] = []
+    while not need <= consumer.assignment():
+        if time.monotonic() > deadline:
+            missing = sorted((tp.topic, tp.partition) for tp in need - consumer.assignment())
+            raise TimeoutError(
+                f"a consumer of {list(topics)} was not given partitions {missing} within "
+                f"{timeout_s:g}s (its consumer group never finished joining)"
+            )
+        records.extend(consumer.poll(0.2, 5000))
+    return records

@@ -104,6 +104,10 @@ class EmbeddedBus(Bus):
                 self.create_topics([topic])
             return self._topics[topic]
 
+    def partition_count(self, topic: str) -> int:
+        with self._lock:
+            return self._topics.get(topic, 0)
+
     def end_offset(self, tp: TopicPartition) -> int:
         with self._lock:
             return self._ends.get(tp, 0)

@@ -398,6 +398,16 @@ class KafkaBus(Bus):
         except kerrors.KafkaError as exc:
             raise BusError(f"creating topics {list(names)} failed: {exc!r}") from exc
 
+    def partition_count(self, topic: str) -> int:
+        try:
+            topics = self._admin_client().describe_topics([topic])
+        except kerrors.KafkaError as exc:
+            raise BusError(f"describing topic {topic!r} failed: {exc!r}") from exc
+        for t in topics:
+            if t.get("name", t.get("topic")) == topic and not t.get("error_code"):
+                return len(t.get("partitions") or [])
+        return 0
+
     def producer(self) -> KafkaProducer:
         """A new producer; close it (or the bus) when done."""
         options = {**_PRODUCER_DEFAULTS, **self._client_options()}

@@ -43,6 +43,7 @@ from driftline.functions import FUNCTIONS
 from driftline.functions.ml.layout import read_upload, spec_key
 from driftline.functions.ml.spec import TIME, ModelSpec, validate_frame
 from driftline.functions.ml.training import load_session, metric, predict
+from driftline.runtime.bus.base import poll_until_assigned
 from driftline.runtime.errors import ConfigError
 from driftline.runtime.platform import Platform
 from driftline.runtime.replay.report import write_report
@@ -90,8 +91,10 @@ def replay(
     step_hours: float = 24.0,
     label_delay_hours: float = 24.0,
     progress: bool = True,
+    days: float | None = None,
 ) -> dict[str, Any]:
-    """Run the loop over ``data``; returns the summary (also written to ``out``)."""
+    """Run the loop over ``data`` (its first ``days`` of event time when given); returns the
+    summary (also written to ``out``)."""
     started = time.monotonic()
     run_started = datetime.now(UTC)
     spec = ModelSpec.from_toml(spec_path)
@@ -100,6 +103,13 @@ def replay(
     rows = rows.sort_values(TIME, kind="stable")
     first = rows[TIME].iloc[0]
     initial_end = first + pd.Timedelta(days=spec.training.days)
+    if days is not None:
+        if days <= spec.training.days:
+            raise ConfigError(
+                f"--days {days:g}: the first {spec.training.days:g} days (training.days) train "
+                f"v1, so a replay needs more than that"
+            )
+        rows = rows[rows[TIME] < first + pd.Timedelta(days=days)]
     is_initial = rows[TIME] < initial_end
 
     platform = Platform.open(settings)
@@ -235,15 +245,16 @@ def _read_events(platform: Platform, topics: list[str], since: datetime) -> list
     codec = Codec()
     consumer = platform.bus.consumer(f"driftline.replay.read.{uuid.uuid4().hex}", topics)
     out, idle = [], 0
-    while idle < 3:
-        records = consumer.poll(0.3, 5000)
-        idle = 0 if records else idle + 1
+    records = poll_until_assigned(platform.bus, consumer, topics)
+    while idle < 3:  # read until three polls in a row find nothing
         for r in records:
             env = codec.decode(
                 r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset
             )
             if env.time >= since:
                 out.append(env)
+        records = consumer.poll(0.3, 5000)
+        idle = 0 if records else idle + 1
     consumer.close()
     return out
 

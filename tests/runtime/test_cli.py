@@ -70,3 +70,11 @@ def test_dlq_replay_sends_a_dead_letter_back_once(
     bus.close()
     assert len(back) == 2 and back[0].header("ce_id") == back[1].header("ce_id")
     assert not any(k.startswith("dlq_") for k, _ in back[1].headers)
+
+
+def test_a_replay_shorter_than_the_first_training_window_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "out")
+    assert main(["demo", "--home", str(tmp_path / "h"), "--out", out, "--days", "20"]) == 2
+    assert "--days 20: the first 28 days (training.days) train v1" in capsys.readouterr().err

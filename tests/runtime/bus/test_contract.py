@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from driftline.runtime.bus.base import Bus, TopicPartition
+from driftline.runtime.bus.base import Bus, TopicPartition, poll_until_assigned
 from tests.conftest import drain
 
 
@@ -100,3 +100,23 @@ def test_create_topics_is_idempotent(bus: Bus) -> None:
     assert [r.value for r in drain(consumer, 1)] == [b"ok"]
     consumer.close()
     producer.close()
+
+
+def test_partition_counts_and_a_reader_that_waits_for_its_partitions(bus: Bus) -> None:
+    """A new group member reads nothing until it holds its partitions (a Kafka join takes
+    seconds): ``poll_until_assigned`` returns only once it holds all of them, with what it
+    read meanwhile, so "nothing more to read" is judged by a member that can read."""
+    topic = _topic()
+    bus.create_topics([topic], partitions=2)
+    assert bus.partition_count(topic) == 2
+    assert bus.partition_count(f"{topic}-never-made") == 0
+    producer = bus.producer()
+    for i in range(10):
+        producer.send(topic, b"x", key=str(i).encode())
+    producer.flush()
+    producer.close()
+    consumer = bus.consumer(f"g-{uuid.uuid4().hex[:6]}", [topic])
+    early = poll_until_assigned(bus, consumer, [topic], timeout_s=60)
+    assert consumer.assignment() == {TopicPartition(topic, 0), TopicPartition(topic, 1)}
+    assert len(early) + len(drain(consumer, 10 - len(early))) == 10
+    consumer.close()
