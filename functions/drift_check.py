@@ -14,7 +14,10 @@ the scored rows waiting for labels and the feedback not written yet. The runner 
 committed, so a restarted runner (or a replica that takes the partition over) finds every
 committed input in the saved state; inputs after it come again and are deduplicated by
 request id. The cost is one JSON write per changed model per batch, the size of what is
-waiting (a window's rows and the rows whose labels have not arrived).
+waiting (a window's rows and the rows whose labels have not arrived). Each write is
+conditional on the state being the one this process read or last wrote (fencing): a
+replica that stalled while another took its partitions over cannot overwrite the newer
+state; its save fails, it commits nothing and rejoins.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from driftline.functions.ml.layout import get_table, load_spec, put_table
 from driftline.functions.ml.monitor import Detection, DriftMonitor, WindowResult
 from driftline.functions.ml.spec import TIME, ModelSpec
 from driftline.runtime.context import Context
-from driftline.runtime.errors import RetryableError
+from driftline.runtime.errors import ObjectNotFoundError, RetryableError
 from driftline.runtime.function import function
 
 _MAX_UNLABELED = 200_000
@@ -98,17 +101,21 @@ class Monitors:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.models: dict[str, _Model] = {}
+        self.etags: dict[str, str | None] = {}
+        """The etag of each model's saved state as this process last read or wrote it."""
 
     def get(self, model: str) -> _Model:
         if model not in self.models:
             spec = load_spec(self.ctx.store, model)
             key = state_key(model)
             loader = lambda v: self._reference(model, v)  # noqa: E731
-            self.models[model] = (
-                _Model.from_state(spec, json.loads(self.ctx.store.get(key)), loader)
-                if self.ctx.store.exists(key)
-                else _Model(spec, DriftMonitor(spec, reference_loader=loader))
-            )
+            try:
+                data, self.etags[model] = self.ctx.store.get_versioned(key)
+            except ObjectNotFoundError:
+                self.models[model] = _Model(spec, DriftMonitor(spec, reference_loader=loader))
+                self.etags[model] = None
+            else:
+                self.models[model] = _Model.from_state(spec, json.loads(data), loader)
         return self.models[model]
 
     def _reference(self, model: str, version: int) -> pd.DataFrame | None:
@@ -127,12 +134,21 @@ def _monitors(ctx: Context) -> Monitors:
 
 
 def save_changed(ctx: Context) -> None:
-    """The checkpoint: save the state of every model a batch changed."""
-    for m in ctx.state.models.values():
+    """The checkpoint: save the state of every model a batch changed, each only if nobody
+    saved it since this process read it (fencing): a replica that stalled past its group's
+    timeouts, while another took its partitions over and moved the state on, gets
+    :class:`StaleWriteError` instead of overwriting the new owner's state. The runner then
+    commits nothing, drops this process's state and rejoins (see ``Runner``)."""
+    monitors: Monitors = ctx.state
+    for name, m in monitors.models.items():
         if m.changed:
-            ctx.store.put(
-                state_key(m.spec.name), json.dumps(m.to_state()).encode(), "application/json"
+            info = ctx.store.put_if(
+                state_key(name),
+                json.dumps(m.to_state()).encode(),
+                monitors.etags.get(name),
+                "application/json",
             )
+            monitors.etags[name] = info.etag
             m.changed = False
 
 

@@ -29,6 +29,7 @@ from driftline.runtime.errors import (
     PermanentError,
     RetryableError,
     SchemaError,
+    StaleWriteError,
     ValidationError,
 )
 from driftline.runtime.function import RetryPolicy, function
@@ -48,6 +49,7 @@ __all__ = [
     "RetryableError",
     "SchemaError",
     "Settings",
+    "StaleWriteError",
     "ValidationError",
     "function",
 ]

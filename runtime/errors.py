@@ -7,6 +7,8 @@
     ├── ConfigError                  settings or a spec are invalid
     ├── InvalidKeyError              an object-store key is unsafe (``..``, absolute, empty)
     ├── ObjectNotFoundError          no object under that key
+    ├── StaleWriteError              a conditional write found the object changed since
+    │                                it was read (another writer saved first)
     ├── HandlerError                 raised by function code
     │   ├── RetryableError           transient: the runner retries with backoff
     │   └── PermanentError           will fail the same way again: straight to the DLQ
@@ -41,6 +43,7 @@ __all__ = [
     "PermanentError",
     "RetryableError",
     "SchemaError",
+    "StaleWriteError",
     "ValidationError",
 ]
 
@@ -62,6 +65,19 @@ class ObjectNotFoundError(DriftlineError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
+
+
+class StaleWriteError(DriftlineError):
+    """A conditional write (:meth:`~driftline.runtime.store.ObjectStore.put_if`) found the
+    object changed since it was read: another writer saved first, and nothing was written."""
+
+    def __init__(self, key: str, expected: str | None, found: str | None, where: str = ""):
+        self.key, self.expected, self.found = key, expected, found
+        super().__init__(
+            f"object {key!r}{' in ' + where if where else ''} changed since it was read "
+            f"(expected {'no object' if expected is None else 'etag ' + expected}, found "
+            f"{'no object' if found is None else found}): another writer saved it first"
+        )
 
 
 class HandlerError(DriftlineError):

@@ -36,7 +36,13 @@ from driftline.events.models import Event
 from driftline.events.topics import dlq_topic
 from driftline.runtime.bus.base import Bus, Consumer, Producer, Record, TopicPartition
 from driftline.runtime.context import Context
-from driftline.runtime.errors import BusError, DecodeError, DriftlineError, PermanentError
+from driftline.runtime.errors import (
+    BusError,
+    DecodeError,
+    DriftlineError,
+    PermanentError,
+    StaleWriteError,
+)
 from driftline.runtime.function import FunctionSpec, Handler, spec_of
 from driftline.runtime.stats import FunctionStats
 
@@ -296,6 +302,12 @@ class FunctionWorker:
         assert self.spec.checkpoint is not None
         try:
             self.spec.checkpoint(self.ctx)
+        except StaleWriteError as exc:
+            raise BusError(
+                f"{self.spec.name}: fenced, another process saved this state after this one "
+                f"read it (its partitions moved while this process stalled): nothing of the "
+                f"batch is committed, the state is dropped and the group joined again: {exc}"
+            ) from exc
         except Exception as exc:
             raise BusError(
                 f"{self.spec.name}: checkpoint failed, the batch is not committed and "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -34,6 +35,7 @@ from driftline.runtime.errors import (
     InvalidKeyError,
     ObjectNotFoundError,
     RetryableError,
+    StaleWriteError,
 )
 
 __all__ = ["LocalStore", "ObjectInfo", "ObjectStore", "S3Store", "open_store", "validate_key"]
@@ -101,6 +103,23 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def get(self, key: str) -> bytes:
         """Return the object's bytes; :class:`ObjectNotFoundError` if there is none."""
+
+    @abc.abstractmethod
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and its etag, read together (for a later :meth:`put_if`)."""
+
+    @abc.abstractmethod
+    def put_if(
+        self,
+        key: str,
+        data: bytes,
+        etag: str | None,
+        content_type: str = "application/octet-stream",
+    ) -> ObjectInfo:
+        """Store ``data`` only if the object is still the one read with ``etag`` (None: only
+        if there is no object yet), as one atomic step; else :class:`StaleWriteError`, and
+        nothing is written. A writer that keeps state this way cannot overwrite what
+        another writer saved after it read."""
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool:
@@ -187,6 +206,35 @@ class LocalStore(ObjectStore):
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFoundError(key, str(self.root)) from None
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.get(key)
+        return data, hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+    def put_if(
+        self,
+        key: str,
+        data: bytes,
+        etag: str | None,
+        content_type: str = "application/octet-stream",
+    ) -> ObjectInfo:
+        # One lock file per store: every process on this machine that writes conditionally
+        # compares and replaces under it (a folder store is shared by processes of one host).
+        (self.root / self._TMP_DIR).mkdir(exist_ok=True)
+        with (self.root / self._TMP_DIR / "put_if.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                path = self._path(key)
+                current = (
+                    hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+                    if path.is_file()
+                    else None
+                )
+                if current != etag:
+                    raise StaleWriteError(key, etag, current, str(self.root))
+                return self.put(key, data, content_type)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -345,6 +393,38 @@ class S3Store(ObjectStore):
             finally:
                 response.close()
                 response.release_conn()
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        validate_key(key)
+        with self._errors(key):
+            response = self._client.get_object(self.bucket, key)
+            try:
+                return response.read(), (response.headers.get("etag") or "").strip('"')
+            finally:
+                response.close()
+                response.release_conn()
+
+    def put_if(
+        self,
+        key: str,
+        data: bytes,
+        etag: str | None,
+        content_type: str = "application/octet-stream",
+    ) -> ObjectInfo:
+        validate_key(key)
+        condition = {"If-None-Match": "*"} if etag is None else {"If-Match": f'"{etag}"'}
+        try:
+            with self._errors(key):
+                # S3's conditional PutObject; minio's public put_object would send these
+                # headers as user metadata (x-amz-meta-...), so the plain PUT is used.
+                result = self._client._put_object(
+                    self.bucket, key, data, headers={"Content-Type": content_type, **condition}
+                )
+        except S3Error as exc:
+            if exc.code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
+                raise StaleWriteError(key, etag, "changed", f"s3://{self.bucket}") from None
+            raise
+        return ObjectInfo(key, len(data), (result.etag or "").strip('"'), result.last_modified)
 
     def exists(self, key: str) -> bool:
         validate_key(key)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from driftline.events import LabelsReceived, Matrix, ScoreCompleted
 from driftline.functions.drift_check import Monitors, drift_check, save_changed, state_key
 from driftline.functions.ml.layout import get_table
 from driftline.functions.ml.spec import TIME
+from driftline.runtime.errors import StaleWriteError
 from tests.functions.synthetic import context
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -70,12 +73,39 @@ def test_a_restarted_drift_check_has_every_row_and_label_of_the_saved_batches(
 def test_save_changed_writes_only_models_a_batch_changed(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     ctx.state = Monitors(ctx)
+    writes: list[str] = []
+    put_if = ctx.store.put_if
+    ctx.store.put_if = lambda key, *a, **k: writes.append(key) or put_if(key, *a, **k)  # type: ignore[method-assign]
     drift_check(_scored(0), ctx)
     save_changed(ctx)
     first = ctx.store.get(state_key("synth"))
-    ctx.store.delete(state_key("synth"))
     save_changed(ctx)  # nothing changed since
-    assert not ctx.store.exists(state_key("synth"))
+    assert writes == [state_key("synth")]
     drift_check(_scored(1), ctx)
     save_changed(ctx)
-    assert ctx.store.get(state_key("synth")) != first
+    assert len(writes) == 2 and ctx.store.get(state_key("synth")) != first
+
+
+def test_a_stalled_owner_cannot_overwrite_the_new_owners_state(tmp_path: Path) -> None:
+    """Fencing. Owner A stalls holding the model's partition; B takes it over, reads A's
+    last saved state, handles more rows and saves. When A resumes, its save is refused
+    (StaleWriteError: the runner commits nothing, drops A's state and rejoins), and B's
+    state, with every row, is what stays."""
+    a = context(tmp_path)
+    a.state = Monitors(a)
+    for i in range(3):
+        drift_check(_scored(i), a)
+    save_changed(a)
+    b = context(tmp_path, registry=a.registry)  # the replica that took the partition over
+    b.state = Monitors(b)
+    for i in range(3, 6):
+        drift_check(_scored(i), b)
+    save_changed(b)
+    drift_check(_scored(6), a)  # A wakes up mid-batch, unaware
+    with pytest.raises(StaleWriteError, match="another writer saved it first"):
+        save_changed(a)
+    again = context(tmp_path, registry=a.registry)
+    again.state = Monitors(again)
+    kept = again.state.get("synth")
+    assert list(kept.scored) == [f"r{i}" for i in range(6)], "B's rows, none lost"
+    assert sum(len(rows) for rows in kept.monitor.windows.values()) == 6

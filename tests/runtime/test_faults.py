@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from driftline.events import Codec
+from driftline.events import Codec, Matrix, ScoreCompleted
+from driftline.functions.drift_check import state_key
+from driftline.functions.ml.layout import spec_key
 from driftline.runtime.runner import Runner, output_id
+from driftline.runtime.store import LocalStore
 from tests.conftest import wait_for
 from tests.fixtures.kafka import TansuBroker, make_test_bus
+from tests.functions.synthetic import SPEC_TOML
 from tests.runtime.runner_helpers import echo, publish, read_all, request
 
 pytestmark = pytest.mark.kafka
@@ -115,3 +122,81 @@ def _succeeds(action) -> bool:  # type: ignore[no-untyped-def]
         return True
     except Exception:  # the broker is still coming back
         return False
+
+
+def _scored(request_id: str, hour: int) -> ScoreCompleted:
+    return ScoreCompleted(
+        model="synth",
+        request_id=request_id,
+        version=1,
+        predictions=[1.0],
+        columns=["x1", "x2", "x3"],
+        rows=Matrix([[float(hour), 0.5, 0.25]]),
+        event_time=datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=hour),
+    )
+
+
+def _saved_rows(store: LocalStore) -> list[str]:
+    """Request ids in drift-check's saved state for ``synth`` (rows waiting for labels)."""
+    if not store.exists(state_key("synth")):
+        return []
+    return [rid for rid, _, _ in json.loads(store.get(state_key("synth")))["scored"]]
+
+
+def _start_replica(
+    bootstrap: str, store: Path, name: str
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """A replica process and the lines it prints (read by a thread: never blocks the test)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.runtime.fence_runner", bootstrap, str(store), name],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True).start()
+    return proc, lines
+
+
+def test_a_stalled_replica_is_fenced_and_no_row_is_lost_or_counted_twice(
+    kafka_bus, kafka_bootstrap, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Replica A is frozen (SIGSTOP) in the middle of a batch, past its group's session
+    timeout; B takes the partition over, handles that batch again and more rows, and saves.
+    When A wakes up it finishes its batch and tries to save its older state: the save is
+    refused (fenced), A commits nothing and rejoins, and B's state stays, every row once."""
+    name = f"fence-{uuid.uuid4().hex[:6]}"
+    store = LocalStore(tmp_path / "store")
+    store.put(spec_key("synth"), SPEC_TOML.encode())
+    kafka_bus.create_topics(["score.completed", "score.completed.dlq"])
+    publish(kafka_bus, [_scored(f"r{i}", i) for i in range(20)])
+    a, a_said = _start_replica(kafka_bootstrap, store.root, name)
+    b = None
+    try:
+        wait_for(lambda: len(_saved_rows(store)) == 20, timeout_s=60)
+        publish(kafka_bus, [_scored("stall-1", 20)])
+        time.sleep(1.0)  # A is in the two-second handler call of stall-1
+        a.send_signal(signal.SIGSTOP)
+        b, _ = _start_replica(kafka_bootstrap, store.root, name)
+        publish(kafka_bus, [_scored(f"r{i}", i + 1) for i in range(20, 40)])
+        wait_for(lambda: len(_saved_rows(store)) == 41, timeout_s=90)
+        a.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 30  # A finishes stall-1 and tries to save
+        while not any("fenced" in line for line in a_said) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_saved_rows(store)) == 41, "A's older state did not overwrite B's"
+        assert any("fenced" in line for line in a_said), a_said[-5:]
+        publish(kafka_bus, [_scored(f"r{i}", i + 1) for i in range(40, 45)])
+        wait_for(lambda: len(_saved_rows(store)) == 46, timeout_s=90)
+        rows = _saved_rows(store)
+        assert sorted(rows) == sorted([f"r{i}" for i in range(45)] + ["stall-1"])
+    finally:
+        a.send_signal(signal.SIGCONT)
+        for proc in (a, b):
+            if proc is not None:  # its reader thread ends at the end of its output
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+                time.sleep(0.2)
+                assert proc.stdout is not None
+                proc.stdout.close()

@@ -16,6 +16,7 @@ from driftline.runtime.errors import (
     InvalidKeyError,
     ObjectNotFoundError,
     RetryableError,
+    StaleWriteError,
 )
 from driftline.runtime.store import LocalStore, ObjectStore, S3Store, open_store
 from tests.fixtures.s3 import S3Endpoint
@@ -131,6 +132,22 @@ class StoreContract:
         data = bytes(range(256)) * 257 + b"\x00\r\n\xff"
         store.put("blob.bin", data)
         assert store.get("blob.bin") == data
+
+    def test_conditional_writes_fence_a_stale_writer(self, store: ObjectStore) -> None:
+        """Two writers read the same state; the first to save wins, the second is refused
+        with StaleWriteError and writes nothing (fencing); a create-only write refuses an
+        existing object."""
+        first = store.put_if("state/m/drift.json", b"v1", None)
+        with pytest.raises(StaleWriteError, match="changed since it was read"):
+            store.put_if("state/m/drift.json", b"other v1", None)
+        data, etag = store.get_versioned("state/m/drift.json")
+        assert (data, etag) == (b"v1", first.etag)
+        mine, theirs = etag, etag  # both owners read v1
+        saved = store.put_if("state/m/drift.json", b"v2 by the new owner", theirs)
+        with pytest.raises(StaleWriteError):
+            store.put_if("state/m/drift.json", b"v2 by the stalled owner", mine)
+        assert store.get_versioned("state/m/drift.json") == (b"v2 by the new owner", saved.etag)
+        assert store.put_if("state/m/drift.json", b"v3", saved.etag).etag == md5(b"v3")
 
     def test_empty_object(self, store: ObjectStore) -> None:
         info = store.put("empty", b"")
