@@ -304,6 +304,7 @@ def create_app(
             publisher,
             tolerance_s=settings.webhook_tolerance_s,
             max_body_bytes=limit,
+            store=platform.store,
         )
     )
     app.include_router(

@@ -11,7 +11,9 @@ tolerance from now, either way) or wrong signature; 413 body too large; 422 the 
 not a valid event. A webhook-id already accepted is answered 200 with ``duplicate: true``
 and is not published again: senders retry whatever is not 2xx, so a 409 would make a
 sender whose first 202 was lost retry until it gives up and disables the endpoint. The
-ids are remembered per process, for twice the tolerance (older replays are stale anyway).
+ids are remembered for twice the tolerance (older replays are stale anyway) in the object
+store (:class:`SharedReplayGuard`), so every gateway on one store, and a restarted one,
+takes an id once.
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
 
 from driftline.events.models import BY_TYPE
-from driftline.runtime.errors import ConfigError, DriftlineError
+from driftline.runtime.errors import (
+    ConfigError,
+    DriftlineError,
+    ObjectNotFoundError,
+    StaleWriteError,
+)
 from driftline.runtime.http.problems import (
     Reason,
     bad_request,
@@ -46,6 +53,7 @@ from driftline.runtime.http.problems import (
 )
 from driftline.runtime.http.shared import Publisher, read_body
 from driftline.runtime.settings import HookSettings
+from driftline.runtime.store import ObjectStore
 
 SECRET_PREFIX = "whsec_"
 HOOK_NAMESPACE = uuid.UUID("0b5f7f0e-3f5c-5d43-9d8e-2b1f1c9f6a52")
@@ -160,6 +168,66 @@ class ReplayGuard:
             self._ids.pop(msg_id, None)
 
 
+class SharedReplayGuard(ReplayGuard):
+    """A :class:`ReplayGuard` whose ids live in the object store, under
+    ``hooks/<hook>/seen/<sha256 of the id>``: the first gateway to create that object (a
+    create-only write, atomic on S3 and on a folder) takes the id; every other gateway on
+    the store, and this one after a restart, answers "duplicate". The in-process guard in
+    front spares a store round trip for a replay to the same gateway. Ids older than the
+    ttl are swept at most once per ttl. Blocking: call it from a thread."""
+
+    def __init__(self, store: ObjectStore, ttl_s: float, max_ids: int = 100_000):
+        super().__init__(ttl_s, max_ids)
+        self.store = store
+        self._swept = time.time()
+
+    @staticmethod
+    def key(msg_id: str) -> str:
+        hook, _, webhook_id = msg_id.partition("/")
+        return f"hooks/{hook}/seen/{hashlib.sha256(webhook_id.encode()).hexdigest()}"
+
+    def claim(self, msg_id: str) -> float | None:
+        first = super().claim(msg_id)
+        if first is not None:
+            return first
+        key, now = self.key(msg_id), time.time()
+        record = json.dumps({"id": msg_id, "at": now}).encode()
+        self._sweep(now)
+        try:
+            self.store.put_if(key, record, None, "application/json")
+            return None
+        except StaleWriteError:
+            pass
+        try:
+            data, etag = self.store.get_versioned(key)
+        except ObjectNotFoundError:  # released (or swept) in between: take it now
+            return self.claim_again(key, record, None)
+        at = float(json.loads(data)["at"])
+        if at < now - self.ttl_s:  # a record past the window: the id is free again
+            return self.claim_again(key, record, etag)
+        return at
+
+    def claim_again(self, key: str, record: bytes, etag: str | None) -> float | None:
+        try:
+            self.store.put_if(key, record, etag, "application/json")
+            return None
+        except StaleWriteError:  # another gateway took it this very moment
+            return time.time()
+
+    def release(self, msg_id: str) -> None:
+        super().release(msg_id)
+        self.store.delete(self.key(msg_id))
+
+    def _sweep(self, now: float) -> None:
+        if now - self._swept < self.ttl_s:
+            return
+        self._swept = now
+        for info in self.store.list("hooks/"):
+            modified = info.last_modified
+            if "/seen/" in info.key and modified and modified.timestamp() < now - self.ttl_s:
+                self.store.delete(info.key)
+
+
 class HookAccepted(BaseModel):
     """A webhook call taken (202), or a replay of one taken before (200, ``duplicate``)."""
 
@@ -203,10 +271,16 @@ def router(
     *,
     tolerance_s: float,
     max_body_bytes: int,
+    store: ObjectStore | None = None,
 ) -> APIRouter:
-    """``POST /v1/hooks/{name}`` for the hooks declared in settings."""
+    """``POST /v1/hooks/{name}`` for the hooks declared in settings; accepted ids are kept in
+    ``store`` when given (shared by every gateway on it), else in this process."""
     declared = {name: _Hook(name, h) for name, h in hooks.items()}
-    guard = ReplayGuard(ttl_s=2 * tolerance_s)
+    guard = (
+        ReplayGuard(ttl_s=2 * tolerance_s)
+        if store is None
+        else SharedReplayGuard(store, ttl_s=2 * tolerance_s)
+    )
     api = APIRouter(tags=["triggers"])
 
     @api.post(
@@ -235,7 +309,7 @@ def router(
             raise unauthorized(f"hook {name}: {exc}", exc.reason) from None
         event = hook.event(body)
         event_id = str(uuid.uuid5(HOOK_NAMESPACE, f"{name}/{msg_id}"))
-        first = guard.claim(f"{name}/{msg_id}")
+        first = await run_in_threadpool(guard.claim, f"{name}/{msg_id}")
         if first is not None:
             since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(first))
             return JSONResponse(
@@ -252,7 +326,7 @@ def router(
                 publisher.publish, event, event_id, source=f"driftline/hooks/{name}"
             )
         except BaseException:
-            guard.release(f"{name}/{msg_id}")
+            await run_in_threadpool(guard.release, f"{name}/{msg_id}")
             raise
         return HookAccepted(id=event_id, type=event.TYPE)
 

@@ -7,8 +7,11 @@ replayed webhook-id is taken once, an oversize body gets 413: every answer says 
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,9 +21,16 @@ from driftline.events import Codec, DatasetUploaded, Envelope
 from driftline.functions.score import Sessions
 from driftline.runtime.errors import ConfigError
 from driftline.runtime.http.app import create_app
-from driftline.runtime.http.webhooks import ReplayGuard, secret_key, sign, verify
+from driftline.runtime.http.webhooks import (
+    ReplayGuard,
+    SharedReplayGuard,
+    secret_key,
+    sign,
+    verify,
+)
 from driftline.runtime.platform import Platform
 from driftline.runtime.settings import HookSettings, Settings
+from driftline.runtime.store import LocalStore
 from tests.runtime.runner_helpers import read_all
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -140,6 +150,42 @@ def test_a_replayed_id_is_taken_once(gateway: tuple[TestClient, Platform]) -> No
         again.json()["id"] == first.json()["id"] and "not published again" in again.json()["detail"]
     )
     assert len(_published(platform, first.json()["id"])) == 1
+
+
+def test_a_second_gateway_on_the_same_store_takes_a_retried_id_once(
+    gateway: tuple[TestClient, Platform],
+) -> None:
+    """Two gateways behind a load balancer (or one restarted): the sender's retry reaches
+    the other one, which finds the id in the store and does not publish again."""
+    client, platform = gateway
+    headers = _signed(BODY, "msg_retried_elsewhere")
+    first = _call(client, BODY, headers)
+    with TestClient(create_app(platform, Sessions(platform.store, platform.registry))) as other:
+        again = _call(other, BODY, headers)
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json()["duplicate"] is True and again.json()["id"] == first.json()["id"]
+    assert len(_published(platform, first.json()["id"])) == 1
+    seen = [i.key for i in platform.store.list("hooks/uploads/seen/")]
+    assert SharedReplayGuard.key("uploads/msg_retried_elsewhere") in seen
+
+
+def test_the_shared_guard_frees_an_id_past_its_window_and_sweeps(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    guard = SharedReplayGuard(store, ttl_s=60)
+    assert guard.claim("h/a") is None and guard.claim("h/a") is not None
+    other = SharedReplayGuard(store, ttl_s=60)  # another gateway
+    assert other.claim("h/a") is not None
+    old = json.dumps({"id": "h/b", "at": time.time() - 120}).encode()
+    store.put(SharedReplayGuard.key("h/b"), old)
+    assert other.claim("h/b") is None, "a record past the window does not block the id"
+    other.release("h/b")
+    assert not store.exists(SharedReplayGuard.key("h/b")), "released: the retry goes through"
+    store.put(SharedReplayGuard.key("h/c"), old)
+    os.utime(store.root / SharedReplayGuard.key("h/c"), (time.time() - 120,) * 2)
+    other._swept = 0.0
+    assert other.claim("h/d") is None
+    assert not store.exists(SharedReplayGuard.key("h/c")), "swept"
+    assert store.exists(SharedReplayGuard.key("h/a"))
 
 
 def test_oversize_invalid_and_unknown(gateway: tuple[TestClient, Platform]) -> None:
