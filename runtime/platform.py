@@ -66,7 +66,7 @@ class Platform:
         except Exception:
             bus.close()
             raise
-        follower = RegistryFollower(bus)
+        follower = RegistryFollower(bus, store=store)
         follower.start()
         return cls(settings, bus, store, follower)
 

@@ -83,6 +83,11 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     def assignment(self) -> set[TopicPartition]: ...
 
+    @abc.abstractmethod
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read an assigned partition from ``offset`` on (a reader that knows where it
+        stopped, like a registry loaded from a snapshot); nothing is committed."""
+
     @property
     def rebalances(self) -> int:
         """How many assignments this member has received so far (each rebalance adds one,

@@ -321,6 +321,13 @@ class _EmbeddedConsumer(Consumer):
             self._refresh()
             return set(self._assigned)
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        with self._bus._lock:
+            self._refresh()
+            if tp not in self._assigned:
+                raise BusError(f"cannot seek {tp}: not assigned to this member")
+            self._positions[tp] = offset
+
     @property
     def rebalances(self) -> int:
         return self._assignments

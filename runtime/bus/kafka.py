@@ -255,6 +255,11 @@ class KafkaConsumer(Consumer):
     def rebalances(self) -> int:
         return int(self._listener.assignments)
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if _to_kafka_tp(tp) not in self._client.assignment():
+            raise BusError(f"cannot seek {tp}: not assigned to this member")
+        self._client.seek(_to_kafka_tp(tp), offset)
+
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
         """Stop fetching from these partitions (those not assigned are ignored)."""
         self._client.pause(*self._assigned(partitions))

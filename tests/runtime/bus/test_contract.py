@@ -120,3 +120,19 @@ def test_partition_counts_and_a_reader_that_waits_for_its_partitions(bus: Bus) -
     assert consumer.assignment() == {TopicPartition(topic, 0), TopicPartition(topic, 1)}
     assert len(early) + len(drain(consumer, 10 - len(early))) == 10
     consumer.close()
+
+
+def test_seek_moves_an_assigned_partition(bus: Bus) -> None:
+    topic = _topic()
+    bus.create_topics([topic], partitions=1)
+    producer = bus.producer()
+    for i in range(10):
+        producer.send(topic, str(i).encode())
+    producer.flush()
+    producer.close()
+    consumer = bus.consumer(f"g-{uuid.uuid4().hex[:6]}", [topic])
+    poll_until_assigned(bus, consumer, [topic], timeout_s=60)
+    consumer.seek(TopicPartition(topic, 0), 7)
+    after = drain(consumer, 3)
+    assert [r.offset for r in after] == [7, 8, 9]
+    consumer.close()
