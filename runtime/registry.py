@@ -23,7 +23,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,7 +188,7 @@ class Registry:
 class RegistryFollower:
     """Keeps a :class:`Registry` current by reading the registry topics.
 
-    It uses a fresh consumer group and never commits. Without a store every process
+    It reads with a group-less reader (no join to wait for) and never commits. Without a store every process
     rebuilds the whole state from the start of the topics; with one it starts from the
     newest snapshot there (checked, see the module) and writes a new one every
     ``snapshot_every`` events it applies.
@@ -221,9 +220,7 @@ class RegistryFollower:
 
     def start(self) -> Registry:
         self.bus.create_topics(list(REGISTRY_TOPICS))
-        self._consumer = self.bus.consumer(
-            f"driftline.registry.{uuid.uuid4().hex}", list(REGISTRY_TOPICS)
-        )
+        self._consumer = self.bus.reader(list(REGISTRY_TOPICS))
         self._load_snapshot()
         self.catch_up(idle_s=0.3)
         if self.applied_since_snapshot >= self.snapshot_every:

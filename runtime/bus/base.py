@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -120,6 +121,12 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...
+
+    def reader(self, topics: Sequence[str]) -> Consumer:
+        """A consumer in no group, holding every partition of ``topics`` from the start at
+        once (no join to wait for); it cannot commit. For followers that read a topic
+        whole, like the registry. By default a member of a group of its own."""
+        return self.consumer(f"driftline.reader.{uuid.uuid4().hex}", topics)
 
     @abc.abstractmethod
     def close(self) -> None: ...

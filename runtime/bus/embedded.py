@@ -15,6 +15,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -146,6 +147,15 @@ class EmbeddedBus(Bus):
                 self.partitions(t)
             grp = self._groups.setdefault(group, _Group(group))
             member = _EmbeddedConsumer(self, grp, tuple(topics))
+            grp.join(member)
+            return member
+
+    def reader(self, topics: Sequence[str]) -> Consumer:
+        with self._lock:
+            for t in topics:
+                self.partitions(t)
+            grp = _Group(f"driftline.reader.{uuid.uuid4().hex}")  # not kept: no offsets
+            member = _EmbeddedReader(self, grp, tuple(topics))
             grp.join(member)
             return member
 
@@ -345,3 +355,10 @@ class _EmbeddedConsumer(Consumer):
             if not self._closed:
                 self._closed = True
                 self._group.leave(self)
+
+
+class _EmbeddedReader(_EmbeddedConsumer):
+    """:meth:`EmbeddedBus.reader`: a group of one that nobody else can join; no commits."""
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        raise BusError("a reader is in no consumer group: it has nothing to commit to")

@@ -301,6 +301,62 @@ class KafkaConsumer(Consumer):
         self._client.subscribe(self._topics, listener=self._listener)
 
 
+class KafkaReader(Consumer):
+    """A :class:`Consumer` in no group (:meth:`KafkaBus.reader`): every partition of its
+    topics, assigned by hand and read from the start, with no group join to wait for."""
+
+    def __init__(self, client: kafka.KafkaConsumer, partitions: set[TopicPartition]) -> None:
+        self._client = client
+        self._closed = False
+        self._partitions = set(partitions)
+        client.assign([_to_kafka_tp(tp) for tp in sorted(partitions, key=str)])
+        client.seek_to_beginning()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def poll(self, timeout_s: float, max_records: int = 500) -> list[Record]:
+        try:
+            batches = self._client.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except kerrors.RetriableError:
+            return []
+        except kerrors.KafkaError as exc:
+            raise BusError(
+                f"reader of {sorted({tp.topic for tp in self._partitions})}: {exc!r}"
+            ) from exc
+        return [_to_record(r) for records in batches.values() for r in records]
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        raise BusError("a reader is in no consumer group: it has nothing to commit to")
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        return None
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._partitions)
+
+    @property
+    def rebalances(self) -> int:
+        return 1
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self._partitions:
+            raise BusError(f"cannot seek {tp}: this reader does not hold it")
+        self._client.seek(_to_kafka_tp(tp), offset)
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._client.pause(*[_to_kafka_tp(tp) for tp in partitions if tp in self._partitions])
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._client.resume(*[_to_kafka_tp(tp) for tp in partitions if tp in self._partitions])
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._client.close(autocommit=False, timeout_ms=int(_CLOSE_TIMEOUT_S * 1000))
+
+
 class _StuckJoinWatch:
     """Says when a member has been rebalancing for longer than ``limit_s``."""
 
@@ -336,7 +392,7 @@ class _RebalanceListener(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
         self._rebalanced.set()
 
 
-_Client = TypeVar("_Client", KafkaProducer, KafkaConsumer)
+_Client = TypeVar("_Client", KafkaProducer, KafkaConsumer, KafkaReader)
 
 
 class KafkaBus(Bus):
@@ -384,7 +440,7 @@ class KafkaBus(Bus):
             "max_poll_interval_ms": max_poll_interval_ms,
         }
         self._admin: kafka.KafkaAdminClient | None = None
-        self._clients: list[KafkaProducer | KafkaConsumer] = []
+        self._clients: list[KafkaProducer | KafkaConsumer | KafkaReader] = []
         self._lock = threading.Lock()
 
     def create_topics(self, names: Sequence[str], partitions: int | None = None) -> None:
@@ -428,6 +484,13 @@ class KafkaBus(Bus):
         }
         client = self._make(kafka.KafkaConsumer, options)
         return self._track(KafkaConsumer(client, group, topics))
+
+    def reader(self, topics: Sequence[str]) -> KafkaReader:
+        """A consumer in no group holding every partition of ``topics`` (no join to wait)."""
+        options = {**_CONSUMER_DEFAULTS, **self._client_options(), "group_id": None}
+        client = self._make(kafka.KafkaConsumer, options)
+        partitions = {TopicPartition(t, p) for t in topics for p in range(self.partition_count(t))}
+        return self._track(KafkaReader(client, partitions))
 
     def close(self) -> None:
         """Close every producer and consumer made by this bus, and its admin client."""

@@ -243,7 +243,7 @@ def _replay_stream(
 
 def _read_events(platform: Platform, topics: list[str], since: datetime) -> list[Any]:
     codec = Codec()
-    consumer = platform.bus.consumer(f"driftline.replay.read.{uuid.uuid4().hex}", topics)
+    consumer = platform.bus.reader(topics)
     out, idle = [], 0
     records = poll_until_assigned(platform.bus, consumer, topics)
     while idle < 3:  # read until three polls in a row find nothing

@@ -16,7 +16,6 @@ nothing and lags behind nothing, and must not pass for one that is caught up.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 
 from driftline.runtime.bus.base import Bus, TopicPartition
@@ -29,7 +28,7 @@ class TopicWatch:
     def __init__(self, bus: Bus, topics: Sequence[str]):
         self.ends: dict[TopicPartition, int] = {}
         self.counts: dict[str, int] = {t: 0 for t in topics}
-        self._consumer = bus.consumer(f"driftline.watch.{uuid.uuid4().hex}", list(topics))
+        self._consumer = bus.reader(list(topics))
         self.partition_counts: dict[str, int] = {}
         """Partition count per topic, asked of the bus once."""
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from driftline.runtime.bus.base import Bus, TopicPartition, poll_until_assigned
+from driftline.runtime.errors import BusError
 from tests.conftest import drain
 
 
@@ -136,3 +139,19 @@ def test_seek_moves_an_assigned_partition(bus: Bus) -> None:
     after = drain(consumer, 3)
     assert [r.offset for r in after] == [7, 8, 9]
     consumer.close()
+
+
+def test_a_reader_holds_every_partition_at_once_and_cannot_commit(bus: Bus) -> None:
+    topic = _topic()
+    bus.create_topics([topic], partitions=2)
+    producer = bus.producer()
+    for i in range(6):
+        producer.send(topic, str(i).encode(), key=str(i).encode())
+    producer.flush()
+    producer.close()
+    reader = bus.reader([topic])
+    assert reader.assignment() == {TopicPartition(topic, 0), TopicPartition(topic, 1)}
+    assert sorted(r.value for r in drain(reader, 6)) == [str(i).encode() for i in range(6)]
+    with pytest.raises(BusError):
+        reader.commit({TopicPartition(topic, 0): 1})
+    reader.close()
