@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -40,6 +41,33 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--store", help="store URL: a folder, file:///path or s3://KEY:SECRET@host:port/bucket"
     )
+
+
+def _url(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        default=os.environ.get("DRIFTLINE_URL"),
+        help="a running gateway to go through (default: DRIFTLINE_URL, else the one "
+        "`driftline up` runs on --home, if any, else the home's own bus and store)",
+    )
+
+
+def _gateway_url(args: argparse.Namespace) -> str | None:
+    """The gateway this command goes through: --url, else a ``driftline up`` running on
+    the same embedded home (whose bus it holds), else None (open the bus directly)."""
+    from driftline.runtime.http.gateway import running_gateway
+
+    if args.url:
+        return str(args.url).rstrip("/")
+    settings = _settings(args)
+    if settings.bus or settings.store:
+        return None
+    return running_gateway(settings.home_dir)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    token = _settings(args).api_token
+    return token.get_secret_value() if token is not None else None
 
 
 def _replay_args(p: argparse.ArgumentParser) -> None:
@@ -187,6 +215,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
     expected = _expected_functions(args.expect)
     if expected is None:
         return 2
+    url = _gateway_url(args)
+    if url is not None:
+        from driftline.runtime.http.gateway import GatewayError, call
+
+        try:
+            answer = call(url, "GET", "/v1/runners")
+        except GatewayError as exc:
+            print(f"{url}: {exc}", file=sys.stderr)
+            return 1
+        report = [f for f in answer["functions"] if f["function"] in expected]
+        print(json.dumps({"runners": answer["runners"], "functions": report}, indent=2))
+        return 0 if all(row["serveable"] for row in report) else 1
     bus = open_bus(settings)
     view = LiveRunners(bus, timeout_s=settings.heartbeat_timeout_s)
     try:
@@ -293,6 +333,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from driftline.runtime.platform import Platform
 
+    url = _gateway_url(args)
+    if url is not None:
+        return _models_via(url, args)
     platform = Platform.open(_settings(args))
     try:
         registry = platform.registry
@@ -322,6 +365,35 @@ def _cmd_models(args: argparse.Namespace) -> int:
         return _rollback(platform, entry)
     finally:
         platform.close()
+
+
+def _models_via(url: str, args: argparse.Namespace) -> int:
+    """``models`` through a running gateway's HTTP API."""
+    from driftline.runtime.http.gateway import GatewayError, call
+
+    try:
+        if args.action == "list":
+            rows = [
+                {
+                    "model": m["model"],
+                    "versions": len(m["versions"]),
+                    "production": m["production"],
+                    "previous": m["previous"],
+                    "rejections": m["rejections"],
+                }
+                for m in call(url, "GET", "/v1/models")
+            ]
+            _print(rows, args.json)
+            return 0
+        if args.action == "show":
+            print(json.dumps(call(url, "GET", f"/v1/models/{args.name}"), indent=2))
+            return 0
+        done = call(url, "POST", f"/v1/models/{args.name}/rollback", b"", _token(args))
+    except GatewayError as exc:
+        print(f"{url}: {exc}", file=sys.stderr)
+        return 2 if exc.status in (400, 401, 404, 422) else 1
+    print(f"{args.name}: production {done['previous_version']} -> {done['version']} (rollback)")
+    return 0
 
 
 def _rollback(platform: Any, entry: Any) -> int:
@@ -359,6 +431,16 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         print(f"unknown event type {args.type!r}; known: {sorted(BY_TYPE)}", file=sys.stderr)
         return 2
     raw = Path(args.data[1:]).read_text() if args.data.startswith("@") else args.data
+    url = _gateway_url(args)
+    if url is not None:
+        from driftline.runtime.http.gateway import GatewayError, call
+
+        try:
+            print(call(url, "POST", f"/v1/events/{args.type}", raw.encode(), _token(args))["id"])
+        except GatewayError as exc:
+            print(f"{args.type}: {exc}", file=sys.stderr)
+            return 2 if exc.status in (400, 401, 413, 422) else 1
+        return 0
     try:
         event = model.model_validate_json(raw)
     except ValidationError as exc:
@@ -504,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--json", action="store_true")
     _common(st)
+    _url(st)
     st.set_defaults(func=_cmd_status)
 
     up = sub.add_parser(
@@ -538,12 +621,14 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("name", nargs="?", help="model name (show, rollback)")
     models.add_argument("--json", action="store_true")
     _common(models)
+    _url(models)
     models.set_defaults(func=_cmd_models)
 
     pub = sub.add_parser("publish", help="publish one event")
     pub.add_argument("type", help="event type, e.g. score.requested")
     pub.add_argument("--data", required=True, help="the event as JSON, or @file")
     _common(pub)
+    _url(pub)
     pub.set_defaults(func=_cmd_publish)
 
     dlq = sub.add_parser(

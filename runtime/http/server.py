@@ -48,6 +48,7 @@ def serve(
     """
     from driftline.runtime.cluster.heartbeat import LiveRunners
     from driftline.runtime.http.app import create_app
+    from driftline.runtime.http.gateway import remove_address, write_address
     from driftline.runtime.platform import Platform
 
     platform = Platform.open(settings)
@@ -75,13 +76,17 @@ def serve(
                 f: sum(f in c.functions for c in replicas.children) for f in sorted(elsewhere)
             }
             names += "; in replica processes: " + ", ".join(f"{f} ({n})" for f, n in counts.items())
-        server = _Server(
-            config,
-            lambda: announce(
+
+        def started() -> None:
+            # other commands on this home find the gateway here (the embedded bus is ours)
+            write_address(settings.home_dir, host, port)
+            stoppers.append(lambda: remove_address(settings.home_dir))
+            announce(
                 f"driftline up: http://{host}:{port} ({names}; bus {settings.bus or 'embedded'}, "
                 f"store {platform.store!r}, models {platform.registry.models()})"
-            ),
-        )
+            )
+
+        server = _Server(config, started)
 
         def stop(signum: int, _: Any) -> None:  # uvicorn re-raises it after its own shutdown
             server.should_exit = True

@@ -1,0 +1,75 @@
+"""Commands in a second terminal while ``driftline up`` holds the embedded home.
+
+The embedded bus serves one process; ``up`` writes ``<home>/gateway.json`` and the other
+commands on that home go through its HTTP API instead of being refused.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from driftline.runtime.cli import main
+from driftline.runtime.http.gateway import ADDRESS_FILE
+from tests.fixtures.kafka import free_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_models_publish_and_status_go_through_a_running_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "driftline.runtime.cli",
+            "up",
+            "--home",
+            str(home),
+            "--port",
+            str(free_port()),
+            "--functions",
+            "none",
+        ],  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / ADDRESS_FILE).exists():
+            assert up.poll() is None and time.monotonic() < deadline, "up did not start"
+            time.sleep(0.2)
+        assert main(["models", "list", "--home", str(home), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == []
+        label = {"model": "bikes", "request_id": "r-1", "labels": [3.0]}
+        args = ["publish", "labels.received", "--data", json.dumps(label), "--home", str(home)]
+        assert main(args) == 0
+        assert len(capsys.readouterr().out.strip()) == 36, "the published event's id"
+        bad = ["publish", "labels.received", "--data", "{}", "--home", str(home)]
+        assert main(bad) == 2 and "request_id" in capsys.readouterr().err
+        assert main(["models", "show", "nope", "--home", str(home)]) == 2
+        assert "404" in capsys.readouterr().err
+        assert main(["status", "--home", str(home), "--expect", ""]) == 0
+        assert "runners" in json.loads(capsys.readouterr().out)
+        # without the address file the same command meets the held bus, as before
+        (home / ADDRESS_FILE).rename(home / "elsewhere.json")
+        assert main(["models", "list", "--home", str(home)]) == 2
+        assert "in use by another process" in capsys.readouterr().err
+        (home / "elsewhere.json").rename(home / ADDRESS_FILE)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=30)
+        assert up.stdout is not None
+        up.stdout.close()
+    assert not (home / ADDRESS_FILE).exists(), "up removes its address when it stops"
