@@ -157,9 +157,13 @@ def test_tritonclient_against_driftline_up(
         assert _metric(text, "model_production_version", 'model="synth"') == 1
         assert _metric(text, "inference_requests_total", 'code="200",model="synth"') == 2
 
-        # the process announces itself: GET /v1/runners lists it with what it serves
+        # the process announces itself: GET /v1/runners lists it with what it serves (the
+        # view shows the newest beat it has read: an earlier one may predate score's start)
         deadline = time.monotonic() + 20
-        while not (listed := httpx.get(f"{url}/v1/runners").json())["runners"]:
+        while True:
+            listed = httpx.get(f"{url}/v1/runners").json()
+            if any("score" in r["serves"] for r in listed["runners"]):
+                break
             assert time.monotonic() < deadline, listed
             time.sleep(0.2)
         [me] = listed["runners"]
