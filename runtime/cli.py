@@ -456,62 +456,31 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_dlq(args: argparse.Namespace) -> int:
-    import time
-    import uuid
-
-    from driftline.events import EVENT_TOPICS, dlq_topic
+    from driftline.runtime.dlq import dead_letters, replay_dead_letters
     from driftline.runtime.platform import open_bus
 
+    url = _gateway_url(args)
+    if url is not None:
+        from driftline.runtime.http.gateway import GatewayError, call
+
+        try:
+            if args.action == "replay":
+                done = call(url, "POST", "/v1/dlq/replay", b"", _token(args))
+                print(f"replayed {done['replayed']} dead-lettered event(s)")
+            else:
+                _print(call(url, "GET", "/v1/dlq"), args.json)
+        except GatewayError as exc:
+            print(f"{url}: {exc}", file=sys.stderr)
+            return 2 if exc.status in (400, 401, 422) else 1
+        return 0
     bus = open_bus(_settings(args))
     try:
-        topics = [dlq_topic(t) for t in EVENT_TOPICS]
-        bus.create_topics(topics)
         if args.action == "replay":
-            return _dlq_replay(bus, topics, args.wait)
-        consumer = bus.consumer(f"driftline.cli.{uuid.uuid4().hex}", topics)
-        rows, deadline = [], time.monotonic() + args.wait
-        while time.monotonic() < deadline:
-            for r in consumer.poll(0.2, 1000):
-                rows.append(
-                    {
-                        "topic": r.topic,
-                        "offset": r.offset,
-                        **{
-                            k[4:]: v.decode(errors="replace")
-                            for k, v in r.headers
-                            if k.startswith("dlq_")
-                        },
-                    }
-                )
-        consumer.close()
-        _print(rows, args.json)
+            print(f"replayed {replay_dead_letters(bus, args.wait)} dead-lettered event(s)")
+        else:
+            _print(dead_letters(bus, args.wait), args.json)
     finally:
         bus.close()
-    return 0
-
-
-def _dlq_replay(bus: Any, topics: list[str], wait_s: float) -> int:
-    """Send dead-lettered events back to their topics; a committed group replays each once."""
-    import time
-
-    consumer = bus.consumer("driftline.dlq-replay", topics)
-    producer = bus.producer()
-    replayed, deadline = 0, time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        records = consumer.poll(0.2, 1000)
-        for r in records:
-            origin = r.header("dlq_topic")
-            if origin is None:
-                continue
-            headers = [(k, v) for k, v in r.headers if not k.startswith("dlq_")]
-            producer.send(origin.decode(), r.value, key=r.key, headers=headers)
-            replayed += 1
-        if records:
-            producer.flush()
-            consumer.commit({r.tp: r.offset + 1 for r in records})
-    producer.close()
-    consumer.close()
-    print(f"replayed {replayed} dead-lettered event(s)")
     return 0
 
 
@@ -638,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--wait", type=float, default=2.0, help="seconds to read for (default 2)")
     dlq.add_argument("--json", action="store_true")
     _common(dlq)
+    _url(dlq)
     dlq.set_defaults(func=_cmd_dlq)
     return parser
 

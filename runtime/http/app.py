@@ -37,6 +37,7 @@ from driftline.events.models import (
 )
 from driftline.events.topics import EVENT_TOPICS
 from driftline.functions.score import Sessions
+from driftline.runtime.dlq import dead_letters, replay_dead_letters
 from driftline.runtime.http import cloudevents, inference, webhooks
 from driftline.runtime.http.metrics import Metrics
 from driftline.runtime.http.oip import InferenceRequest
@@ -238,6 +239,36 @@ def _document(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+DLQ_READ_S = 1.0
+
+
+class DeadLetters(BaseModel):
+    replayed: int = Field(description="Dead-lettered events sent back to their topics.")
+
+
+def _dlq(bus: Any, auth: list[Any]) -> APIRouter:
+    """Dead letters over HTTP: each call reads the DLQ topics for a second (end offsets are
+    not trusted), so ``driftline dlq`` works while ``driftline up`` holds the embedded bus."""
+    api = APIRouter(tags=["dead letters"])
+
+    @api.get("/v1/dlq", responses=responses(503))
+    def list_dead_letters() -> list[dict[str, Any]]:
+        """Dead-lettered events (up to 10,000): topic, offset, and why (the ``dlq_*`` headers)."""
+        return dead_letters(bus, DLQ_READ_S)
+
+    @api.post(
+        "/v1/dlq/replay",
+        response_model=DeadLetters,
+        dependencies=auth,
+        responses=responses(401, 503),
+    )
+    def replay() -> DeadLetters:
+        """Send dead-lettered events back to their topics (each once, whoever replays it)."""
+        return DeadLetters(replayed=replay_dead_letters(bus, DLQ_READ_S))
+
+    return api
+
+
 def _runners(view: Any) -> APIRouter:
     api = APIRouter(tags=["runners"])
 
@@ -316,6 +347,7 @@ def create_app(
         )
     )
     app.include_router(_models(registry, publisher, auth))
+    app.include_router(_dlq(platform.bus, auth))
     app.include_router(
         inference.router(
             sessions, registry, sync=sync, observe=metrics.observe, max_body_bytes=limit

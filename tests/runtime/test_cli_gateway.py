@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_models_publish_and_status_go_through_a_running_up(
+def test_models_publish_status_and_dlq_go_through_a_running_up(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home = tmp_path / "home"
@@ -62,6 +62,10 @@ def test_models_publish_and_status_go_through_a_running_up(
         assert "404" in capsys.readouterr().err
         assert main(["status", "--home", str(home), "--expect", ""]) == 0
         assert "runners" in json.loads(capsys.readouterr().out)
+        assert main(["dlq", "list", "--home", str(home), "--wait", "0.3", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == []
+        assert main(["dlq", "replay", "--home", str(home), "--wait", "0.3"]) == 0
+        assert "replayed 0 dead-lettered event(s)" in capsys.readouterr().out
         # without the address file the same command meets the held bus, as before
         (home / ADDRESS_FILE).rename(home / "elsewhere.json")
         assert main(["models", "list", "--home", str(home)]) == 2
