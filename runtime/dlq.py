@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from driftline.events import EVENT_TOPICS, dlq_topic
-from driftline.runtime.bus.base import Bus, poll_until_assigned
+from driftline.runtime.bus.base import Bus
 
 REPLAY_GROUP = "driftline.dlq-replay"
 """A committed group: each dead letter is sent back once, whoever replays it."""
@@ -30,10 +30,9 @@ def dead_letters(bus: Bus, wait_s: float = 2.0) -> list[dict[str, Any]]:
     topics = dlq_topics(bus)
     reader = bus.reader(topics)
     rows: list[dict[str, Any]] = []
+    deadline = time.monotonic() + wait_s
     try:
-        records = poll_until_assigned(bus, reader, topics, timeout_s=max(wait_s, 1.0))
-        deadline = time.monotonic() + wait_s
-        while len(rows) < MAX_ROWS:
+        while len(rows) < MAX_ROWS and time.monotonic() < deadline:
             rows += [
                 {
                     "topic": r.topic,
@@ -44,11 +43,8 @@ def dead_letters(bus: Bus, wait_s: float = 2.0) -> list[dict[str, Any]]:
                         if k.startswith("dlq_")
                     },
                 }
-                for r in records
+                for r in reader.poll(0.2, 1000)
             ]
-            if time.monotonic() >= deadline:
-                break
-            records = reader.poll(0.2, 1000)
     finally:
         reader.close()
     return rows[:MAX_ROWS]

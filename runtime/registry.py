@@ -29,7 +29,7 @@ from typing import Any
 
 from driftline.events.codec import Codec
 from driftline.events.models import Event, ModelDeployed, ModelRegistered, ModelRejected
-from driftline.runtime.bus.base import Bus, Consumer, TopicPartition, partitions_of
+from driftline.runtime.bus.base import Bus, Consumer, TopicPartition
 from driftline.runtime.errors import DecodeError
 from driftline.runtime.store import ObjectStore
 
@@ -231,12 +231,6 @@ class RegistryFollower:
     def catch_up(self, idle_s: float = 0.3, limit_s: float = 30.0) -> None:
         """Read until the topics stay quiet for ``idle_s`` (end offsets are unreliable on some brokers)."""
         deadline = time.monotonic() + limit_s
-        assert self._consumer is not None
-        need = partitions_of(self.bus, REGISTRY_TOPICS)
-        while not need <= self._consumer.assignment() and time.monotonic() < deadline:
-            # a Kafka group join takes a moment; from a snapshot, what a first poll brings
-            # (from the start) is dropped: the seek below goes where the snapshot ends
-            self._poll(0.2, apply=not self.from_snapshot)
         self._seek_to_snapshot()
         while time.monotonic() < deadline:
             if self._poll(idle_s):
@@ -310,11 +304,9 @@ class RegistryFollower:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _poll(self, timeout_s: float, apply: bool = True) -> int:
+    def _poll(self, timeout_s: float) -> int:
         assert self._consumer is not None
         records = self._consumer.poll(timeout_s)
-        if not apply:
-            return len(records)
         for r in records:
             if r.tp in self._check:  # the first event read of a partition after the seek
                 expected = self._check.pop(r.tp)
@@ -322,8 +314,6 @@ class RegistryFollower:
                     self._discard_snapshot(f"{r.topic}/{r.partition} at offset {r.offset}")
                     return len(records)
                 continue
-            if r.offset < self.offsets.get(r.tp, 0):
-                continue  # read before the seek: the snapshot has it
             try:
                 env = self.codec.decode(
                     r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset

@@ -265,9 +265,10 @@ def _recent_stretches(spec: ModelSpec, rows: pd.DataFrame) -> dict[str, pd.DataF
     shorter, more recent stretch then wins, and the version learns the new concept only."""
     out = {}
     for share in (2, 4):
-        part = rows.iloc[-(len(rows) // share) :] if len(rows) // share else rows.iloc[:0]
-        if len(part) < spec.training.min_rows:
+        n = len(rows) // share
+        if n < spec.training.min_rows:
             break
+        part = rows.iloc[-n:]
         days = (part[TIME].iloc[-1] - part[TIME].iloc[0]).total_seconds() / 86_400
         out[f"the most recent {days:.1f} days"] = part
     return out

@@ -13,8 +13,6 @@ the group will read.
 from __future__ import annotations
 
 import abc
-import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -122,11 +120,11 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...
 
+    @abc.abstractmethod
     def reader(self, topics: Sequence[str]) -> Consumer:
         """A consumer in no group, holding every partition of ``topics`` from the start at
-        once (no join to wait for); it cannot commit. For followers that read a topic
-        whole, like the registry. By default a member of a group of its own."""
-        return self.consumer(f"driftline.reader.{uuid.uuid4().hex}", topics)
+        once (no join to wait for); it cannot commit. For readers of whole topics: the
+        registry, a replay's watch, the dead letters."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -135,24 +133,3 @@ class Bus(abc.ABC):
 def partitions_of(bus: Bus, topics: Iterable[str]) -> set[TopicPartition]:
     """Every partition of ``topics`` (a topic that does not exist has none)."""
     return {TopicPartition(t, p) for t in topics for p in range(bus.partition_count(t))}
-
-
-def poll_until_assigned(
-    bus: Bus, consumer: Consumer, topics: Sequence[str], timeout_s: float = 60.0
-) -> list[Record]:
-    """Poll a new group member until it holds every partition of ``topics``; returns the
-    records it read meanwhile. Until its group has joined (seconds on Kafka) a consumer
-    reads nothing, which must not pass for "nothing there": call this before judging that
-    a topic was read to its end. For a group with one member only."""
-    need = partitions_of(bus, topics)
-    deadline = time.monotonic() + timeout_s
-    records: list[Record] = []
-    while not need <= consumer.assignment():
-        if time.monotonic() > deadline:
-            missing = sorted((tp.topic, tp.partition) for tp in need - consumer.assignment())
-            raise TimeoutError(
-                f"a consumer of {list(topics)} was not given partitions {missing} within "
-                f"{timeout_s:g}s (its consumer group never finished joining)"
-            )
-        records.extend(consumer.poll(0.2, 5000))
-    return records

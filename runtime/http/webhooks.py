@@ -201,13 +201,13 @@ class SharedReplayGuard(ReplayGuard):
         try:
             data, etag = self.store.get_versioned(key)
         except ObjectNotFoundError:  # released (or swept) in between: take it now
-            return self.claim_again(key, record, None)
+            return self._take(key, record, None)
         at = float(json.loads(data)["at"])
         if at < now - self.ttl_s:  # a record past the window: the id is free again
-            return self.claim_again(key, record, etag)
+            return self._take(key, record, etag)
         return at
 
-    def claim_again(self, key: str, record: bytes, etag: str | None) -> float | None:
+    def _take(self, key: str, record: bytes, etag: str | None) -> float | None:
         try:
             self.store.put_if(key, record, etag, "application/json")
             return None

@@ -43,7 +43,6 @@ from driftline.functions import FUNCTIONS
 from driftline.functions.ml.layout import read_upload, spec_key
 from driftline.functions.ml.spec import TIME, ModelSpec, validate_frame
 from driftline.functions.ml.training import load_session, metric, predict
-from driftline.runtime.bus.base import poll_until_assigned
 from driftline.runtime.errors import ConfigError
 from driftline.runtime.platform import Platform
 from driftline.runtime.replay.report import write_report
@@ -245,7 +244,7 @@ def _read_events(platform: Platform, topics: list[str], since: datetime) -> list
     codec = Codec()
     consumer = platform.bus.reader(topics)
     out, idle = [], 0
-    records = poll_until_assigned(platform.bus, consumer, topics)
+    records = consumer.poll(0.3, 5000)
     while idle < 3:  # read until three polls in a row find nothing
         for r in records:
             env = codec.decode(

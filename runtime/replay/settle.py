@@ -6,9 +6,10 @@ in a step is deployed before the next step is scored, as it would be in producti
 hours pass between the data's hours. Lag is measured from the records actually seen, not
 from broker end offsets (some brokers under-report those, see shared/NOTES.md).
 
-Nothing seen and nothing lagging means "settled" only once everyone is in place: the
-watch holds every partition of the topics it follows, and every hosted function holds
-every partition of the topics it reads and has read the group's committed offsets there.
+Nothing seen and nothing lagging means "settled" only once everyone is in place: every
+hosted function holds every partition of the topics it reads and has read the group's
+committed offsets there (the watch is a group-less reader: it holds its partitions at
+once).
 A consumer group still joining (seconds on Kafka, longer with many members) has seen
 nothing and lags behind nothing, and must not pass for one that is caught up.
 """
@@ -18,25 +19,27 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
-from driftline.runtime.bus.base import Bus, TopicPartition
+from driftline.runtime.bus.base import Bus, TopicPartition, partitions_of
 from driftline.runtime.runner import Runner
 
 
 class TopicWatch:
-    """Follows topics with a private group and remembers how far each partition goes."""
+    """Follows topics with a group-less reader (it holds every partition from the start)
+    and remembers how far each partition goes."""
 
     def __init__(self, bus: Bus, topics: Sequence[str]):
+        self.bus = bus
         self.ends: dict[TopicPartition, int] = {}
         self.counts: dict[str, int] = {t: 0 for t in topics}
         self._consumer = bus.reader(list(topics))
-        self.partition_counts: dict[str, int] = {}
-        """Partition count per topic, asked of the bus once."""
+        self._partitions: dict[str, set[TopicPartition]] = {}
 
-    def missing(self, bus: Bus) -> set[TopicPartition]:
-        """Partitions of the watched topics this watch does not hold yet."""
-        return (
-            _all_partitions(bus, self.counts, self.partition_counts) - self._consumer.assignment()
-        )
+    def partitions(self, topics: Iterable[str]) -> set[TopicPartition]:
+        """Every partition of ``topics``, asked of the bus once per topic."""
+        for topic in topics:
+            if not self._partitions.get(topic):
+                self._partitions[topic] = partitions_of(self.bus, [topic])
+        return set().union(*(self._partitions[t] for t in topics))
 
     def poll(self, timeout_s: float = 0.05) -> int:
         records = self._consumer.poll(timeout_s, max_records=5000)
@@ -49,24 +52,14 @@ class TopicWatch:
         self._consumer.close()
 
 
-def _all_partitions(bus: Bus, topics: Iterable[str], known: dict[str, int]) -> set[TopicPartition]:
-    out: set[TopicPartition] = set()
-    for topic in topics:
-        if not known.get(topic):
-            known[topic] = bus.partition_count(topic)
-        out.update(TopicPartition(topic, p) for p in range(known[topic]))
-    return out
-
-
 def not_ready(runner: Runner, watch: TopicWatch) -> list[str]:
-    """Who is not in place yet: the watch, or functions that do not yet hold every
-    partition of the topics they read (a group still joining, or rebalancing)."""
-    waiting = ["the replay's watch"] if watch.missing(runner.bus) else []
-    for name, worker in runner.workers.items():
-        need = _all_partitions(runner.bus, worker.spec.subscribes, watch.partition_counts)
-        if not need <= worker.assigned:
-            waiting.append(name)
-    return waiting
+    """Functions that do not yet hold every partition of the topics they read (a group
+    still joining, or rebalancing)."""
+    return [
+        name
+        for name, worker in runner.workers.items()
+        if not watch.partitions(worker.spec.subscribes) <= worker.assigned
+    ]
 
 
 def lagging(runner: Runner, watch: TopicWatch) -> list[str]:
