@@ -3,11 +3,13 @@ the rollback of a promoted version that does worse than the one it replaced.
 
 The candidate's ONNX is loaded from the store, its sha256 and signature checked; it is then
 compared with the production version *and* the most recent earlier versions
-(``gate.history``) on the same most recent labeled rows (the candidate's holdout, which it
-was not trained on). Not worse than the best of them within the spec's tolerance: it
-becomes the next version and the production alias. When an earlier version fits best (a
+(``gate.history``) on the same most recent labeled rows (the candidate's holdout; the
+candidate is judged by the predictions of its fit that had not seen those rows). Not
+worse than the best of them within the spec's tolerance: it becomes the next version and
+the production alias. When an earlier version fits best (a
 concept that returned), that version is deployed again (``reason="redeploy"``) and the
-candidate is rejected; otherwise ``model.rejected`` says why. A corrupt or mismatched
+candidate is rejected; otherwise ``model.rejected`` says why. A refresh (production was
+not found wanting) must beat production by more than the tolerance. A corrupt or mismatched
 artifact is rejected the same way, with the reason.
 
 On ``drift.checked`` windows marked ``probation`` (a promoted version's first judged
@@ -35,7 +37,7 @@ from driftline.events import (
 from driftline.functions.ml.layout import feedback_between, get_table, load_spec
 from driftline.functions.ml.performance import Baseline, paired_worse
 from driftline.functions.ml.spec import ModelSpec, row_loss
-from driftline.functions.ml.training import gate, load_session, predict
+from driftline.functions.ml.training import HELDOUT, gate, load_session, predict
 from driftline.runtime.context import Context
 from driftline.runtime.errors import ObjectNotFoundError, ValidationError
 from driftline.runtime.function import function
@@ -66,7 +68,16 @@ def register(event: ModelTrained | DriftChecked, ctx: Context) -> list[Event]:
         )
         earlier = _earlier_predictions(ctx, spec, champion.version, holdout)
     y = holdout[spec.target].to_numpy()
-    decision = gate(spec, y, predict(candidate, spec, holdout), champion_pred, earlier)
+    # The candidate's figure is its held-out one (the fit that had not seen these rows; the
+    # shipped model was refitted on them); holdouts saved before refitting have no column.
+    candidate_pred = (
+        holdout[HELDOUT].to_numpy()
+        if HELDOUT in holdout.columns
+        else predict(candidate, spec, holdout)
+    )
+    decision = gate(
+        spec, y, candidate_pred, champion_pred, earlier, challenger=event.trigger == "refresh"
+    )
     if not decision.passed:
         rejected = ModelRejected(
             model=event.model,

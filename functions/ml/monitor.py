@@ -26,7 +26,8 @@ worsening is acted on at once. A drifted window acts at once when severe, else a
 point, so the retrain learns only from rows after it; it waits (up to a window) until
 ``training.min_rows`` labeled rows exist after it. A version trained from a change point
 is *refreshed* while it has seen less than a training window of the new concept, each
-time as much new data again as it learned is labeled. Every detection passes these guards:
+time as much new data again as it learned is labeled (and the promotion gate keeps
+production unless the refreshed candidate does better). Every detection passes these guards:
 
 1. at least ``min_window_rows`` rows of the version in a window to judge it;
 2. no retrain in flight (cleared by a deploy, a rejection, or ``retrain_timeout_days``,
@@ -595,7 +596,9 @@ class DriftMonitor:
         learned from the change point on, a recent part of it, or the trailing window that
         won on too few new rows) once as much new data again as it learned is labeled: the
         stretch since the change point doubles while each retrain learns all of it, and
-        comes sooner when a recent part won (the concept was still moving)."""
+        comes sooner when a recent part won (the concept was still moving). Once a refresh
+        had a whole training window of the new concept to learn from, there are no more
+        (the gate may have kept production: its candidate was no better)."""
         p = self.policy
         if not p.refresh or self.change_at is None or self.trained is None or self.version is None:
             return None, reason
@@ -605,8 +608,8 @@ class DriftMonitor:
         full = self.spec.training.days * _DAY
         span, trained_span = end - self.change_at, max(last - max(first, self.change_at), 1.0)
         due = self.refreshed_span + trained_span if self.refreshed_span else 2 * trained_span
-        if trained_span >= 0.9 * full or span < due:
-            return None, reason
+        if trained_span >= 0.9 * full or self.refreshed_span >= 0.9 * full or span < due:
+            return None, reason  # it learned enough, or a refresh on a full window was tried
         days = f"{span / _DAY:.1f}"
         det = Detection(
             self.spec.name,

@@ -31,7 +31,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -247,6 +247,14 @@ class TrainingWindow(BaseModel):
     still gets a holdout large enough to compare candidates and to serve as a baseline."""
     reference_rows: int = Field(default=2000, ge=100)
     """Most rows in the reference sample stored with a version (drift baseline)."""
+    longer: tuple[Annotated[float, Field(gt=1)], ...] = (2.0, 4.0)
+    """Longer trailing windows tried too, in multiples of ``days`` (while the data reaches
+    that far back); the holdout picks the window. More history helps while the relation
+    holds (more weather, more weekdays); after a change it loses on the holdout. Empty: the
+    trailing ``days`` only."""
+    refit: bool = True
+    """Fit the winning candidate again on its rows and the holdout, so the model that ships
+    has learned the most recent rows too; its figures stay those measured on the holdout."""
     search: Search | None = None
     """Optional hyperparameter search (None: fit the spec's estimator as it is)."""
 
@@ -403,6 +411,10 @@ class ModelSpec(BaseModel):
                         f"training.search.estimators: {step.class_path} is not a {self.task} estimator"
                     )
         return self
+
+    def with_days(self, days: float) -> ModelSpec:
+        """This spec with a training window of ``days``."""
+        return self.model_copy(update={"training": self.training.model_copy(update={"days": days})})
 
     @property
     def feature_names(self) -> list[str]:

@@ -52,6 +52,8 @@ REGRESSION_RTOL = 1e-4
 """ONNX vs scikit-learn: relative tolerance on regression outputs (float32 arithmetic)."""
 CLASS_MARGIN = 1e-3
 """A class label may differ only where scikit-learn's top two probabilities are this close."""
+HELDOUT = "__heldout_prediction__"
+"""Column of a training holdout: the prediction of the fit that had not seen the row."""
 
 
 @dataclass(frozen=True)
@@ -176,15 +178,24 @@ def train(
     """Fit, export and verify a model on the training window of ``df`` (a validated frame).
 
     The window is the trailing ``training.days`` up to ``now``; its most recent
-    ``training.validation_fraction`` is held out. With ``since`` (a change point) the window
-    and its holdout start there (see :func:`training_window`), and two candidates compete on
-    that holdout: one fitted on the rows since the change point, one on the whole trailing
-    window, and ones on the most recent half and quarter of the rows since the change point
-    (while they hold ``training.min_rows``). After an abrupt change the first wins (the
-    older rows teach the old concept); after a seasonal one the older rows still help and
-    the second wins; in the middle of a gradual one a recent stretch wins: the data decides,
-    not a guess about the kind of change. ``trainer`` defaults to
-    :class:`SklearnTrainer`; whatever fits the model, its ONNX export is checked the same way.
+    ``training.validation_fraction`` is held out. Candidate training windows compete on
+    that holdout (Klinkenberg and Joachims's window selection): the trailing window, and
+    longer trailing windows (``training.longer``, in multiples of ``training.days``) while
+    the data reaches further back. With ``since`` (a change point) the window and its
+    holdout start there (see :func:`training_window`), and the rows since the change point
+    and the most recent half and quarter of them (while they hold ``training.min_rows``)
+    compete too. After an abrupt change the rows since it win (older rows teach the old
+    concept); when the older rows still hold (a seasonal change, or none) a longer window
+    wins; in the middle of a gradual change a recent stretch wins: the data decides, not a
+    guess about the kind of change.
+
+    The winner (and the ``[training.search]`` winner on its rows) is then fitted again on
+    its rows *and* the holdout (``training.refit``), so the model that ships has learned
+    the most recent rows too. Its metrics, the baseline the drift check judges it by, and
+    the predictions the promotion gate compares (``HELDOUT`` in the returned holdout) are
+    those of the fit that had not seen the holdout: honest figures, a little pessimistic.
+    ``trainer`` defaults to :class:`SklearnTrainer`; whatever fits the model, its ONNX export
+    is checked the same way.
     """
     trainer = trainer or SklearnTrainer()
     started = time.perf_counter()
@@ -200,15 +211,7 @@ def train(
         min(spec.training.min_holdout_rows, len(window) // 2),
     )
     holdout = window.iloc[-n_hold:]
-    candidates = {
-        "since the change point" if since else "the trailing window": window.iloc[:-n_hold]
-    }
-    if since is not None:
-        full = training_window(spec, df, now)
-        full = full[full[TIME] < holdout[TIME].iloc[0]]
-        if len(full) > len(candidates["since the change point"]):
-            candidates[f"the trailing {spec.training.days:g} days"] = full
-        candidates.update(_recent_stretches(spec, window.iloc[:-n_hold]))
+    candidates = _candidates(spec, df, now, since, window.iloc[:-n_hold], holdout)
     x_hold, y_hold = _features(spec, holdout), holdout[spec.target].to_numpy()
     fits = [(name, rows, _fit(spec, trainer, rows)) for name, rows in candidates.items()]
     fits = [(name, rows, est) for name, rows, est in fits if est is not None]
@@ -220,32 +223,40 @@ def train(
     trials = [
         f"{_label(spec.estimator)} on {n}: {spec.metric_name} {v:.4g}" for n, v in tried.items()
     ]
-    chosen = list(tried).index(name)
+    chosen, step = list(tried).index(name), spec.estimator
     if spec.training.search is not None and isinstance(trainer, SklearnTrainer):
-        estimator, chosen = _search(
+        estimator, chosen, step = _search(
             spec,
             trainer,
             fit_rows,
             x_hold,
             y_hold,
-            (estimator, tried[name], chosen),
+            (estimator, tried[name], chosen, step),
             trials,
             started,
         )
     if len(trials) > 1:
         trials[chosen] += "  <- chosen"
+    heldout = estimator.predict(x_hold)
+    used = pd.concat([fit_rows, holdout])
+    if spec.training.refit:
+        final = _fit(spec.model_copy(update={"estimator": step}), trainer, used)
+        if final is not None:
+            estimator, fit_rows = final, used
+            trials.append(f"refitted on those rows and the {len(holdout)} held out")
     onnx_bytes = _with_metadata(spec, trainer.export(spec, estimator))
     expected = estimator.predict(x_hold)
     parity = _check_parity(spec, estimator, x_hold, expected, load_session(onnx_bytes, spec))
-    used = pd.concat([fit_rows, holdout])
+    kept = holdout[[*spec.feature_names, spec.target, TIME]].reset_index(drop=True)
+    kept[HELDOUT] = heldout
     return TrainResult(
         onnx=onnx_bytes,
         sha256=hashlib.sha256(onnx_bytes).hexdigest(),
         metrics={
-            **{n: score(n, y_hold, expected) for n, m in METRICS.items() if m.task == spec.task},
-            **loss_figures(spec.metric_name, row_loss(spec.metric_name, y_hold, expected)),
+            **{n: score(n, y_hold, heldout) for n, m in METRICS.items() if m.task == spec.task},
+            **loss_figures(spec.metric_name, row_loss(spec.metric_name, y_hold, heldout)),
         },
-        holdout=holdout[[*spec.feature_names, spec.target, TIME]].reset_index(drop=True),
+        holdout=kept,
         reference=_reference(spec, used),
         n_rows=len(fit_rows),
         train_start=used[TIME].iloc[0].to_pydatetime(),
@@ -257,12 +268,39 @@ def train(
     )
 
 
+def _candidates(
+    spec: ModelSpec,
+    df: pd.DataFrame,
+    now: datetime | None,
+    since: datetime | None,
+    rows: pd.DataFrame,
+    holdout: pd.DataFrame,
+) -> dict[str, pd.DataFrame]:
+    """The candidate training windows, by name: ``rows`` (the window before the holdout),
+    then the longer trailing windows that hold more rows than the last one, then (after a
+    change point) the most recent stretches of ``rows``. Each ends where the holdout starts."""
+    out = {"since the change point" if since else "the trailing window": rows}
+    end = now if now is not None else df[TIME].max()
+    before = df[df[TIME] < holdout[TIME].iloc[0]]
+    longest = len(rows)
+    for days in ([spec.training.days] if since is not None else []) + [
+        spec.training.days * m for m in spec.training.longer
+    ]:
+        longer = training_window(spec.with_days(days), before, end)
+        if len(longer) > longest:
+            out[f"the trailing {days:g} days"] = longer
+            longest = len(longer)
+    if since is not None:
+        out.update(_recent_stretches(spec, rows))
+    return out
+
+
 def _recent_stretches(spec: ModelSpec, rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The most recent half and quarter of the rows since a change point, each while it
     holds ``training.min_rows``: candidate windows of decreasing size, the best chosen on
-    the holdout (Klinkenberg and Joachims's window selection). When the change point fell
-    early in a gradual change, the rows right after it still mix the two concepts; a
-    shorter, more recent stretch then wins, and the version learns the new concept only."""
+    the holdout. When the change point fell early in a gradual change, the rows right after
+    it still mix the two concepts; a shorter, more recent stretch then wins, and the
+    version learns the new concept only."""
     out = {}
     for share in (2, 4):
         n = len(rows) // share
@@ -305,19 +343,19 @@ def _search(
     rows: pd.DataFrame,
     x_hold: np.ndarray,
     y_hold: np.ndarray,
-    incumbent: tuple[Any, float, int],
+    incumbent: tuple[Any, float, int, EstimatorSpec],
     trials: list[str],
     started: float,
-) -> tuple[Any, int]:
+) -> tuple[Any, int, EstimatorSpec]:
     """Fit every trial of ``[training.search]`` on ``rows``; the best on the holdout wins.
 
-    ``incumbent`` is the estimator fitted so far, its figure and its line in ``trials``;
-    ``trials`` gets one line per further trial. A trial that fails to fit is recorded, not
-    fatal. Returns the winner and its line.
+    ``incumbent`` is the estimator fitted so far, its figure, its line in ``trials`` and
+    its estimator spec; ``trials`` gets one line per further trial. A trial that fails to
+    fit is recorded, not fatal. Returns the winner, its line and its estimator spec.
     """
     assert spec.training.search is not None
     search, lower = spec.training.search, METRICS[spec.metric_name].lower_is_better
-    best, best_value, winner = incumbent
+    best, best_value, winner, best_step = incumbent
     for step in _trials(spec, search)[1:]:
         if time.perf_counter() - started > search.budget_s:
             trials.append(f"time budget of {search.budget_s:g} s reached: no more trials")
@@ -335,8 +373,8 @@ def _search(
             f"{_label(step)}: {spec.metric_name} {value:.4g} ({time.perf_counter() - t0:.1f} s)"
         )
         if (value < best_value) if lower else (value > best_value):
-            best, best_value, winner = est, value, len(trials) - 1
-    return best, winner
+            best, best_value, winner, best_step = est, value, len(trials) - 1, step
+    return best, winner, best_step
 
 
 def _fit(spec: ModelSpec, trainer: Trainer, rows: pd.DataFrame) -> Any:
@@ -542,6 +580,8 @@ def gate(
     candidate_pred: Any,
     champion_pred: Any | None,
     earlier: dict[int, Any] | None = None,
+    *,
+    challenger: bool = False,
 ) -> GateDecision:
     """The candidate against production, and against ``earlier`` versions (version →
     predictions), all on the same most recent labeled rows.
@@ -550,6 +590,9 @@ def gate(
     ``gate.tolerance`` (relative: it has seen the freshest data). When an earlier version is
     the best of all, and better than production by more than the tolerance, it is deployed
     again: a concept that returns brings its version back. No champion: the candidate passes.
+
+    A ``challenger`` (a refresh: production has not been found wanting) must do better
+    than production by more than the tolerance: being about as good is no reason to switch.
     """
     name, tol = spec.metric_name, spec.gate.tolerance
     n = len(np.asarray(y_true))
@@ -566,6 +609,12 @@ def gate(
     on = f"on the {n} most recent labeled rows (tolerance {tol:.0%})"
     tried = "".join(f", v{v} {value:.4g}" for v, value in sorted(others.items()))
     if not is_worse(name, cand, best, tol):
+        if challenger and not is_worse(name, champ, cand, tol):
+            reason = (
+                f"refresh candidate {name} {cand:.4g} is not clearly better than production's "
+                f"{champ:.4g}{tried} {on}: production keeps serving"
+            )
+            return GateDecision(False, name, cand, champ, reason, None, others)
         reason = (
             f"candidate {name} {cand:.4g} is not worse than production's {champ:.4g}{tried} {on}"
         )

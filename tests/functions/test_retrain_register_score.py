@@ -75,9 +75,15 @@ def test_a_worse_candidate_is_rejected_with_the_reason(tmp_path: Path) -> None:
     )
     weak = train(weak_spec, labeled_rows(ctx.store, "synth"))
     ctx.store.put("models/weak.onnx", weak.onnx)
+    put_table(ctx.store, "models/weak-holdout.parquet", weak.holdout)
     out = register(
         trained.model_copy(
-            update={"run_id": "weak", "artifact_key": "models/weak.onnx", "sha256": weak.sha256}
+            update={
+                "run_id": "weak",
+                "artifact_key": "models/weak.onnx",
+                "sha256": weak.sha256,
+                "holdout_key": "models/weak-holdout.parquet",
+            }
         ),
         ctx,
     )
@@ -183,8 +189,14 @@ def _register_weak(ctx, trained: ModelTrained, run: str) -> list:  # type: ignor
     )
     weak = train(weak_spec, labeled_rows(ctx.store, "synth"))
     ctx.store.put(f"models/{run}.onnx", weak.onnx)
+    put_table(ctx.store, f"models/{run}-holdout.parquet", weak.holdout)
     event = trained.model_copy(
-        update={"run_id": run, "artifact_key": f"models/{run}.onnx", "sha256": weak.sha256}
+        update={
+            "run_id": run,
+            "artifact_key": f"models/{run}.onnx",
+            "sha256": weak.sha256,
+            "holdout_key": f"models/{run}-holdout.parquet",
+        }
     )
     return register(event, ctx)
 

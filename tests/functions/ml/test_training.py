@@ -32,6 +32,7 @@ min_rows = 50
 validation_fraction = 0.25
 min_holdout_rows = 20
 reference_rows = 100
+longer = []  # the trailing 10 days only; longer windows are tested on their own
 """
 CLASSIFICATION = REGRESSION.replace('"regression"', '"classification"').replace(
     "HistGradientBoostingRegressor", "HistGradientBoostingClassifier"
@@ -64,7 +65,7 @@ def test_train_uses_the_trailing_window_and_a_time_ordered_holdout(
 ) -> None:
     assert trained.train_end == datetime(2024, 1, 20, 23, tzinfo=UTC)
     assert trained.train_start == datetime(2024, 1, 11, tzinfo=UTC)  # 10 days back
-    assert trained.n_rows + len(trained.holdout) == 240
+    assert trained.n_rows == 240  # refitted on the holdout too
     assert len(trained.holdout) == 60  # the most recent quarter
     assert trained.holdout[TIME].min() > pd.Timestamp("2024-01-18 11:00", tz="UTC")
     assert set(trained.metrics) == {
@@ -102,7 +103,10 @@ def test_onnx_matches_sklearn_and_the_signature(
     }
     hold = trained.holdout
     pred = predict(session, spec, hold)
-    assert metric(spec, hold["y"], pred) == pytest.approx(trained.metrics["mae"], rel=1e-5)
+    # The figures are the held-out fit's; the shipped model was refitted on these rows too.
+    heldout = metric(spec, hold["y"], hold[training.HELDOUT])
+    assert heldout == pytest.approx(trained.metrics["mae"], rel=1e-9)
+    assert metric(spec, hold["y"], pred) < heldout
     rows = hold[spec.feature_names].to_numpy().tolist()
     assert np.allclose(predict(session, spec, rows), pred)
 
@@ -139,7 +143,9 @@ def test_hist_gradient_boosting_thresholds_agree_with_onnx_on_float32_edges(
 def test_poisson_regressor_exports_its_inverse_link() -> None:
     # skl2onnx alone exports log-predictions for a log-link HistGradientBoostingRegressor.
     spec = ModelSpec.from_toml(
-        REGRESSION.replace("max_iter = 30", 'max_iter = 30, loss = "poisson"')
+        REGRESSION.replace("max_iter = 30", 'max_iter = 30, loss = "poisson"').replace(
+            "longer = []", "longer = []\nrefit = false"
+        )
     )
     df = frame()
     df["y"] = np.exp(df["x1"])  # positive, like counts
@@ -221,6 +227,22 @@ def test_gate(spec: ModelSpec) -> None:
     assert gate(spec, y, y, None).passed
 
 
+def test_a_refresh_must_be_clearly_better_than_production(spec: ModelSpec) -> None:
+    """A refresh challenges a version nobody found wanting: it must do better by more than
+    the tolerance."""
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200) * 10
+    err = np.abs(rng.normal(size=200))
+    cand = y + err
+    assert gate(spec, y, cand, y + err + 0.5, challenger=True).passed  # clearly better
+    barely = gate(spec, y, cand, y + err * 1.03, challenger=True)  # 3%: within the tolerance
+    assert not barely.passed and barely.redeploy is None
+    assert "refresh candidate mae" in barely.reason and "not clearly better" in barely.reason
+    ups_and_downs = y + err * np.where(np.arange(200) % 2, 1.3, 0.7)  # as good on average
+    assert not gate(spec, y, cand, ups_and_downs, challenger=True).passed
+    assert gate(spec, y, cand, ups_and_downs).passed  # a retrain after drift passes
+
+
 def _changed(n_days: int = 20, at_day: int = 14, flip: bool = True) -> pd.DataFrame:
     """``frame()``, with y's relation to x1 reversed from ``at_day`` on (when ``flip``)."""
     df = frame(n_days)
@@ -238,7 +260,8 @@ def test_after_an_abrupt_change_the_rows_since_it_win(spec: ModelSpec) -> None:
         result.trials[0].endswith("<- chosen") and "on since the change point" in result.trials[0]
     )
     assert "on the trailing 10 days" in result.trials[1]
-    assert all("on the most recent" in t for t in result.trials[2:])  # fewer rows: they lose
+    assert all("on the most recent" in t for t in result.trials[2:-1])  # fewer rows: they lose
+    assert result.trials[-1] == f"refitted on those rows and the {len(result.holdout)} held out"
     assert result.metrics["mae"] < 2.0  # a few days of the new relation, yet far better than mixing
 
 
@@ -265,6 +288,7 @@ def test_when_nothing_changed_the_whole_trailing_window_competes_and_can_win(
     assert [t.split(":")[0] for t in result.trials] == [
         "HistGradientBoostingRegressor(max_iter=30, random_state=0) on since the change point",
         "HistGradientBoostingRegressor(max_iter=30, random_state=0) on the trailing 10 days",
+        "refitted on those rows and the 20 held out",
     ]
     assert result.trials[1].endswith("<- chosen")  # more rows of the same concept
     assert result.train_start < since
@@ -279,7 +303,9 @@ def test_a_search_tries_parameters_and_estimators_and_records_them() -> None:
     )
     spec = ModelSpec.from_toml(text)
     result = train(spec, frame())
-    assert len(result.trials) == 6  # the spec's estimator, Ridge, four combinations
+    assert len(result.trials) == 7  # the spec's estimator, Ridge, four combinations, the refit
+    assert result.trials[-1] == "refitted on those rows and the 60 held out"
+    assert result.trainer.startswith("Ridge")  # the refit is of the winner
     assert result.trials[1].startswith("Ridge(): mae ")
     failed = [t for t in result.trials if ": failed: " in t]
     assert len(failed) == 2 and all("learning_rate=-1.0" in t for t in failed)
@@ -295,3 +321,30 @@ def test_a_search_over_unknown_parameters_is_refused() -> None:
     bad = REGRESSION + "[training.search]\nparams = { max_leaves = [3] }\n"
     with pytest.raises(ConfigError, match=r"\['max_leaves'\] are not parameters of"):
         ModelSpec.from_toml(bad)
+
+
+def test_longer_windows_compete_and_win_while_the_relation_holds() -> None:
+    spec = ModelSpec.from_toml(REGRESSION.replace("longer = []", "longer = [2, 4]"))
+    result = train(spec, frame(30))  # 30 days: the 20-day window fits, the 40-day one is cut
+    names = [t.split(" on ")[1].split(":")[0] for t in result.trials[:-1]]
+    assert names == ["the trailing window", "the trailing 20 days", "the trailing 40 days"]
+    assert result.trials[2].endswith("<- chosen")  # all 30 days: the most rows of one relation
+    assert result.train_start == datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def test_after_an_abrupt_change_longer_windows_lose() -> None:
+    spec = ModelSpec.from_toml(REGRESSION.replace("longer = []", "longer = [2, 4]"))
+    since = datetime(2024, 1, 22, tzinfo=UTC)
+    result = train(spec, _changed(30, at_day=21), since=since)
+    assert "on since the change point" in result.trials[0]
+    assert "on the trailing 20 days" in " ".join(result.trials)
+    assert not any("trailing" in t and t.endswith("<- chosen") for t in result.trials)
+    assert result.train_start >= since
+
+
+def test_without_refit_the_shipped_model_is_the_held_out_fit() -> None:
+    spec = ModelSpec.from_toml(REGRESSION.replace("longer = []", "longer = []\nrefit = false"))
+    result = train(spec, frame())
+    pred = predict(load_session(result.onnx, spec), spec, result.holdout)
+    assert np.allclose(pred, result.holdout[training.HELDOUT], atol=1e-4)
+    assert result.n_rows == 180 and not any(t.startswith("refitted") for t in result.trials)
