@@ -159,7 +159,7 @@ class ScoreRequested(Event):
     def partition_key(self) -> bytes:
         """Requests need no order among themselves: keyed by request id they spread over all
         partitions, so score replicas share even one model's load (a replica follows the
-        registry for the version to serve, see ``functions.score.Sessions``)."""
+        registry for the version to serve, see ``functions.ml.serving.ModelServer``)."""
         return self.request_id.encode()
 
     columns: list[str] = Field(description="Feature names, the order of values in each row.")

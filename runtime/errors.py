@@ -13,6 +13,11 @@
     │   ├── RetryableError           transient: the runner retries with backoff
     │   └── PermanentError           will fail the same way again: straight to the DLQ
     │       ├── ValidationError      input data is wrong (bad CSV, bad model, bad signature)
+    │       │   └── CorruptModelError  a model artifact does not match its sha256, or
+    │       │                        cannot be loaded for its spec's features
+    │       ├── UnknownModelError    no model of that name is registered
+    │       │   └── UnknownVersionError  the model has no such version
+    │       ├── NotServingError      the model has no production version yet
     │       └── HandlerTimeoutError  the handler ran past its timeout [runtime.runner]
     ├── BusError                     the bus failed (broker unreachable, topic missing)
     ├── ProblemError                 an HTTP endpoint answers a status and a Problem body
@@ -35,15 +40,19 @@ from driftline.events.errors import DecodeError, DriftlineError, SchemaError
 __all__ = [
     "BusError",
     "ConfigError",
+    "CorruptModelError",
     "DecodeError",
     "DriftlineError",
     "HandlerError",
     "InvalidKeyError",
+    "NotServingError",
     "ObjectNotFoundError",
     "PermanentError",
     "RetryableError",
     "SchemaError",
     "StaleWriteError",
+    "UnknownModelError",
+    "UnknownVersionError",
     "ValidationError",
 ]
 
@@ -96,6 +105,32 @@ class PermanentError(HandlerError):
 
 class ValidationError(PermanentError):
     """Input data is wrong: a bad CSV, a corrupt model, a wrong signature."""
+
+
+class CorruptModelError(ValidationError):
+    """A model artifact does not match its sha256, or cannot be loaded for its spec."""
+
+
+class UnknownModelError(PermanentError):
+    """No model of that name is registered."""
+
+    def __init__(self, model: str, known: list[str] | None = None):
+        self.model = model
+        super().__init__(f"no model named {model!r}; known: {sorted(known or [])}")
+
+
+class UnknownVersionError(UnknownModelError):
+    """The model has no such version."""
+
+    def __init__(self, model: str, version: object, registered: list[int]):
+        self.model, self.version = model, version
+        PermanentError.__init__(
+            self, f"model {model} has no version {version!r}; registered: {registered}"
+        )
+
+
+class NotServingError(PermanentError):
+    """The model has no production version yet: nothing can score it."""
 
 
 class BusError(DriftlineError):

@@ -107,6 +107,19 @@ class Settings(BaseSettings):
         default=1_048_576,
         description="Largest request body the gateway reads; bigger ones get 413.",
     )
+    capture_rate: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of /v2 inference requests published as score.completed, so "
+        "drift-check monitors HTTP traffic like bus traffic (0: none).",
+    )
+    capture_queue: int = Field(
+        default=10_000,
+        ge=1,
+        description="Captured requests waiting to be published; when full, more are dropped "
+        '(counted in driftline_capture_events{outcome="dropped"}), never the requests.',
+    )
     s3_notification_topic: str | None = Field(
         default=None,
         description="Topic where MinIO's Kafka target sends bucket notifications; "

@@ -36,9 +36,10 @@ from driftline.events.models import (
     ModelRejected,
 )
 from driftline.events.topics import EVENT_TOPICS
-from driftline.functions.score import Sessions
+from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.dlq import dead_letters, replay_dead_letters
 from driftline.runtime.http import cloudevents, inference, webhooks
+from driftline.runtime.http.capture import Capture
 from driftline.runtime.http.metrics import Metrics
 from driftline.runtime.http.oip import InferenceRequest
 from driftline.runtime.http.problems import (
@@ -288,23 +289,34 @@ def _runners(view: Any) -> APIRouter:
 
 def create_app(
     platform: Any,
-    sessions: Sessions,
+    server: ModelServer,
     runner: Any = None,
     hooks: Mapping[str, HookSettings] | None = None,
     runners: Any = None,
 ) -> FastAPI:
     """The gateway over an open :class:`~driftline.runtime.platform.Platform`.
 
-    ``sessions`` should be the score function's (``runner.workers["score"].ctx.state``) when
-    it runs in this process, so both score with the same loaded versions. ``runner``
+    ``server`` (the serving core) should be the score function's
+    (``runner.workers["score"].ctx.state``) when it runs in this process, so both score with
+    the same loaded versions. Requests served on ``/v2`` are captured as ``score.completed``
+    (settings ``capture_rate``, ``capture_queue``). ``runner``
     feeds the function metrics. Background work (keeping sessions on the production
     versions, following drift) runs while the app's lifespan does.
     """
     settings, registry = platform.settings, platform.registry
     platform.bus.create_topics(list(EVENT_TOPICS))
     publisher = Publisher(platform.bus)
-    sync = inference.SessionSync(sessions, registry)
-    metrics = Metrics(registry, runner, platform.bus)
+    sync = inference.ProductionSync(server, registry)
+    capture = (
+        Capture(
+            Publisher(platform.bus, source="driftline/capture"),
+            rate=settings.capture_rate,
+            size=settings.capture_queue,
+        )
+        if settings.capture_rate > 0
+        else None
+    )
+    metrics = Metrics(registry, runner, platform.bus, capture)
     auth = token_dependencies(settings.api_token)
     limit = settings.max_body_bytes
 
@@ -314,11 +326,16 @@ def create_app(
             sync.start
         )  # production versions are loaded before the first request
         metrics.start()
+        if capture is not None:
+            capture.start()
         try:
             yield
         finally:
             sync.stop()
             metrics.stop()
+            if capture is not None:
+                capture.stop()
+                capture.publisher.close()
             publisher.close()
 
     app = FastAPI(
@@ -328,6 +345,7 @@ def create_app(
         description=__doc__.split("\n\n")[0] if __doc__ else "",
     )
     install_error_handlers(app)
+    app.state.capture = capture
     app.include_router(_events(publisher, auth, limit))
     app.include_router(
         webhooks.router(
@@ -350,7 +368,12 @@ def create_app(
     app.include_router(_dlq(platform.bus, auth))
     app.include_router(
         inference.router(
-            sessions, registry, sync=sync, observe=metrics.observe, max_body_bytes=limit
+            server,
+            registry,
+            sync=sync,
+            observe=metrics.observe,
+            capture=capture,
+            max_body_bytes=limit,
         )
     )
     app.include_router(metrics.router())

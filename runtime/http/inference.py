@@ -1,42 +1,47 @@
-"""Real-time scoring over the Open Inference Protocol (KServe v2), with the score function's sessions.
+"""Real-time scoring over the Open Inference Protocol (KServe v2), on the serving core.
 
-``/v2/models/{name}/infer`` scores with the model's production version: the same
-:class:`~driftline.functions.score.Sessions` the score function uses, so a swap on
-``model.deployed`` is one reference replaced, and a request holds the version it started
-with until it answers: no request fails during a swap. :class:`SessionSync` keeps the
-sessions on the registry's production alias even when no score function runs in this
-process. ``/v2/models/{name}/versions/{v}/...`` serves any registered version (a few
-non-production ones are kept loaded, least recently used first out).
+``/v2/models/{name}/infer`` scores with the model's production version, and
+``/v2/models/{name}/versions/{v}/...`` with any registered one, both through the process's
+:class:`~driftline.functions.ml.serving.ModelServer` (the score function's, when it runs
+here): a swap on ``model.deployed`` is one reference replaced, and a request holds the
+version it started with until it answers, so no request fails during a swap.
+:class:`ProductionSync` keeps the server on the registry's production alias even when no
+score function runs in this process.
 
 The model takes one FP32 tensor named ``input`` of shape ``[N, features]`` (any numeric
-datatype and name are accepted; so is one ``[N]`` tensor per feature, named after it) and
-answers one tensor ``predict`` of shape ``[N]``.
+datatype), or one ``[N]`` tensor per feature named after it, and answers one tensor
+``predict`` of shape ``[N]``. A request's ``id`` (a generated one when it has none) comes
+back in the answer; every served request is captured as ``score.completed`` with that id
+(:mod:`~driftline.runtime.http.capture`), so labels published later for it reach
+drift-check. ``parameters.event_time`` (ISO 8601) says when the rows happened (default:
+now). Errors answer as KServe and Triton do: 400 with ``{"error": ...}`` for a malformed
+request, 404 for an unknown model or version, 503 when nothing can serve.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import logging
 import threading
 import time
-from collections import OrderedDict
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from driftline.functions.ml.layout import load_spec
-from driftline.functions.ml.training import load_session, predict
-from driftline.functions.score import Served, Sessions
-from driftline.runtime.errors import DriftlineError
+from driftline.functions.ml.serving import ModelServer, Served
+from driftline.functions.ml.training import predict
+from driftline.runtime.errors import DriftlineError, UnknownModelError, UnknownVersionError
 from driftline.runtime.http import oip
+from driftline.runtime.http.capture import Capture
 from driftline.runtime.http.problems import (
     ProblemError,
     Reason,
     bad_request,
-    not_found,
+    problem_for,
     responses,
     unavailable,
 )
@@ -51,11 +56,11 @@ INLINE_ROWS = 64
 Observe = Callable[[str, int, float], None]
 
 
-class SessionSync:
-    """Moves the sessions to each model's production version as the registry changes."""
+class ProductionSync:
+    """Moves the server to each model's production version as the registry changes."""
 
-    def __init__(self, sessions: Sessions, registry: Registry, interval_s: float = 0.25):
-        self.sessions = sessions
+    def __init__(self, server: ModelServer, registry: Registry, interval_s: float = 0.25):
+        self.server = server
         self.registry = registry
         self.interval_s = interval_s
         self.problems: dict[str, str] = {}
@@ -72,17 +77,13 @@ class SessionSync:
     def sync(self) -> None:
         """Load every production version not served yet (one pass)."""
         wanted = self._production(self.registry)
-        for model, version in wanted.items():
-            target = self.registry.version(model, version)
-            if target is None:
-                continue
+        for model in wanted:
             try:
-                if self.sessions.get(model).version != version:
-                    self.sessions.deploy(model, version, target.artifact_key, target.sha256)
+                self.server.production(model)
                 self.problems.pop(model, None)
             except DriftlineError as exc:
                 if self.problems.get(model) != str(exc):
-                    log.error("cannot serve %s v%d: %s", model, version, exc)
+                    log.error("cannot serve %s: %s", model, exc)
                 self.problems[model] = str(exc)
         self._seen = wanted
 
@@ -93,7 +94,7 @@ class SessionSync:
             return
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, args=(self._stop,), name="session-sync", daemon=True
+            target=self._run, args=(self._stop,), name="production-sync", daemon=True
         )
         self._thread.start()
 
@@ -111,34 +112,6 @@ class SessionSync:
             self._thread.join(5)
 
 
-class _Pinned:
-    """Sessions of non-production versions asked for by number; a few, least recently used out."""
-
-    def __init__(self, store: Any, size: int = 4):
-        self.store = store
-        self.size = size
-        self._loaded: OrderedDict[tuple[str, int], Served] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, model: str, version: int, artifact_key: str, sha256: str) -> Served:
-        with self._lock:
-            if (model, version) in self._loaded:
-                self._loaded.move_to_end((model, version))
-                return self._loaded[(model, version)]
-        data = self.store.get(artifact_key)
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise unavailable(
-                f"model {model} v{version}: artifact does not match its sha256", Reason.CORRUPT
-            )
-        spec = load_spec(self.store, model)
-        served = Served(version, spec, load_session(data, spec))
-        with self._lock:
-            self._loaded[(model, version)] = served
-            while len(self._loaded) > self.size:
-                self._loaded.popitem(last=False)
-        return served
-
-
 def _output_type(served: Served) -> str:
     if served.spec.task != "classification":
         return "FP64"
@@ -146,44 +119,17 @@ def _output_type(served: Served) -> str:
     return "BYTES" if "string" in kind else "INT64"
 
 
-class _Models:
-    """Finds what serves a request: the production session, or a pinned version."""
-
-    def __init__(self, sessions: Sessions, registry: Registry, sync: SessionSync | None):
-        self.sessions = sessions
-        self.registry = registry
-        self.sync = sync
-        self.pinned = _Pinned(sessions.store)
-
-    def entry(self, name: str) -> Any:
-        entry = self.registry.entry(name)
-        if entry is None or not entry.versions:
-            raise not_found(
-                f"no model named {name!r}; known: {self.registry.models()}", Reason.UNKNOWN_MODEL
-            )
-        return entry
-
-    def served(self, name: str, version: str | None = None) -> Served:
-        entry = self.entry(name)
-        if version is not None:
-            number = int(version) if version.isdigit() else -1
-            registered = entry.versions.get(number)
-            if registered is None:
-                raise not_found(
-                    f"model {name} has no version {version!r}; registered: "
-                    f"{sorted(entry.versions)}",
-                    Reason.UNKNOWN_VERSION,
-                )
-            if number != entry.production:
-                return self.pinned.get(name, number, registered.artifact_key, registered.sha256)
-        if entry.production is None:
-            raise unavailable(f"model {name} has no production version yet", Reason.NOT_READY)
-        try:
-            return self.sessions.get(name)
-        except DriftlineError as exc:
-            raise unavailable(
-                f"model {name} v{entry.production} cannot be loaded: {exc}", Reason.NOT_READY
-            ) from None
+def _event_time(request: oip.InferenceRequest) -> datetime:
+    value = (request.parameters or {}).get("event_time")
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise bad_request(
+            f"parameters.event_time {value!r} is not an ISO 8601 time", Reason.BAD_DATA
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 _INFER_BODY: dict[str, Any] = {
@@ -203,21 +149,41 @@ _INFER_BODY: dict[str, Any] = {
 }
 
 
-class _Endpoints(_Models):
+class _Endpoints:
     """The handlers of the /v2 routes."""
 
     def __init__(
         self,
-        sessions: Sessions,
+        server: ModelServer,
         registry: Registry,
-        sync: SessionSync | None,
+        sync: ProductionSync | None,
         observe: Observe | None,
+        capture: Capture | None,
         max_body_bytes: int,
     ):
-        super().__init__(sessions, registry, sync)
+        self.server = server
+        self.registry = registry
+        self.sync = sync
         self.observe = observe
+        self.capture = capture
         self.max_body_bytes = max_body_bytes
         self.version = importlib.metadata.version("driftline")
+
+    def served(self, name: str, version: str | None = None) -> Served:
+        """What serves a request: the production version, or the one asked for; a domain
+        error (unknown model or version, nothing in production, a corrupt artifact) answers
+        as its problem."""
+        try:
+            if version is None:
+                return self.server.production(name)
+            if not version.isdigit():
+                entry = self.registry.entry(name)
+                if entry is None:
+                    raise UnknownModelError(name, self.registry.models())
+                raise UnknownVersionError(name, version, sorted(entry.versions))
+            return self.server.version(name, int(version))
+        except DriftlineError as exc:
+            raise problem_for(exc) from None
 
     def server_metadata(self) -> oip.ServerMetadata:
         return oip.ServerMetadata(
@@ -243,9 +209,10 @@ class _Endpoints(_Models):
     def _metadata(self, name: str, version: str | None) -> oip.ModelMetadata:
         served = self.served(name, version)
         n = len(served.spec.feature_names)
+        entry = self.registry.entry(name)
         return oip.ModelMetadata(
             name=name,
-            versions=[str(v) for v in sorted(self.entry(name).versions)],
+            versions=[str(v) for v in sorted(entry.versions if entry else [served.version])],
             platform="onnxruntime_onnx",
             inputs=[oip.TensorMetadata(name=INPUT, datatype="FP32", shape=[-1, n])],
             outputs=[oip.TensorMetadata(name=OUTPUT, datatype=_output_type(served), shape=[-1])],
@@ -291,26 +258,31 @@ class _Endpoints(_Models):
             raise bad_request(
                 f"no output(s) {unknown}; this model answers {OUTPUT!r}", Reason.BAD_OUTPUTS
             )
-        x = oip.features(arrays, served.spec.feature_names)
+        x = oip.features(arrays, INPUT, served.spec.feature_names)
+        when = _event_time(req)
         if len(x) > INLINE_ROWS:
             y = await run_in_threadpool(predict, served.session, served.spec, x)
         else:
             y = predict(served.session, served.spec, x)
-        head = {"model_name": name, "model_version": str(served.version), "id": req.id}
+        rid = req.id or uuid.uuid4().hex
+        if self.capture is not None:
+            self.capture.offer(name, rid, served.version, served.spec.feature_names, x, y, when)
+        head = {"model_name": name, "model_version": str(served.version), "id": rid}
         content, headers = oip.encode(head, {OUTPUT: y}, oip.binary_outputs(req))
         return Response(content, headers=headers)
 
 
 def router(
-    sessions: Sessions,
+    server: ModelServer,
     registry: Registry,
     *,
-    sync: SessionSync | None = None,
+    sync: ProductionSync | None = None,
     observe: Observe | None = None,
+    capture: Capture | None = None,
     max_body_bytes: int = 1_048_576,
 ) -> APIRouter:
     """The ``/v2`` endpoints."""
-    v2 = _Endpoints(sessions, registry, sync, observe, max_body_bytes)
+    v2 = _Endpoints(server, registry, sync, observe, capture, max_body_bytes)
     api = APIRouter(tags=["inference (Open Inference Protocol v2)"])
     get, missing = ["GET"], responses(404, 503)
     api.add_api_route("/v2", v2.server_metadata, methods=get, response_model=oip.ServerMetadata)

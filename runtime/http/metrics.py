@@ -160,11 +160,13 @@ class _Collector(Collector):
         runner: Any,
         drift: DriftFollower | None,
         inference: InferenceStats | None = None,
+        capture: Any = None,
     ):
         self.registry = registry
         self.runner = runner
         self.drift = drift
         self.inference = inference
+        self.capture = capture
 
     def collect(self) -> Iterator[Metric]:
         stats = dict(self.runner.stats) if self.runner is not None else {}
@@ -184,6 +186,16 @@ class _Collector(Collector):
         )
         if self.inference is not None:
             yield from self.inference.collect()
+        if self.capture is not None:
+            captured = CounterMetricFamily(
+                "driftline_capture_events",
+                "Requests served on /v2 as captured: queued, sent as score.completed, dropped "
+                "(the queue was full), failed (the bus refused them).",
+                labels=["outcome"],
+            )
+            for outcome, count in sorted(dict(self.capture.counts).items()):
+                captured.add_metric([outcome], count)
+            yield captured
         yield from self._models()
 
     def _models(self) -> Iterator[Metric]:
@@ -220,11 +232,13 @@ class _Collector(Collector):
 class Metrics:
     """The gateway's metrics: a registry of its own (so two apps in one process never clash)."""
 
-    def __init__(self, registry: Registry, runner: Any = None, bus: Bus | None = None):
+    def __init__(
+        self, registry: Registry, runner: Any = None, bus: Bus | None = None, capture: Any = None
+    ):
         self.prom = CollectorRegistry(auto_describe=False)
         self.inference = InferenceStats()
         self.drift = DriftFollower(bus) if bus is not None else None
-        self.prom.register(_Collector(registry, runner, self.drift, self.inference))
+        self.prom.register(_Collector(registry, runner, self.drift, self.inference, capture))
 
     def observe(self, model: str, code: int, seconds: float) -> None:
         self.inference.observe(model, code, seconds)

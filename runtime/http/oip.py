@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from driftline.runtime.http.problems import Reason, bad_request, invalid
+from driftline.runtime.http.problems import Reason, bad_request, field_problems
 
 HEADER_LENGTH = "inference-header-content-length"
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -109,7 +109,7 @@ class InferenceResponse(_Message):
 def parse_request(
     body: bytes, header_length: str | None
 ) -> tuple[InferenceRequest, dict[str, np.ndarray]]:
-    """The request and its input tensors by name; a 400/422 naming what is wrong otherwise."""
+    """The request and its input tensors by name; a 400 naming what is wrong otherwise."""
     size = len(body)
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
@@ -122,7 +122,15 @@ def parse_request(
     try:
         request = InferenceRequest.model_validate_json(body[:size])
     except PydanticValidationError as exc:
-        raise invalid("inference request", exc) from None
+        fields = field_problems(exc)
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise bad_request(
+                f"the inference request is not JSON: {fields[0].message}", Reason.NOT_JSON
+            ) from None
+        named = "; ".join(f"{f.field or '(body)'}: {f.message}" for f in fields)
+        raise bad_request(
+            f"the inference request is invalid: {named}", Reason.INVALID, fields=fields
+        ) from None
     arrays, offset = {}, size
     for tensor in request.inputs:
         if tensor.name in arrays:
@@ -185,8 +193,9 @@ def _tensor(tensor: RequestInput, body: bytes, offset: int) -> tuple[np.ndarray,
     return array.reshape(tensor.shape), offset
 
 
-def features(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
-    """An (N, features) float32 matrix from one [N, n] (or [n]) tensor or one [N] tensor per feature."""
+def features(arrays: dict[str, np.ndarray], input_name: str, names: list[str]) -> np.ndarray:
+    """An (N, features) float32 matrix from the one ``input_name`` tensor, [N, n] (or [n]),
+    or from one [N] tensor per feature, named after it. Any other input name is refused."""
     n = len(names)
     if set(arrays) == set(names) and (n > 1 or arrays[names[0]].ndim == 1):
         shapes = {f: list(arrays[f].shape) for f in names}
@@ -200,18 +209,20 @@ def features(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
                 Reason.BAD_SHAPE,
             )
         return np.stack(columns, axis=1).astype(np.float32, copy=False)
-    if len(arrays) != 1:
+    if set(arrays) != {input_name}:
+        unknown = sorted(set(arrays) - {input_name, *names})
+        said = f"the model has no input(s) {unknown}; " if unknown else ""
         raise bad_request(
-            f"send one input of shape [N, {n}] (features {', '.join(names)} in that "
-            f"order) or one [N] input per feature; got {sorted(arrays)}",
+            f"{said}send one input {input_name!r} of shape [N, {n}] (features "
+            f"{', '.join(names)} in that order) or one [N] input per feature; got {sorted(arrays)}",
             Reason.BAD_INPUTS,
         )
-    ((name, x),) = arrays.items()
+    x = arrays[input_name]
     if x.ndim == 1:
         x = x.reshape(1, -1)
     if x.ndim != 2 or x.shape[1] != n:
         raise bad_request(
-            f"input {name!r} has shape {list(x.shape)}; the model takes [N, {n}] "
+            f"input {input_name!r} has shape {list(x.shape)}; the model takes [N, {n}] "
             f"(features {', '.join(names)})",
             Reason.BAD_SHAPE,
         )

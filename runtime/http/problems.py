@@ -27,12 +27,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from driftline.runtime.errors import (
     BusError,
     ConfigError,
+    CorruptModelError,
     DecodeError,
     DriftlineError,
     InvalidKeyError,
+    NotServingError,
     ObjectNotFoundError,
     RetryableError,
     SchemaError,
+    UnknownModelError,
+    UnknownVersionError,
     ValidationError,
 )
 
@@ -43,7 +47,7 @@ class Reason(StrEnum):
     """The stable words of :attr:`Problem.reason`; scripts test them, so a value never changes."""
 
     # any endpoint
-    INVALID = "invalid"  # 422: the body, a parameter or the data failed validation
+    INVALID = "invalid"  # 422 (400 on /v2): the body, a parameter or the data failed validation
     HTTP = "http"  # FastAPI's own answers: an unknown path (404), a wrong method (405)
     TOO_LARGE = "too_large"  # 413: the body is over max_body_bytes
     MISSING_TOKEN = "missing_token"  # 401: no Authorization: Bearer header
@@ -185,6 +189,10 @@ DOMAIN_STATUSES: dict[type[DriftlineError], tuple[int, Reason]] = {
     RetryableError: (503, Reason.UNAVAILABLE),
     BusError: (503, Reason.BUS_UNAVAILABLE),
     ConfigError: (500, Reason.MISCONFIGURED),
+    UnknownModelError: (404, Reason.UNKNOWN_MODEL),
+    UnknownVersionError: (404, Reason.UNKNOWN_VERSION),
+    NotServingError: (503, Reason.NOT_READY),
+    CorruptModelError: (503, Reason.CORRUPT),
 }
 """The status and reason answering each domain error, looked up by its closest class here;
 the exception handlers answer these, and no other, domain errors."""

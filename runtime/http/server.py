@@ -146,15 +146,17 @@ def _start_replicas(replicas: ReplicaSet) -> Callable[[], Any]:
 
 
 def _gateway_sessions(platform: Any, placement: Any) -> Any:
-    """The score function's sessions when it runs here now; else the gateway's own, on the
-    same execution providers (the gateway keeps them on the production versions)."""
-    from driftline.functions.score import Sessions
+    """The score function's serving core when it runs here now; else the gateway's own, on
+    the same execution providers (the gateway keeps it on the production versions)."""
+    from driftline.functions.ml.serving import ModelServer
     from driftline.runtime.cluster.capabilities import scoring_providers
 
     worker = placement.runner.workers.get("score")
     if worker is not None:
         return worker.ctx.state
-    return Sessions(platform.store, platform.registry, providers=scoring_providers(placement.caps))
+    return ModelServer(
+        platform.store, platform.registry, providers=scoring_providers(placement.caps)
+    )
 
 
 def _start_triggers(

@@ -112,6 +112,19 @@ class Publisher:
             ) from exc
         return event_id
 
+    def publish_many(self, events: list[tuple[Event, str]]) -> None:
+        """Publish ``(event, id)`` pairs with one flush at the end (raises :class:`BusError`)."""
+        encoded = [
+            (event, *self.codec.encode(event, id=event_id, source=self.source))
+            for event, event_id in events
+        ]
+        with self._lock:
+            if self._producer is None:
+                self._producer = self.bus.producer()
+            for event, value, headers in encoded:
+                self._producer.send(event.TYPE, value, key=event.partition_key(), headers=headers)
+            self._producer.flush()
+
     def close(self) -> None:
         """Close the producer; a later publish opens a new one."""
         with self._lock:

@@ -22,12 +22,17 @@ from driftline.events import (
 )
 from driftline.functions.ingest import ingest
 from driftline.functions.ml.layout import labeled_rows, put_table
+from driftline.functions.ml.serving import ModelServer
 from driftline.functions.ml.spec import TIME
 from driftline.functions.ml.training import train
 from driftline.functions.register import register
 from driftline.functions.retrain import retrain
-from driftline.functions.score import Sessions, score
-from driftline.runtime.errors import PermanentError, ValidationError
+from driftline.functions.score import score
+from driftline.runtime.errors import (
+    CorruptModelError,
+    UnknownModelError,
+    ValidationError,
+)
 from tests.functions.synthetic import context, frame, spec
 
 
@@ -140,7 +145,7 @@ def test_drift_retrain_uses_the_window_ending_at_the_drift(tmp_path: Path) -> No
 def test_score_uses_production_and_swaps_on_deploy(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     v1 = register(_trained(ctx), ctx)
-    ctx.state = Sessions(ctx.store, ctx.registry)
+    ctx.state = ModelServer(ctx.store, ctx.registry)
     request = ScoreRequested(
         model="synth", request_id="r1", columns=["x3", "x1", "x2"], rows=[[0.5, 1.0, 0.0]]
     )
@@ -156,7 +161,7 @@ def test_a_replica_that_missed_a_deployment_follows_the_registry(tmp_path: Path)
     """With replicas, ``model.deployed`` reaches only the process holding its partition."""
     ctx = context(tmp_path)
     registered, deployed = register(_trained(ctx), ctx)
-    ctx.state = Sessions(ctx.store, ctx.registry)
+    ctx.state = ModelServer(ctx.store, ctx.registry)
     request = ScoreRequested(
         model="synth", request_id="r1", columns=["x1", "x2", "x3"], rows=[[1.0, 0.0, 0.5]]
     )
@@ -173,12 +178,17 @@ def test_a_replica_that_missed_a_deployment_follows_the_registry(tmp_path: Path)
 
 def test_score_errors_are_clear(tmp_path: Path) -> None:
     ctx = context(tmp_path)
-    ctx.state = Sessions(ctx.store, ctx.registry)
+    ctx.state = ModelServer(ctx.store, ctx.registry)
     request = ScoreRequested(model="synth", request_id="r1", columns=["x1"], rows=[[1.0]])
-    with pytest.raises(PermanentError, match="no production version"):
+    with pytest.raises(UnknownModelError, match="no model named 'synth'"):
         score(request, ctx)
     register(_trained(ctx), ctx)
     with pytest.raises(ValidationError, match=r"feature\(s\) \['x2', 'x3'\] missing"):
+        score(request, ctx)
+    v1 = ctx.registry.version("synth", 1)
+    ctx.store.put(v1.artifact_key, b"not a model")  # replaced behind the registry's back
+    ctx.state = ModelServer(ctx.store, ctx.registry)  # a process that loads it afresh
+    with pytest.raises(CorruptModelError, match=r"synth v1: artifact .* has sha256"):
         score(request, ctx)
 
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from driftline.events import Codec, Envelope, Matrix, ModelDeployed, ScoreRequested
-from driftline.functions.score import Sessions
+from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.http.app import create_app
 from driftline.runtime.platform import Platform
 from driftline.runtime.settings import Settings
@@ -31,7 +31,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClie
     platform = Platform.open(Settings(home=home, api_token=TOKEN))
     try:
         with TestClient(
-            create_app(platform, Sessions(platform.store, platform.registry))
+            create_app(platform, ModelServer(platform.store, platform.registry))
         ) as client:
             yield client, platform
     finally:
@@ -255,7 +255,7 @@ def test_rollback_without_a_previous_version_is_409(
         Settings(home=new_home(model, tmp_path_factory.mktemp("v1") / "home", model.v1))
     )
     try:
-        client = TestClient(create_app(platform, Sessions(platform.store, platform.registry)))
+        client = TestClient(create_app(platform, ModelServer(platform.store, platform.registry)))
         answer = client.post(f"/v1/models/{MODEL}/rollback")
         assert answer.status_code == 409 and "no previous version" in answer.json()["error"]
     finally:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.events import DriftChecked
-from driftline.functions.score import Sessions
+from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.http.app import create_app
 from driftline.runtime.platform import Platform
 from driftline.runtime.runner import Runner
@@ -56,7 +56,7 @@ def test_metrics_cover_functions_inference_drift_and_versions(
     runner.start()
     try:
         with TestClient(
-            create_app(platform, Sessions(platform.store, platform.registry), runner)
+            create_app(platform, ModelServer(platform.store, platform.registry), runner)
         ) as client:
             publish(
                 platform.bus,

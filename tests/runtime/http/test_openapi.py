@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from driftline.functions.score import Sessions
+from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.http.app import create_app
 from driftline.runtime.platform import Platform
 from driftline.runtime.settings import HookSettings, Settings
@@ -49,7 +49,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     hooks = {"orders": HookSettings(event="dataset.uploaded", secret="whsec_" + "QUJD" * 8)}
     platform = Platform.open(Settings(home=home, api_token=TOKEN, hooks=hooks))
     try:
-        application = create_app(platform, Sessions(platform.store, platform.registry))
+        application = create_app(platform, ModelServer(platform.store, platform.registry))
         with TestClient(application):  # runs the lifespan: sessions loaded, followers running
             yield application
     finally:

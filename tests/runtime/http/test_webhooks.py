@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
 
 from driftline.events import Codec, DatasetUploaded, Envelope
-from driftline.functions.score import Sessions
+from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.errors import ConfigError
 from driftline.runtime.http.app import create_app
 from driftline.runtime.http.webhooks import (
@@ -49,7 +49,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClie
     )
     try:
         with TestClient(
-            create_app(platform, Sessions(platform.store, platform.registry))
+            create_app(platform, ModelServer(platform.store, platform.registry))
         ) as client:
             yield client, platform
     finally:
@@ -160,7 +160,7 @@ def test_a_second_gateway_on_the_same_store_takes_a_retried_id_once(
     client, platform = gateway
     headers = _signed(BODY, "msg_retried_elsewhere")
     first = _call(client, BODY, headers)
-    with TestClient(create_app(platform, Sessions(platform.store, platform.registry))) as other:
+    with TestClient(create_app(platform, ModelServer(platform.store, platform.registry))) as other:
         again = _call(other, BODY, headers)
     assert first.status_code == 202 and again.status_code == 200
     assert again.json()["duplicate"] is True and again.json()["id"] == first.json()["id"]

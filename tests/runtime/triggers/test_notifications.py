@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from minio import Minio
 
 from driftline.events import Codec, DatasetUploaded, Envelope
-from driftline.functions.score import Sessions
+from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.bus.base import Bus
 from driftline.runtime.http.app import create_app
 from driftline.runtime.http.shared import Publisher
@@ -63,7 +63,7 @@ def _record(
 def test_minio_webhook_message(tmp_path: Path) -> None:
     platform = Platform.open(Settings(home=tmp_path))
     try:
-        client = TestClient(create_app(platform, Sessions(platform.store, platform.registry)))
+        client = TestClient(create_app(platform, ModelServer(platform.store, platform.registry)))
         message = {
             **SAMPLE,
             "Records": [
@@ -113,7 +113,7 @@ def test_a_record_from_a_real_upload(tmp_path: Path, s3_endpoint) -> None:  # ty
         record = _record(
             "s3:ObjectCreated:Put", key, bucket=bucket, etag=stat.etag or "", size=stat.size or 0
         )
-        client = TestClient(create_app(platform, Sessions(platform.store, platform.registry)))
+        client = TestClient(create_app(platform, ModelServer(platform.store, platform.registry)))
         answer = client.post(
             "/v1/notifications/s3",
             json={

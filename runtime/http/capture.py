@@ -1,0 +1,113 @@
+"""Data capture: requests served over HTTP become ``score.completed`` events, off the request path.
+
+Real-time traffic is the traffic most users have; captured, it reaches drift-check like
+bus traffic: data drift on its features, performance drift once labels arrive
+(``labels.received`` with the request's id). A request hands its features, predictions
+and version to :meth:`Capture.offer`, which only puts a tuple on a bounded queue; one
+thread builds the events and publishes them in batches (one flush per batch). When the
+queue is full the capture is dropped and counted; the request is never slowed or failed.
+``rate`` samples: 1.0 captures every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from driftline.events import Matrix, ScoreCompleted
+from driftline.runtime.errors import DriftlineError
+
+log = logging.getLogger("driftline.capture")
+
+_BATCH = 256
+
+
+class Capture:
+    """A bounded queue of served requests and the thread that publishes them."""
+
+    def __init__(self, publisher: Any, *, rate: float = 1.0, size: int = 10_000):
+        self.publisher = publisher
+        self.rate = rate
+        self.counts = {"queued": 0, "sent": 0, "dropped": 0, "failed": 0}
+        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=size)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def offer(
+        self,
+        model: str,
+        request_id: str,
+        version: int,
+        columns: list[str],
+        x: np.ndarray,
+        y: np.ndarray,
+        event_time: datetime,
+    ) -> None:
+        """Capture one served request, unless sampled out or the queue is full (counted)."""
+        if self.rate < 1.0 and random.random() >= self.rate:
+            return
+        try:
+            self._queue.put_nowait((model, request_id, version, columns, x, y, event_time))
+        except queue.Full:
+            self._count("dropped")
+        else:
+            self._count("queued")
+
+    def _count(self, outcome: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[outcome] += n
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Publish what is queued, then stop."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while item is not None and len(batch) < _BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+            done = batch[-1] is None
+            self._publish([b for b in batch if b is not None])
+            if done:
+                return
+
+    def _publish(self, batch: list[tuple[Any, ...]]) -> None:
+        if not batch:
+            return
+        events = [
+            ScoreCompleted(
+                model=model,
+                request_id=rid,
+                version=version,
+                predictions=np.asarray(y, dtype=np.float64).tolist(),
+                columns=columns,
+                rows=Matrix(np.asarray(x, dtype=np.float64)),
+                event_time=t,
+            )
+            for model, rid, version, columns, x, y, t in batch
+        ]
+        try:
+            self.publisher.publish_many([(e, f"capture:{e.model}:{e.request_id}") for e in events])
+        except DriftlineError as exc:
+            self._count("failed", len(events))
+            log.warning("could not publish %d captured requests: %s", len(events), exc)
+        else:
+            self._count("sent", len(events))
