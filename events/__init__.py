@@ -8,6 +8,8 @@ from driftline.events.matrix import Matrix
 from driftline.events.models import (
     BY_TYPE,
     EVENT_MODELS,
+    BatchCompleted,
+    BatchRequested,
     DatasetIngested,
     DatasetUploaded,
     DriftChecked,
@@ -28,6 +30,8 @@ __all__ = [
     "DLQ_SUFFIX",
     "EVENT_MODELS",
     "EVENT_TOPICS",
+    "BatchCompleted",
+    "BatchRequested",
     "Codec",
     "DatasetIngested",
     "DatasetUploaded",

@@ -183,6 +183,47 @@ class ScoreCompleted(Event):
     event_time: Timestamp | None = None
 
 
+class BatchRequested(Event):
+    """Score a stored file (CSV or Parquet) with a model: a batch job."""
+
+    TYPE: ClassVar[str] = "batch.requested"
+    batch_id: str = Field(description="Names the job and its output; one job per id.")
+    key: str = Field(description="Object-store key of the CSV or Parquet file to score.")
+    version: int | None = Field(
+        default=None, description="Version to score with (None: the production version)."
+    )
+    output_key: str | None = Field(
+        default=None,
+        description="Where the predictions go (Parquet); None: batches/<model>/<batch_id>.parquet.",
+    )
+    chunk_rows: int = Field(default=50_000, gt=0, description="Rows read and scored at a time.")
+
+    def partition_key(self) -> bytes:
+        """Jobs need no order among themselves: keyed by id they spread over the partitions."""
+        return self.batch_id.encode()
+
+
+class BatchCompleted(Event):
+    """A batch job ended: what it scored, what it refused, where the predictions are."""
+
+    TYPE: ClassVar[str] = "batch.completed"
+    batch_id: str
+    status: Literal["succeeded", "failed"] = "succeeded"
+    version: int | None = Field(default=None, description="The version that scored the rows.")
+    rows: int = Field(default=0, description="Rows read from the file.")
+    scored: int = Field(default=0, description="Rows scored (one prediction each).")
+    refused: int = Field(default=0, description="Rows left out: a value that is not a number.")
+    output_key: str | None = Field(default=None, description="The predictions (Parquet).")
+    errors: list[str] = Field(
+        default_factory=list,
+        description="Why it failed, or the first refused rows with why (a few).",
+    )
+    seconds: float = 0.0
+
+    def partition_key(self) -> bytes:
+        return self.batch_id.encode()
+
+
 class LabelsReceived(Event):
     """Delayed ground truth for an earlier request, in row order."""
 
@@ -267,6 +308,8 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     LabelsReceived,
     DriftChecked,
     DriftDetected,
+    BatchRequested,
+    BatchCompleted,
 )
 """Every event type, in loop order."""
 

@@ -1,14 +1,15 @@
-"""The five built-in functions, named in one tuple (no import-time registration)."""
+"""The built-in functions, named in one tuple (no import-time registration)."""
 
 from __future__ import annotations
 
+from driftline.functions.batch import batch
 from driftline.functions.drift_check import drift_check
 from driftline.functions.ingest import ingest
 from driftline.functions.register import register
 from driftline.functions.retrain import retrain
 from driftline.functions.score import score
 
-FUNCTIONS = (ingest, retrain, register, score, drift_check)
+FUNCTIONS = (ingest, retrain, register, score, drift_check, batch)
 """Every built-in function, in loop order."""
 
-__all__ = ["FUNCTIONS", "drift_check", "ingest", "register", "retrain", "score"]
+__all__ = ["FUNCTIONS", "batch", "drift_check", "ingest", "register", "retrain", "score"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from driftline.events import Matrix, ModelDeployed, ScoreCompleted, ScoreRequested
-from driftline.functions.ml.serving import ModelServer, align
+from driftline.functions.ml.serving import ModelServer, align, shared
 from driftline.functions.ml.training import predict
 from driftline.runtime.context import Context
 from driftline.runtime.function import function
@@ -20,7 +20,7 @@ from driftline.runtime.function import function
 def _server(ctx: Context) -> ModelServer:
     caps = ctx.capabilities
     providers = caps.scoring_providers() if caps is not None else None  # None: the CPU
-    return ModelServer(ctx.store, ctx.registry, providers=providers)
+    return shared(ctx.store, ctx.registry, providers=providers)
 
 
 @function(

@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -137,6 +138,17 @@ class ObjectStore(abc.ABC):
     def uri(self, key: str) -> str:
         """A URI naming the object, for messages and event payloads."""
 
+    def download(self, key: str, path: Path) -> None:
+        """Copy the object into the local file ``path`` (streamed where the store can, so a
+        file bigger than memory never sits in it whole)."""
+        Path(path).write_bytes(self.get(key))
+
+    def upload(
+        self, path: Path, key: str, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo:
+        """Store the local file ``path`` under ``key`` (streamed where the store can)."""
+        return self.put(key, Path(path).read_bytes(), content_type)
+
     def close(self) -> None:  # noqa: B027 (optional: only stores holding connections need it)
         """Release connections; the store is unusable afterwards."""
 
@@ -210,6 +222,36 @@ class LocalStore(ObjectStore):
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         data = self.get(key)
         return data, hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+    def download(self, key: str, path: Path) -> None:
+        try:
+            shutil.copyfile(self._path(key), path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFoundError(key, str(self.root)) from None
+
+    def upload(
+        self, path: Path, key: str, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo:
+        target = self._path(key)
+        tmp_dir = self.root / self._TMP_DIR
+        tmp_dir.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=tmp_dir)
+        digest = hashlib.md5(usedforsecurity=False)
+        try:
+            with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        st = target.stat()
+        self._etags[key] = (_signature(st), digest.hexdigest())
+        return ObjectInfo(key, st.st_size, digest.hexdigest(), _mtime(st))
 
     def put_if(
         self,
@@ -403,6 +445,20 @@ class S3Store(ObjectStore):
             finally:
                 response.close()
                 response.release_conn()
+
+    def download(self, key: str, path: Path) -> None:
+        validate_key(key)
+        with self._errors(key):
+            self._client.fget_object(self.bucket, key, str(path))
+
+    def upload(
+        self, path: Path, key: str, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo:
+        validate_key(key)
+        with self._errors(key):
+            result = self._client.fput_object(self.bucket, key, str(path), content_type)
+        size = Path(path).stat().st_size
+        return ObjectInfo(key, size, (result.etag or "").strip('"'), result.last_modified)
 
     def put_if(
         self,

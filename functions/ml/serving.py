@@ -1,7 +1,7 @@
 """The serving core: the one place that finds, loads, verifies and keeps the versions that score.
 
 Every path that scores (the score function on the bus, the gateway's ``/v2``, batch
-scoring) asks one :class:`ModelServer` per process:
+scoring) asks one :class:`ModelServer` per process (:func:`shared`):
 
 - :meth:`ModelServer.production` follows the production alias: ``model.deployed`` moves it
   at once (:meth:`~ModelServer.deploy`), and the registry moves it when a process missed
@@ -164,6 +164,22 @@ class ModelServer:
     def _registry_production(self, model: str) -> int | None:
         current = self.registry.production(model) if self.registry is not None else None
         return current.version if current is not None else None
+
+
+_SHARED: dict[tuple[int, int], ModelServer] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(store: Any, registry: Any = None, providers: list[str] | None = None) -> ModelServer:
+    """The process's one :class:`ModelServer` on ``store`` and ``registry``: the score and
+    batch functions (and the gateway, which takes the score function's) ask for it, so a
+    version is loaded and verified once per process whichever path scores with it."""
+    key = (id(store), id(registry))
+    with _SHARED_LOCK:
+        server = _SHARED.get(key)
+        if server is None or server.store is not store or server.registry is not registry:
+            server = _SHARED[key] = ModelServer(store, registry, providers=providers)
+        return server
 
 
 def align(spec: ModelSpec, columns: list[str], x: np.ndarray) -> np.ndarray:

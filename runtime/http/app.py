@@ -31,11 +31,13 @@ from starlette.concurrency import run_in_threadpool
 from driftline.events.models import (
     BY_TYPE,
     EVENT_MODELS,
+    BatchRequested,
     ModelDeployed,
     ModelRegistered,
     ModelRejected,
 )
 from driftline.events.topics import EVENT_TOPICS
+from driftline.functions.batch import output_key, summary_key
 from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.dlq import dead_letters, replay_dead_letters
 from driftline.runtime.http import cloudevents, inference, webhooks
@@ -96,6 +98,26 @@ class Rollback(BaseModel):
     previous_version: int | None = Field(description="The production version it replaces.")
 
 
+class BatchRequest(BaseModel):
+    """A batch job: score a stored CSV or Parquet file."""
+
+    key: str = Field(description="Object-store key of the file to score.")
+    batch_id: str | None = Field(default=None, description="Id of the job (default: generated).")
+    version: int | None = Field(default=None, description="Version (default: production).")
+    output_key: str | None = Field(
+        default=None,
+        description="Where the predictions go (default: batches/<model>/<id>.parquet).",
+    )
+    chunk_rows: int = Field(default=50_000, gt=0, description="Rows scored at a time.")
+
+
+class BatchAccepted(BaseModel):
+    id: str = Field(description="Id of the batch.requested event published.")
+    batch_id: str
+    output_key: str = Field(description="Where the predictions will be (Parquet).")
+    summary_key: str = Field(description="Where batch.completed's figures will be (JSON).")
+
+
 def _events(publisher: Publisher, auth: list[Any], max_body_bytes: int) -> APIRouter:
     api = APIRouter(tags=["events"])
     structured = {
@@ -152,7 +174,7 @@ def _events(publisher: Publisher, auth: list[Any], max_body_bytes: int) -> APIRo
     return api
 
 
-def _models(registry: Registry, publisher: Publisher, auth: list[Any]) -> APIRouter:
+def _models(registry: Registry, publisher: Publisher, store: Any, auth: list[Any]) -> APIRouter:
     api = APIRouter(tags=["models"])
 
     def entry(name: str) -> Any:
@@ -209,6 +231,35 @@ def _models(registry: Registry, publisher: Publisher, auth: list[Any]) -> APIRou
         event_id = publisher.publish(event, str(uuid.uuid4()))
         return Rollback(
             id=event_id, model=name, version=event.version, previous_version=e.production
+        )
+
+    @api.post(
+        "/v1/models/{name}/batches",
+        status_code=202,
+        response_model=BatchAccepted,
+        dependencies=auth,
+        responses=responses(401, 404, 503),
+    )
+    def request_batch(name: str, body: BatchRequest) -> BatchAccepted:
+        """Publish batch.requested: the batch function scores the file in chunks, writes the
+        predictions as Parquet and batch.completed's figures as JSON beside them."""
+        e = entry(name)
+        if body.version is not None and body.version not in e.versions:
+            raise not_found(
+                f"model {name} has no version {body.version}; registered: {sorted(e.versions)}",
+                Reason.UNKNOWN_VERSION,
+            )
+        if not store.exists(body.key):
+            raise not_found(f"no object {body.key!r} in {store.uri('')}", Reason.NOT_FOUND)
+        event = BatchRequested(
+            model=name,
+            batch_id=body.batch_id or uuid.uuid4().hex,
+            **body.model_dump(exclude={"batch_id"}),
+        )
+        event_id = publisher.publish(event, f"batch:{event.batch_id}")
+        key = output_key(event)
+        return BatchAccepted(
+            id=event_id, batch_id=event.batch_id, output_key=key, summary_key=summary_key(key)
         )
 
     return api
@@ -364,7 +415,7 @@ def create_app(
             dependencies=auth,
         )
     )
-    app.include_router(_models(registry, publisher, auth))
+    app.include_router(_models(registry, publisher, platform.store, auth))
     app.include_router(_dlq(platform.bus, auth))
     app.include_router(
         inference.router(

@@ -148,15 +148,13 @@ def _start_replicas(replicas: ReplicaSet) -> Callable[[], Any]:
 def _gateway_sessions(platform: Any, placement: Any) -> Any:
     """The score function's serving core when it runs here now; else the gateway's own, on
     the same execution providers (the gateway keeps it on the production versions)."""
-    from driftline.functions.ml.serving import ModelServer
+    from driftline.functions.ml.serving import shared
     from driftline.runtime.cluster.capabilities import scoring_providers
 
     worker = placement.runner.workers.get("score")
     if worker is not None:
         return worker.ctx.state
-    return ModelServer(
-        platform.store, platform.registry, providers=scoring_providers(placement.caps)
-    )
+    return shared(platform.store, platform.registry, providers=scoring_providers(placement.caps))
 
 
 def _start_triggers(

@@ -120,5 +120,19 @@ EXAMPLES: dict[str, m.Event] = {
             change_point=T0,
             detector="online",
         ),
+        m.BatchRequested(
+            model="bike", batch_id="b-1", key="batches/bike/b-1/input.csv", chunk_rows=1000
+        ),
+        m.BatchCompleted(
+            model="bike",
+            batch_id="b-1",
+            version=3,
+            rows=1000,
+            scored=998,
+            refused=2,
+            output_key="batches/bike/b-1.parquet",
+            errors=["row 17: hum 'n/a' is not a number"],
+            seconds=1.5,
+        ),
     )
 }

@@ -31,7 +31,7 @@ K8S = INFRA / "k8s"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SPECS = {f.spec.name: f.spec for f in FUNCTIONS}  # type: ignore[attr-defined]
 KUBERNETES_VERSION = "1.31"
-MAY_SCALE_TO_ZERO = {"ingest", "retrain", "register"}
+MAY_SCALE_TO_ZERO = {"ingest", "retrain", "register", "batch"}
 """score keeps one replica for latency; drift-check keeps its open windows in memory."""
 
 

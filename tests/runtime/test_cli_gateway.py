@@ -13,11 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from driftline.runtime.cli import main
 from driftline.runtime.http.gateway import ADDRESS_FILE
 from tests.fixtures.kafka import free_port
+from tests.functions.synthetic import frame
+from tests.runtime.http.helpers import FEATURES, MODEL, new_home, trained
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,3 +80,56 @@ def test_models_publish_status_and_dlq_go_through_a_running_up(
         assert up.stdout is not None
         up.stdout.close()
     assert not (home / ADDRESS_FILE).exists(), "up removes its address when it stops"
+
+
+def test_driftline_score_through_a_running_up_and_on_its_own(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Batch scoring from the CLI: through the batch function of a running ``up`` (the file
+    goes into the store, the predictions come back), and in-process once it has stopped;
+    both give the same predictions."""
+    model = trained(tmp_path_factory)
+    home = new_home(model, tmp_path / "home", model.v1)
+    data = tmp_path / "rows.csv"
+    frame(200, seed=11)[FEATURES].to_csv(data, index=False)
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "driftline.runtime.cli",
+            "up",
+            "--home",
+            str(home),
+            "--port",
+            str(free_port()),
+            "--functions",
+            "batch",
+        ],  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / ADDRESS_FILE).exists():
+            assert up.poll() is None and time.monotonic() < deadline, "up did not start"
+            time.sleep(0.2)
+        via = tmp_path / "via-up.parquet"
+        args = ["score", MODEL, str(data), "--out", str(via), "--home", str(home)]
+        assert main([*args, "--timeout", "60"]) == 0, capsys.readouterr().err
+        summary = json.loads(capsys.readouterr().out)
+        assert (summary["status"], summary["scored"], summary["version"]) == ("succeeded", 200, 1)
+        assert main(["score", "nope", str(data), "--out", str(via), "--home", str(home)]) == 2
+        assert "no model named 'nope'" in capsys.readouterr().err
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=30)
+        assert up.stdout is not None
+        up.stdout.close()
+    alone = tmp_path / "alone.parquet"
+    args = ["score", MODEL, str(data), "--out", str(alone), "--home", str(home), "--quiet"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["scored"] == 200
+    a, b = pd.read_parquet(via), pd.read_parquet(alone)
+    assert a["row"].tolist() == list(range(200)) and a.equals(b)

@@ -46,6 +46,17 @@ def keys(store: ObjectStore, prefix: str = "", start_after: str | None = None) -
 class StoreContract:
     """Every ObjectStore passes these; subclasses provide the ``store`` fixture."""
 
+    def test_files_go_in_and_out_whole(self, store: ObjectStore, tmp_path: Path) -> None:
+        data = bytes(range(256)) * 5000  # 1.28 MB: more than one read of the streamed copy
+        (tmp_path / "in.bin").write_bytes(data)
+        info = store.upload(tmp_path / "in.bin", "files/big.bin")
+        assert info.size == len(data) and store.get("files/big.bin") == data
+        assert [o.etag for o in store.list("files/")] == [info.etag]
+        store.download("files/big.bin", tmp_path / "out.bin")
+        assert (tmp_path / "out.bin").read_bytes() == data
+        with pytest.raises(ObjectNotFoundError):
+            store.download("files/none.bin", tmp_path / "none.bin")
+
     def test_round_trip(self, store: ObjectStore) -> None:
         info = store.put("datasets/jan.csv", b"a,b\n1,2\n", content_type="text/csv")
         assert (info.key, info.size, info.etag) == ("datasets/jan.csv", 8, md5(b"a,b\n1,2\n"))
