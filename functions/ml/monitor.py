@@ -596,9 +596,10 @@ class DriftMonitor:
         learned from the change point on, a recent part of it, or the trailing window that
         won on too few new rows) once as much new data again as it learned is labeled: the
         stretch since the change point doubles while each retrain learns all of it, and
-        comes sooner when a recent part won (the concept was still moving). Once a refresh
-        had a whole training window of the new concept to learn from, there are no more
-        (the gate may have kept production: its candidate was no better)."""
+        comes sooner when a recent part won (the concept was still moving). The gate keeps
+        production when the refreshed candidate is no better; the next try comes once as
+        much new data again is labeled, until a version that learned a whole training
+        window of the new concept serves."""
         p = self.policy
         if not p.refresh or self.change_at is None or self.trained is None or self.version is None:
             return None, reason
@@ -608,8 +609,8 @@ class DriftMonitor:
         full = self.spec.training.days * _DAY
         span, trained_span = end - self.change_at, max(last - max(first, self.change_at), 1.0)
         due = self.refreshed_span + trained_span if self.refreshed_span else 2 * trained_span
-        if trained_span >= 0.9 * full or self.refreshed_span >= 0.9 * full or span < due:
-            return None, reason  # it learned enough, or a refresh on a full window was tried
+        if trained_span >= 0.9 * full or span < due:
+            return None, reason
         days = f"{span / _DAY:.1f}"
         det = Detection(
             self.spec.name,
