@@ -238,7 +238,7 @@ def _models(registry: Registry, publisher: Publisher, store: Any, auth: list[Any
         status_code=202,
         response_model=BatchAccepted,
         dependencies=auth,
-        responses=responses(401, 404, 503),
+        responses=responses(400, 401, 404, 503),
     )
     def request_batch(name: str, body: BatchRequest) -> BatchAccepted:
         """Publish batch.requested: the batch function scores the file in chunks, writes the

@@ -322,6 +322,7 @@ def load(port: int, seconds: float, row: list[float]) -> dict[str, float]:
 def _servers(args: argparse.Namespace, work: Path, result: Any, estimator: Any) -> dict[str, Any]:
     """name -> (command, port, cwd, env, ready path) of each server to start."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    driftline_env = {**env, "DRIFTLINE_CAPTURE_RATE": str(args.capture_rate)}
     home = driftline_home(work, result)
     (work / "bare_app.py").write_text(BARE_APP)
     ports = {name: free_port() for name in ("driftline", "bare", "mlserver")}
@@ -338,7 +339,7 @@ def _servers(args: argparse.Namespace, work: Path, result: Any, estimator: Any) 
                 str(ports["driftline"]),
             ],
             "/v2/health/ready",
-            env,
+            driftline_env,
         ),
         "bare": (
             [
@@ -394,6 +395,13 @@ def main() -> int:
     )
     parser.add_argument(
         "--skip-mlserver", action="store_true", help="measure only driftline and bare"
+    )
+    parser.add_argument(
+        "--capture-rate",
+        type=float,
+        default=1.0,
+        help="DRIFTLINE_CAPTURE_RATE of driftline up: the share of requests captured as "
+        "score.completed for drift-check (default 1.0, as deployed)",
     )
     args = parser.parse_args()
     work = args.work.resolve()

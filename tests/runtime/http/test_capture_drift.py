@@ -32,7 +32,9 @@ def test_a_shifted_http_stream_leads_to_drift_a_retrain_and_a_new_version(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     model = trained(tmp_path_factory)  # v1 learned y = 3 x1 - 2 x2 + x3 + 10 up to 2024-01-14
-    platform = Platform.open(Settings(home=new_home(model, tmp_path / "home", model.v1)))
+    platform = Platform.open(
+        Settings(home=new_home(model, tmp_path / "home", model.v1), capture_rate=1.0)
+    )
     for info in list(platform.store.list(f"datasets/{MODEL}/")):  # only v1's data, no v2's
         if info.key.endswith(".parquet") and get_table(platform.store, info.key)[TIME].max() > (
             pd.Timestamp("2024-01-15", tz="UTC")

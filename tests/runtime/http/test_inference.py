@@ -205,7 +205,9 @@ def test_hot_swap_under_load_fails_no_request(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     model = trained(tmp_path_factory)
-    platform = Platform.open(Settings(home=new_home(model, tmp_path / "home", model.v1)))
+    platform = Platform.open(
+        Settings(home=new_home(model, tmp_path / "home", model.v1), capture_rate=1.0)
+    )
     body = {
         "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1.5, 0.0, 0.5]}]
     }
@@ -373,7 +375,9 @@ def test_capture_publishes_each_request_with_its_id(
     """A bounded burst: one score.completed per request, with the request's own id (so
     labels published for it later join), its rows, predictions and event time."""
     model = trained(tmp_path_factory)
-    platform = Platform.open(Settings(home=new_home(model, tmp_path / "home", model.v1)))
+    platform = Platform.open(
+        Settings(home=new_home(model, tmp_path / "home", model.v1), capture_rate=1.0)
+    )
     rows = ROWS.astype(float).tolist()
     try:
         with TestClient(create_app(platform, ModelServer(platform.store, platform.registry))) as c:
@@ -413,7 +417,9 @@ def test_a_full_capture_queue_drops_captures_not_requests(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     model = trained(tmp_path_factory)
-    settings = Settings(home=new_home(model, tmp_path / "home", model.v1), capture_queue=1)
+    settings = Settings(
+        home=new_home(model, tmp_path / "home", model.v1), capture_rate=1.0, capture_queue=1
+    )
     platform = Platform.open(settings)
     gate = threading.Event()
     body = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
