@@ -166,7 +166,7 @@ class ModelServer:
         return current.version if current is not None else None
 
 
-_SHARED: dict[tuple[int, int], ModelServer] = {}
+_SHARED: dict[tuple[int, int, tuple[str, ...]], ModelServer] = {}
 _SHARED_LOCK = threading.Lock()
 
 
@@ -174,7 +174,7 @@ def shared(store: Any, registry: Any = None, providers: list[str] | None = None)
     """The process's one :class:`ModelServer` on ``store`` and ``registry``: the score and
     batch functions (and the gateway, which takes the score function's) ask for it, so a
     version is loaded and verified once per process whichever path scores with it."""
-    key = (id(store), id(registry))
+    key = (id(store), id(registry), tuple(providers or ()))
     with _SHARED_LOCK:
         server = _SHARED.get(key)
         if server is None or server.store is not store or server.registry is not registry:

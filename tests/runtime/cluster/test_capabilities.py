@@ -22,7 +22,7 @@ import pytest
 
 from driftline.events import DatasetUploaded
 from driftline.functions.ingest import ingest
-from driftline.functions.ml import gpu_training
+from driftline.functions.ml import gpu_training, serving
 from driftline.functions.ml.gpu_training import (
     XGBoostTrainer,
     choose_trainer,
@@ -216,7 +216,7 @@ def test_the_score_function_builds_its_sessions_for_the_runner(
     ctx.store.put("models/synth/a/model.onnx", result.onnx)
     used: list[Any] = []
     monkeypatch.setattr(
-        score, "load_session", lambda data, spec, providers=None: used.append(providers)
+        serving, "load_session", lambda data, spec, providers=None: used.append(providers)
     )
     sessions.deploy("synth", 1, "models/synth/a/model.onnx", result.sha256)
     assert used == [expected]
@@ -286,7 +286,8 @@ def test_retrain_trains_on_the_gpu_when_the_runner_has_a_gpu_trainer(
     monkeypatch.setattr(gpu_training, "XGBoostTrainer", _RecordingGpuTrainer)
     _RecordingGpuTrainer.calls = []
     trained = _retrain(tmp_path, GPU)
-    assert _RecordingGpuTrainer.calls == ["cuda"] and trained.trainer == "stand-in (cuda)"
+    # fitted on the chosen window, then refitted with the holdout: both on the GPU
+    assert _RecordingGpuTrainer.calls == ["cuda", "cuda"] and trained.trainer == "stand-in (cuda)"
 
 
 def test_retrain_trains_on_the_cpu_without_one(
