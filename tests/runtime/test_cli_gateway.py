@@ -26,10 +26,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_models_publish_status_and_dlq_go_through_a_running_up(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    home = tmp_path / "home"
+def _start_up(home: Path, functions: str) -> subprocess.Popen[str]:
+    """``driftline up`` on ``home`` in a subprocess, once it has written its address."""
     up = subprocess.Popen(
         [
             sys.executable,
@@ -41,18 +39,31 @@ def test_models_publish_status_and_dlq_go_through_a_running_up(
             "--port",
             str(free_port()),
             "--functions",
-            "none",
+            functions,
         ],  # fmt: skip
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    deadline = time.monotonic() + 60
     try:
-        deadline = time.monotonic() + 60
         while not (home / ADDRESS_FILE).exists():
             assert up.poll() is None and time.monotonic() < deadline, "up did not start"
             time.sleep(0.2)
+    except BaseException:
+        up.kill()
+        up.wait()
+        raise
+    return up
+
+
+def test_models_publish_status_and_dlq_go_through_a_running_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    up = _start_up(home, "none")
+    try:
         assert main(["models", "list", "--home", str(home), "--json"]) == 0
         assert json.loads(capsys.readouterr().out) == []
         label = {"model": "bikes", "request_id": "r-1", "labels": [3.0]}
@@ -92,29 +103,8 @@ def test_driftline_score_through_a_running_up_and_on_its_own(
     home = new_home(model, tmp_path / "home", model.v1)
     data = tmp_path / "rows.csv"
     frame(200, seed=11)[FEATURES].to_csv(data, index=False)
-    up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "driftline.runtime.cli",
-            "up",
-            "--home",
-            str(home),
-            "--port",
-            str(free_port()),
-            "--functions",
-            "batch",
-        ],  # fmt: skip
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    up = _start_up(home, "batch")
     try:
-        deadline = time.monotonic() + 60
-        while not (home / ADDRESS_FILE).exists():
-            assert up.poll() is None and time.monotonic() < deadline, "up did not start"
-            time.sleep(0.2)
         via = tmp_path / "via-up.parquet"
         args = ["score", MODEL, str(data), "--out", str(via), "--home", str(home)]
         assert main([*args, "--timeout", "60"]) == 0, capsys.readouterr().err
