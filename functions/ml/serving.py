@@ -112,11 +112,6 @@ class ModelServer:
             raise NotServingError(f"model {model!r} has no production version yet")
         return self.deploy(model, current.version, current.artifact_key, current.sha256)
 
-    def serving(self, model: str) -> int | None:
-        """The version this process serves as production now (None: none loaded)."""
-        served = self._production.get(model)
-        return served.version if served is not None else None
-
     # --- any version --------------------------------------------------------------------
 
     def version(self, model: str, version: int) -> Served:
