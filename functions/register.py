@@ -8,8 +8,9 @@ candidate is judged by the predictions of its fit that had not seen those rows).
 worse than the best of them within the spec's tolerance: it becomes the next version and
 the production alias. When an earlier version fits best (a
 concept that returned), that version is deployed again (``reason="redeploy"``) and the
-candidate is rejected; otherwise ``model.rejected`` says why. A refresh (production was
-not found wanting) must beat production by more than the tolerance. A corrupt or mismatched
+candidate is rejected; otherwise ``model.rejected`` says why. A refresh or a scheduled
+challenge (production was not found wanting) must beat production by more than the
+tolerance. A corrupt or mismatched
 artifact is rejected the same way, with the reason.
 
 On ``drift.checked`` windows marked ``probation`` (a promoted version's first judged
@@ -38,6 +39,9 @@ from driftline.functions.ml.layout import feedback_between, get_table, load_spec
 from driftline.functions.ml.performance import Baseline, paired_worse
 from driftline.functions.ml.spec import ModelSpec, row_loss
 from driftline.functions.ml.training import HELDOUT, gate, load_session, predict
+
+CHALLENGERS = frozenset({"refresh", "challenge"})
+"""Triggers whose candidate must beat production clearly (production was not found wanting)."""
 from driftline.runtime.context import Context
 from driftline.runtime.errors import ObjectNotFoundError, ValidationError
 from driftline.runtime.function import function
@@ -76,7 +80,7 @@ def register(event: ModelTrained | DriftChecked, ctx: Context) -> list[Event]:
         else predict(candidate, spec, holdout)
     )
     decision = gate(
-        spec, y, candidate_pred, champion_pred, earlier, challenger=event.trigger == "refresh"
+        spec, y, candidate_pred, champion_pred, earlier, challenger=event.trigger in CHALLENGERS
     )
     if not decision.passed:
         rejected = ModelRejected(

@@ -1,6 +1,7 @@
 """retrain: a candidate from the training window, exported to ONNX and verified.
 
-Triggered by new labeled data (``dataset.ingested``) and by drift (``drift.detected``).
+Triggered by new labeled data (``dataset.ingested``) and by drift (``drift.detected``,
+which also carries refreshes and scheduled challenges: trigger ``refresh`` or ``challenge``).
 Trains on every labeled row the model has (ingested datasets and scoring feedback) inside
 the spec's training window ending at the trigger's event time. A drift with a known
 change point trains only on rows after it (at least ``training.min_rows``), so a retrain
@@ -41,7 +42,11 @@ def retrain(
         until, since, trigger = event.time_max, None, "data"
     else:
         until, since = event.window_end, event.change_point
-        trigger = "refresh" if event.cause == "refresh" else f"drift:{event.cause}"
+        trigger = (
+            ("challenge" if event.detector == "schedule" else "refresh")
+            if event.cause == "refresh"
+            else f"drift:{event.cause}"
+        )
     production = ctx.registry.production(event.model) if ctx.registry is not None else None
     if production is None:
         trigger = "initial"

@@ -27,14 +27,19 @@ point, so the retrain learns only from rows after it; it waits (up to a window) 
 ``training.min_rows`` labeled rows exist after it. A version trained from a change point
 is *refreshed* while it has seen less than a training window of the new concept, each
 time as much new data again as it learned is labeled (and the promotion gate keeps
-production unless the refreshed candidate does better). Every detection passes these guards:
+production unless the refreshed candidate does better). A version that has served
+``drift.challenge_days`` since the newest row it learned from (or since its last
+challenge) with no drift is challenged: a ``refresh`` detection with no change point
+(``by="schedule"``) retrains on the trailing window, and the gate deploys that challenger
+only when it is clearly better. Every detection passes these guards:
 
 1. at least ``min_window_rows`` rows of the version in a window to judge it;
 2. no retrain in flight (cleared by a deploy, a rejection, or ``retrain_timeout_days``,
    so nothing can leave the loop stuck);
 3. a window-based detection ends more than ``cooldown_days`` after the version's deploy;
 4. a fresh idempotency key: ``<model>:v<version>:<window start>`` for a window,
-   ``...:online:<change point>`` for the detector, ``...:refresh:<days>`` for a refresh.
+   ``...:online:<change point>`` for the detector, ``...:refresh:<days>`` for a refresh,
+   ``...:challenge:<window end>`` for a challenge.
 
 The first judged window of a promoted version is marked ``probation``: the register
 function then compares it with the version it replaced on those rows (rollback).
@@ -66,7 +71,7 @@ from driftline.functions.ml.performance import (
 from driftline.functions.ml.spec import ModelSpec, row_loss, score
 
 Cause = Literal["data", "performance", "refresh"]
-By = Literal["window", "online", "refresh"]
+By = Literal["window", "online", "refresh", "schedule"]
 DriftFn = Callable[..., Any]
 """``(reference, current, columns, drift_share) -> DriftResult``-like (``.share``, ``.drifted``)."""
 ReferenceLoader = Callable[[int], "pd.DataFrame | None"]
@@ -86,7 +91,8 @@ class Detection:
     version: int
     cause: Cause
     by: By
-    """What found it: a closed ``window``, the ``online`` detector, or a ``refresh``."""
+    """What found it: a closed ``window``, the ``online`` detector, a ``refresh``, or the
+    challenger ``schedule``."""
     window: str
     """The window it was found in (its start, ISO 8601)."""
     at: datetime
@@ -197,6 +203,8 @@ class DriftMonitor:
         self.trained: tuple[float, float] | None = None
         """Event times the production version was trained on (first, last)."""
         self.refreshed_span: float = 0.0
+        self.challenged_at: float | None = None
+        """Event time of the production version's last challenge."""
         self.probation_due = False
         self.deploys: list[str] = []
         """Keys of the deploys seen (version and time): a redelivered one changes nothing."""
@@ -240,6 +248,7 @@ class DriftMonitor:
         self.base = Baseline.from_metrics(name, figures)
         self.trained = None if trained is None else (_epoch(trained[0]), _epoch(trained[1]))
         self.streak, self.inflight, self.pending, self.suspect = 0, None, None, None
+        self.challenged_at = None
         self.probation_due = probation
         self.detector = self._new_detector()
 
@@ -510,6 +519,8 @@ class DriftMonitor:
         det, reason = self._window_detection(cause, start, end, labeled, test, value, drift)
         if det is None and cause is None:
             det, reason = self._refresh(end, reason)
+        if det is None and cause is None:
+            det, reason = self._challenge(end, reason)
         fired = det is not None and bool(self._detections) and self._detections[-1] is det
         return WindowResult(
             **base,
@@ -629,6 +640,35 @@ class DriftMonitor:
             self.refreshed_span = span
         return (det if ok else None), (why if ok else reason)
 
+    def _challenge(self, end: float, reason: str) -> tuple[Detection | None, str]:
+        """Challenge a version that has served ``challenge_days`` since the newest row it
+        learned from, or since its last challenge: a retrain on the trailing window, which
+        the gate deploys only when it is clearly better than production."""
+        p = self.policy
+        if not p.challenge or self.trained is None or self.version is None:
+            return None, reason
+        every = (p.challenge_days or self.spec.training.days) * _DAY
+        since = max(self.trained[1], self.challenged_at or -math.inf)
+        if end - since < every:
+            return None, reason
+        det = Detection(
+            self.spec.name,
+            self.version,
+            "refresh",
+            "schedule",
+            _when(end - self._width).isoformat(),
+            _when(end),
+            None,
+            f"{self.spec.name}:v{self.version}:challenge:{_when(end).isoformat()}",
+            f"challenge: v{self.version} learned from rows up to "
+            f"{(end - self.trained[1]) / _DAY:.1f} days ago; a challenger trained on the "
+            f"trailing window replaces it only when clearly better",
+        )
+        ok, why = self._admit(det)
+        if ok:
+            self.challenged_at = end
+        return (det if ok else None), (why if ok else reason)
+
     def _test(self, labeled: list[list[Any]]) -> PerfTest | None:
         if self.base is None or len(labeled) < self.policy.min_labeled_rows:
             return None
@@ -697,6 +737,7 @@ class DriftMonitor:
             "change_at": self.change_at,
             "trained": None if self.trained is None else list(self.trained),
             "refreshed_span": self.refreshed_span,
+            "challenged_at": self.challenged_at,
             "probation_due": self.probation_due,
             "deploys": list(self.deploys),
             "detections": [_detection_state(d) for d in self._detections],
@@ -739,6 +780,7 @@ class DriftMonitor:
         m.pending = None if state.get("pending") is None else _pending_from(state["pending"])
         m.trained = tuple(state["trained"]) if state.get("trained") else None  # type: ignore[assignment]
         m.refreshed_span = state.get("refreshed_span", 0.0)
+        m.challenged_at = state.get("challenged_at")
         m.probation_due = state.get("probation_due", False)
         m.deploys = list(state.get("deploys", []))
         m._detections = [_detection_from(d) for d in state.get("detections", [])]

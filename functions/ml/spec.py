@@ -271,7 +271,8 @@ class DriftPolicy(BaseModel):
     arrive, so a severe change is acted on within the window it starts in. A retrain after
     a change learns only from rows after the estimated change point; while the new version
     has seen less than the training window of the new concept, it is refreshed as data
-    arrives. Data drift (Evidently) decides only windows without enough labels.
+    arrives. A version that serves long without a drift meets a challenger on a schedule.
+    Data drift (Evidently) decides only windows without enough labels.
 
     The defaults were judged on a battery of synthetic streams and seeds
     (``tests/bench/policy_scorecard.py``), not fitted to one data set. A window closes once
@@ -327,6 +328,16 @@ class DriftPolicy(BaseModel):
     """After a retrain that started at a change point, retrain again as the new concept's
     data grows (each time as much again as the version learned is labeled), until a version
     learned a full training window of it."""
+    challenge: bool = True
+    """Champion/challenger on a schedule: a version that has served ``challenge_days`` since
+    the newest row it learned from (or since its last challenge) meets a challenger trained
+    on the trailing window, and the gate deploys the challenger only when it is clearly
+    better (``gate.tolerance``). A drift test compares a version with its own validation
+    loss; only a challenger shows that a fresh model would now do better (a slow drift, or
+    a baseline measured on unusual rows)."""
+    challenge_days: float | None = Field(default=None, gt=0)
+    """How long a version serves before it is challenged, and between challenges (None: the
+    spec's ``training.days``, so the challenger has learned only rows the version never saw)."""
 
 
 class Gate(BaseModel):

@@ -591,8 +591,9 @@ def gate(
     the best of all, and better than production by more than the tolerance, it is deployed
     again: a concept that returns brings its version back. No champion: the candidate passes.
 
-    A ``challenger`` (a refresh: production has not been found wanting) must do better
-    than production by more than the tolerance: being about as good is no reason to switch.
+    A ``challenger`` (a refresh or a scheduled challenge: production has not been found
+    wanting) must do better than production by more than the tolerance: being about as good
+    is no reason to switch.
     """
     name, tol = spec.metric_name, spec.gate.tolerance
     n = len(np.asarray(y_true))
@@ -611,7 +612,7 @@ def gate(
     if not is_worse(name, cand, best, tol):
         if challenger and not is_worse(name, champ, cand, tol):
             reason = (
-                f"refresh candidate {name} {cand:.4g} is not clearly better than production's "
+                f"challenger {name} {cand:.4g} is not clearly better than production's "
                 f"{champ:.4g}{tried} {on}: production keeps serving"
             )
             return GateDecision(False, name, cand, champ, reason, None, others)

@@ -372,6 +372,48 @@ def test_a_version_trained_from_a_change_point_is_refreshed_as_data_grows() -> N
     assert [r.detection.idempotency_key for r in results if r.detection] == ["m:v2:refresh:4.0"]
 
 
+def test_a_version_serving_long_without_drift_meets_a_challenger_on_schedule() -> None:
+    """Every ``challenge_days`` after the newest row the version learned from (then after
+    its last challenge), a window without drift emits a scheduled refresh with no change
+    point: the retrain learns the trailing window and the gate decides."""
+    m = DriftMonitor(spec(challenge_days=3), drift_fn=fake_drift)
+    trained = (T0 - timedelta(days=5), T0 - timedelta(days=1))
+    m.deployed(1, at=T0, metrics={"mae": 1.0}, reference=REFERENCE, trained=trained)
+    s = Stream(m)
+    results = s.days(3)  # windows end at days 1 and 2: 2 and 3 days after its newest row
+    assert [r.detect for r in results] == [False, True]
+    det = results[1].detection
+    assert det is not None and (det.cause, det.by, det.change_point) == (
+        "refresh",
+        "schedule",
+        None,
+    )
+    assert det.idempotency_key == "m:v1:challenge:2024-01-03T00:00:00+00:00"
+    assert "challenge: v1 learned from rows up to 3.0 days ago" in det.reason
+    m.rejected()  # production stays: the next challenge comes 3 days after this one
+    again = s.days(3)
+    assert [r.window[:10] for r in again if r.detect] == ["2024-01-05"]
+    m.rejected()
+    # a newly deployed version is challenged 3 days after the newest row it learned from
+    newest = T0 + timedelta(days=6, hours=12)
+    m.deployed(2, at=newest, metrics={"mae": 1.0}, reference=REFERENCE, trained=(T0, newest))
+    state = DriftMonitor.from_state(m.spec, json.loads(json.dumps(m.to_state())))
+    assert state.challenged_at is None
+    later = s.days(5)  # windows end at days 6 to 10: 3 days after day 6.5 is the last one
+    assert [r.window[:10] for r in later if r.detect] == ["2024-01-10"]
+    assert DriftMonitor.from_state(m.spec, json.loads(json.dumps(m.to_state()))).challenged_at
+
+
+def test_no_challenge_when_switched_off_or_before_a_version_has_its_training_span() -> None:
+    trained = (T0 - timedelta(days=5), T0 - timedelta(days=1))
+    off = DriftMonitor(spec(challenge_days=1, challenge=False), drift_fn=fake_drift)
+    off.deployed(1, at=T0, metrics={"mae": 1.0}, reference=REFERENCE, trained=trained)
+    unknown = DriftMonitor(spec(challenge_days=1), drift_fn=fake_drift)
+    unknown.deployed(1, at=T0, metrics={"mae": 1.0}, reference=REFERENCE)  # span unknown
+    for m in (off, unknown):
+        assert not any(r.detect for r in Stream(m).days(5))
+
+
 def test_the_first_judged_window_of_a_promoted_version_is_on_probation() -> None:
     m = monitor()
     s = Stream(m)

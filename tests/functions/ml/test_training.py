@@ -237,7 +237,7 @@ def test_a_refresh_must_be_clearly_better_than_production(spec: ModelSpec) -> No
     assert gate(spec, y, cand, y + err + 0.5, challenger=True).passed  # clearly better
     barely = gate(spec, y, cand, y + err * 1.03, challenger=True)  # 3%: within the tolerance
     assert not barely.passed and barely.redeploy is None
-    assert "refresh candidate mae" in barely.reason and "not clearly better" in barely.reason
+    assert "challenger mae" in barely.reason and "not clearly better" in barely.reason
     ups_and_downs = y + err * np.where(np.arange(200) % 2, 1.3, 0.7)  # as good on average
     assert not gate(spec, y, cand, ups_and_downs, challenger=True).passed
     assert gate(spec, y, cand, ups_and_downs).passed  # a retrain after drift passes
