@@ -39,12 +39,12 @@ from driftline.functions.ml.layout import feedback_between, get_table, load_spec
 from driftline.functions.ml.performance import Baseline, paired_worse
 from driftline.functions.ml.spec import ModelSpec, row_loss
 from driftline.functions.ml.training import HELDOUT, gate, load_session, predict
-
-CHALLENGERS = frozenset({"refresh", "challenge"})
-"""Triggers whose candidate must beat production clearly (production was not found wanting)."""
 from driftline.runtime.context import Context
 from driftline.runtime.errors import ObjectNotFoundError, ValidationError
 from driftline.runtime.function import function
+
+CHALLENGERS = frozenset({"refresh", "challenge"})
+"""Triggers whose candidate must beat production clearly (production was not found wanting)."""
 
 
 @function(
