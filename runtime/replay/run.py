@@ -300,7 +300,8 @@ def _summarize(
         "static": round(metric(spec, y, static, name), 4),
         "served": round(metric(spec, y[ok], served[ok], name), 4) if ok.any() else None,
         "retrains": sum(1 for t in trained if t.trigger != "initial"),
-        "drift_events": len(of(DriftDetected)),
+        "drift_events": sum(1 for d in of(DriftDetected) if d.detector != "schedule"),
+        "challenges": sum(1 for d in of(DriftDetected) if d.detector == "schedule"),
         "promotions": len(
             [d for d in deployed if d.reason == "promotion" and d.version != v1.version]
         ),
@@ -406,7 +407,10 @@ def _print_table(s: dict[str, Any], say: Any) -> None:
         ("model", s["model"]),
         (f"{s['metric']}, never retrained (v1)", _number(s["static"], digits)),
         (f"{s['metric']}, served by the loop", _number(s["served"], digits)),
-        *((k, _number(s[k], 0)) for k in ("retrains", "drift_events", "promotions", "rejections")),
+        *(
+            (k, _number(s[k], 0))
+            for k in ("retrains", "drift_events", "challenges", "promotions", "rejections")
+        ),
         ("rows", _number(s["rows"], 0)),
         ("wall seconds", _number(s["wall_s"], 1)),
     ]

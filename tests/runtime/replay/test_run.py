@@ -33,7 +33,9 @@ def test_a_stationary_stream_raises_no_drift(tmp_path: Path) -> None:
     summary = _run(tmp_path, frame(24 * 42, seed=1))
     assert summary["dead_lettered"] == 0
     assert summary["windows_checked"] >= 8, "every closed window was judged"
-    assert summary["drift_events"] == 0 and summary["retrains"] == 0
+    assert summary["drift_events"] == 0 and summary["promotions"] == 0
+    # a scheduled challenger may retrain (v1 served past a training window); it must lose
+    assert summary["retrains"] == summary["challenges"] == summary["rejections"]
     assert summary["versions_served"] == [1]
     assert summary["rows"] == 24 * 28 and summary["rows_not_scored"] == 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
@@ -76,7 +78,8 @@ def test_predictions_parquet_and_the_detections_and_deploys_in_the_summary(
     assert len(v1) > 0 and (table["version"] > 1).any()
     assert v1["static"].to_numpy() == pytest.approx(v1["served"].to_numpy(), rel=1e-6)
 
-    assert len(summary["detections"]) == summary["drift_events"] >= 1
+    assert summary["drift_events"] >= 1
+    assert len(summary["detections"]) == summary["drift_events"] + summary["challenges"]
     first = summary["detections"][0]
     assert {"window_end", "cause", "version"} <= set(first) and first["version"] == 1
     assert pd.Timestamp(first["window_end"]) > pd.Timestamp("2024-01-25", tz="UTC")
@@ -91,7 +94,7 @@ def test_predictions_parquet_and_the_detections_and_deploys_in_the_summary(
 def test_the_closing_table_keeps_labels_and_values_apart() -> None:
     lines: list[str] = []
     summary = {
-        **dict.fromkeys(("retrains", "drift_events", "promotions", "rejections"), 3),
+        **dict.fromkeys(("retrains", "drift_events", "challenges", "promotions", "rejections"), 3),
         **{"model": "bike-sharing", "metric": "mae", "static": 140.1715, "served": 46.8512},
         **{"rows": 16128, "wall_s": 61.34},
     }
@@ -110,12 +113,18 @@ def test_the_home_folder_keeps_registry_and_models_for_later_commands(
 ) -> None:  # type: ignore[no-untyped-def]
     from driftline.runtime.cli import main
 
-    _run(tmp_path, frame(24 * 30, seed=4))
+    summary = _run(tmp_path, frame(24 * 30, seed=4))
     capsys.readouterr()
     assert main(["models", "list", "--home", str(tmp_path / "home"), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed == [
-        {"model": "synth", "versions": 1, "production": 1, "previous": None, "rejections": 0}
+        {
+            "model": "synth",
+            "versions": 1,
+            "production": 1,
+            "previous": None,
+            "rejections": summary["rejections"],
+        }
     ]
     assert main(["models", "show", "synth", "--home", str(tmp_path / "home")]) == 0
     shown = json.loads(capsys.readouterr().out)
