@@ -281,7 +281,7 @@ class DriftDetected(Event):
     version: int
     cause: Literal["data", "performance", "refresh"] = Field(
         description="data, performance, or refresh (a version trained from a change point "
-        "retrains as the new concept's data grows)."
+        "retrains as the new concept's data grows, or a scheduled challenger)."
     )
     window: str
     window_end: Timestamp = Field(description="Event time of the detection: the retrain's end.")
@@ -292,7 +292,9 @@ class DriftDetected(Event):
         default=None, description="Estimated start of the change: the retrain learns from after it."
     )
     detector: str = Field(
-        default="window", description="What found it: window, online (ADWIN) or refresh."
+        default="window",
+        description="What found it: window, online (ADWIN), refresh, or schedule (a "
+        "scheduled challenger, cause refresh).",
     )
 
 
