@@ -30,6 +30,12 @@ SPECVERSION = b"1.0"
 
 Headers = list[tuple[str, bytes]]
 
+# Header tuples that never change are built once and shared by every encoded event.
+_SPEC_HEADER = ("ce_specversion", SPECVERSION)
+_CONTENT_HEADER = ("content-type", CONTENT_TYPE.encode())
+_SOURCES: dict[str, bytes] = {}
+_WANTED = frozenset(("ce_id", "ce_type", "ce_source", "ce_time", "traceparent"))
+
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
@@ -49,6 +55,7 @@ class _Schema:
     model: type[Event]
     parsed: Any
     fingerprint: bytes
+    prefix: bytes  # MAGIC + fingerprint, the first 10 bytes of every value
 
 
 class Codec:
@@ -59,7 +66,8 @@ class Codec:
         self._by_fp: dict[bytes, tuple[_Schema, Any]] = {}
         for model in EVENT_MODELS:
             raw = load_schema(schema_path(model))
-            cur = _Schema(model, parse_schema(raw), fingerprint(raw))
+            fp = fingerprint(raw)
+            cur = _Schema(model, parse_schema(raw), fp, MAGIC + fp)
             self._current[model.TYPE] = cur
             self._by_fp[cur.fingerprint] = (cur, cur.parsed)
         for path in sorted((SCHEMA_DIR / "history").glob("*.avsc")):
@@ -67,6 +75,7 @@ class Codec:
             raw = load_schema(path)
             cur = self._current[event_type]
             self._by_fp.setdefault(fingerprint(raw), (cur, parse_schema(raw)))
+        self._type_headers = {t: ("ce_type", t.encode()) for t in self._current}
 
     def known_fingerprints(self) -> set[bytes]:
         return set(self._by_fp)
@@ -74,8 +83,7 @@ class Codec:
     def encode_value(self, event: Event) -> bytes:
         schema = self._current[event.TYPE]
         buf = io.BytesIO()
-        buf.write(MAGIC)
-        buf.write(schema.fingerprint)
+        buf.write(schema.prefix)
         schemaless_writer(buf, schema.parsed, event.model_dump())
         return buf.getvalue()
 
@@ -90,14 +98,17 @@ class Codec:
     ) -> tuple[bytes, Headers]:
         """The Kafka value and headers for an event."""
         when = (time or datetime.now(UTC)).isoformat()
+        source_b = _SOURCES.get(source)
+        if source_b is None:
+            source_b = _SOURCES.setdefault(source, source.encode())
         headers: Headers = [
-            ("ce_specversion", SPECVERSION),
+            _SPEC_HEADER,
             ("ce_id", (id or str(uuid.uuid4())).encode()),
-            ("ce_type", event.TYPE.encode()),
-            ("ce_source", source.encode()),
+            self._type_headers[event.TYPE],
+            ("ce_source", source_b),
             ("ce_time", when.encode()),
             ("ce_subject", event.model.encode()),
-            ("content-type", CONTENT_TYPE.encode()),
+            _CONTENT_HEADER,
             ("traceparent", (traceparent or new_traceparent()).encode()),
         ]
         return self.encode_value(event), headers
@@ -112,10 +123,10 @@ class Codec:
         if event_type is not None and schema.model.TYPE != event_type:
             raise DecodeError(f"ce_type is {event_type!r} but the value is a {schema.model.TYPE}")
         try:
-            if writer is schema.parsed:
-                record = schemaless_reader(io.BytesIO(value[10:]), writer, None)
-            else:
-                record = schemaless_reader(io.BytesIO(value[10:]), writer, schema.parsed)
+            body = io.BytesIO(value)
+            body.seek(10)  # past the marker and fingerprint, without copying the body
+            reader = None if writer is schema.parsed else schema.parsed
+            record = schemaless_reader(body, writer, reader)
         except Exception as exc:  # fastavro raises many kinds on truncated or garbage bodies
             raise DecodeError(f"Avro body unreadable: {type(exc).__name__}: {exc}") from exc
         try:
@@ -134,7 +145,7 @@ class Codec:
     ) -> Envelope:
         """Decode one record; any problem raises :class:`DecodeError` naming where it was."""
         try:
-            attrs = {k: v.decode() for k, v in headers if k.startswith("ce_") or k == "traceparent"}
+            attrs = {k: v.decode() for k, v in headers if k in _WANTED}
             missing = [k for k in ("ce_id", "ce_type") if k not in attrs]
             if missing:
                 raise DecodeError(f"missing CloudEvents header(s) {', '.join(missing)}")
