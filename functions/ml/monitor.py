@@ -623,22 +623,17 @@ class DriftMonitor:
         if trained_span >= 0.9 * full or span < due:
             return None, reason
         days = f"{span / _DAY:.1f}"
-        det = Detection(
-            self.spec.name,
-            self.version,
+        det, why = self._retrain_anyway(
             "refresh",
-            "refresh",
-            _when(end - self._width).isoformat(),
-            _when(end),
-            _when(self.change_at),
-            f"{self.spec.name}:v{self.version}:refresh:{days}",
+            end,
+            self.change_at,
+            f"refresh:{days}",
             f"refresh: v{self.version} learned {trained_span / _DAY:.1f} days of the new concept, "
             f"{days} days of it are labeled now",
         )
-        ok, why = self._admit(det)
-        if ok:
+        if det is not None:
             self.refreshed_span = span
-        return (det if ok else None), (why if ok else reason)
+        return det, (why if det is not None else reason)
 
     def _challenge(self, end: float, reason: str) -> tuple[Detection | None, str]:
         """Challenge a version that has served ``challenge_days`` since the newest row it
@@ -651,23 +646,38 @@ class DriftMonitor:
         since = max(self.trained[1], self.challenged_at or -math.inf)
         if end - since < every:
             return None, reason
-        det = Detection(
-            self.spec.name,
-            self.version,
-            "refresh",
+        det, why = self._retrain_anyway(
             "schedule",
-            _when(end - self._width).isoformat(),
-            _when(end),
+            end,
             None,
-            f"{self.spec.name}:v{self.version}:challenge:{_when(end).isoformat()}",
+            f"challenge:{_when(end).isoformat()}",
             f"challenge: v{self.version} learned from rows up to "
             f"{(end - self.trained[1]) / _DAY:.1f} days ago; a challenger trained on the "
             f"trailing window replaces it only when clearly better",
         )
-        ok, why = self._admit(det)
-        if ok:
+        if det is not None:
             self.challenged_at = end
-        return (det if ok else None), (why if ok else reason)
+        return det, (why if det is not None else reason)
+
+    def _retrain_anyway(
+        self, by: By, end: float, change_point: float | None, key: str, reason: str
+    ) -> tuple[Detection | None, str]:
+        """A retrain with no drift found (cause ``refresh``: a refresh or a challenge) for
+        the window ending at ``end``, when the guards let it through."""
+        assert self.version is not None
+        det = Detection(
+            self.spec.name,
+            self.version,
+            "refresh",
+            by,
+            _when(end - self._width).isoformat(),
+            _when(end),
+            None if change_point is None else _when(change_point),
+            f"{self.spec.name}:v{self.version}:{key}",
+            reason,
+        )
+        ok, why = self._admit(det)
+        return (det if ok else None), why
 
     def _test(self, labeled: list[list[Any]]) -> PerfTest | None:
         if self.base is None or len(labeled) < self.policy.min_labeled_rows:
