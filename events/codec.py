@@ -33,7 +33,7 @@ Headers = list[tuple[str, bytes]]
 # Header tuples that never change are built once and shared by every encoded event.
 _SPEC_HEADER = ("ce_specversion", SPECVERSION)
 _CONTENT_HEADER = ("content-type", CONTENT_TYPE.encode())
-_SOURCES: dict[str, bytes] = {}
+# The headers decode reads (an envelope's attributes); others are passed over.
 _WANTED = frozenset(("ce_id", "ce_type", "ce_source", "ce_time", "traceparent"))
 
 
@@ -98,14 +98,11 @@ class Codec:
     ) -> tuple[bytes, Headers]:
         """The Kafka value and headers for an event."""
         when = (time or datetime.now(UTC)).isoformat()
-        source_b = _SOURCES.get(source)
-        if source_b is None:
-            source_b = _SOURCES.setdefault(source, source.encode())
         headers: Headers = [
             _SPEC_HEADER,
             ("ce_id", (id or str(uuid.uuid4())).encode()),
             self._type_headers[event.TYPE],
-            ("ce_source", source_b),
+            ("ce_source", source.encode()),
             ("ce_time", when.encode()),
             ("ce_subject", event.model.encode()),
             _CONTENT_HEADER,

@@ -42,11 +42,9 @@ def retrain(
         until, since, trigger = event.time_max, None, "data"
     else:
         until, since = event.window_end, event.change_point
-        trigger = (
-            ("challenge" if event.detector == "schedule" else "refresh")
-            if event.cause == "refresh"
-            else f"drift:{event.cause}"
-        )
+        trigger = f"drift:{event.cause}"
+        if event.cause == "refresh":  # a refresh, or a scheduled challenge
+            trigger = "challenge" if event.detector == "schedule" else "refresh"
     production = ctx.registry.production(event.model) if ctx.registry is not None else None
     if production is None:
         trigger = "initial"

@@ -519,8 +519,8 @@ class DriftMonitor:
         det, reason = self._window_detection(cause, start, end, labeled, test, value, drift)
         if det is None and cause is None:
             det, reason = self._refresh(end, reason)
-        if det is None and cause is None:
-            det, reason = self._challenge(end, reason)
+            if det is None:
+                det, reason = self._challenge(end, reason)
         fired = det is not None and bool(self._detections) and self._detections[-1] is det
         return WindowResult(
             **base,

@@ -295,13 +295,14 @@ def _summarize(
     name = spec.metric_name
     trained = of(ModelTrained)
     deployed = of(ModelDeployed)
+    detected = of(DriftDetected)
     summary = {
         "metric": name,
         "static": round(metric(spec, y, static, name), 4),
         "served": round(metric(spec, y[ok], served[ok], name), 4) if ok.any() else None,
         "retrains": sum(1 for t in trained if t.trigger != "initial"),
-        "drift_events": sum(1 for d in of(DriftDetected) if d.detector != "schedule"),
-        "challenges": sum(1 for d in of(DriftDetected) if d.detector == "schedule"),
+        "drift_events": sum(1 for d in detected if d.detector != "schedule"),
+        "challenges": sum(1 for d in detected if d.detector == "schedule"),
         "promotions": len(
             [d for d in deployed if d.reason == "promotion" and d.version != v1.version]
         ),
@@ -313,7 +314,7 @@ def _summarize(
         "versions_served": sorted({v for v in versions if v}),
         "wall_s": round(wall_s, 1),
         "model": spec.name,
-        "detections": _detections(of(DriftDetected)),
+        "detections": _detections(detected),
         "deploys": _deploys(deployed, platform.registry.entry(spec.name)),
     }
     return {
