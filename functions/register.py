@@ -10,7 +10,7 @@ the production alias. When an earlier version fits best (a
 concept that returned), that version is deployed again (``reason="redeploy"``) and the
 candidate is rejected; otherwise ``model.rejected`` says why. A refresh or a scheduled
 challenge (production was not found wanting) must beat production by more than the
-tolerance. A corrupt or mismatched
+tolerance and beyond chance (a paired test on the same rows). A corrupt or mismatched
 artifact is rejected the same way, with the reason.
 
 On ``drift.checked`` windows marked ``probation`` (a promoted version's first judged

@@ -239,21 +239,28 @@ class OnlineDetector:
         return f"adwin width {int(self.adwin.width)}, mean {self.adwin.estimation:.4g}, alarms {self.alarms}"
 
 
+def paired_z(new: np.ndarray, old: np.ndarray) -> tuple[float, float, float]:
+    """Mean of ``new - old`` per row (the same rows), its z score and one-sided p-value (how
+    likely so large a mean is when ``new`` is no worse), with time-ordered standard error."""
+    d = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
+    mean, se = float(np.mean(d)), standard_error(d)
+    z = mean / se if se > 0 else (math.inf if mean > 0 else 0.0)
+    p = 1.0 - NormalDist().cdf(z) if math.isfinite(z) else (0.0 if z > 0 else 1.0)
+    return mean, z, p
+
+
 def paired_worse(
     new: np.ndarray, old: np.ndarray, policy: DriftPolicy, task: str, base: Baseline | None
 ) -> tuple[bool, str]:
     """Whether per-row losses ``new`` are worse than ``old`` on the same rows by at least the
     minimum effect (scaled on ``base``, the old version's baseline), beyond chance (a paired
     one-sided z-test at the policy's significance)."""
-    d = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
-    n = len(d)
+    n = len(new)
     if n < max(policy.min_labeled_rows, 2):
         return False, f"{n} rows: too few to compare"
     scale = base if base is not None else Baseline(float(np.mean(old)), 0.0, n)
     floor = min_effect(policy, task, scale)
-    mean, se = float(np.mean(d)), standard_error(d)
-    z = mean / se if se > 0 else (math.inf if mean > 0 else 0.0)
-    p = 1.0 - NormalDist().cdf(z) if math.isfinite(z) else (0.0 if z > 0 else 1.0)
+    mean, z, p = paired_z(new, old)
     worse = mean >= floor and p <= policy.significance
     return worse, (
         f"loss {float(np.mean(new)):.4g} vs {float(np.mean(old)):.4g} on {n} rows, "

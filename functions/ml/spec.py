@@ -294,7 +294,9 @@ class DriftPolicy(BaseModel):
     regression metrics relative to the version's validation loss (0.15: 15% worse). None:
     those defaults."""
     significance: float = Field(default=0.01, gt=0, lt=0.5)
-    """One-sided level of the test that the loss is worse than the validation loss."""
+    """One-sided level of the tests: that a version's loss is worse than its validation loss
+    (drift), that a promoted version does worse than the one it replaced (probation), and
+    that a refresh or challenger does better than production (the gate)."""
     severe_factor: float = Field(default=1.5, ge=1)
     """A worsening of at least this many times ``min_effect`` acts without waiting for
     ``consecutive`` windows (and the online detector acts only on one this large)."""
@@ -332,9 +334,9 @@ class DriftPolicy(BaseModel):
     """Champion/challenger on a schedule: a version that has served ``challenge_days`` since
     the newest row it learned from (or since its last challenge) meets a challenger trained
     on the trailing window, and the gate deploys the challenger only when it is clearly
-    better (``gate.tolerance``). A drift test compares a version with its own validation
-    loss; only a challenger shows that a fresh model would now do better (a slow drift, or
-    a baseline measured on unusual rows)."""
+    better (by more than ``gate.tolerance``, and beyond chance at ``significance``). A drift
+    test compares a version with its own validation loss; only a challenger shows that a
+    fresh model would now do better (a slow drift, or a baseline measured on unusual rows)."""
     challenge_days: float | None = Field(default=None, gt=0)
     """How long a version serves before it is challenged, and between challenges (None: the
     spec's ``training.days``, so the challenger has learned only rows the version never saw)."""

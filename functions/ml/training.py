@@ -31,7 +31,7 @@ from onnx import ModelProto
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
-from driftline.functions.ml.performance import loss_figures
+from driftline.functions.ml.performance import loss_figures, paired_z
 from driftline.functions.ml.spec import (
     METRICS,
     TIME,
@@ -558,6 +558,26 @@ def predict(
     return _run(session, spec, x)
 
 
+def _clearly_better(
+    spec: ModelSpec, y_true: Any, candidate_pred: Any, champion_pred: Any
+) -> tuple[bool, str]:
+    """Whether the candidate beats production by more than ``gate.tolerance`` and beyond
+    chance: production's per-row loss is higher than the candidate's on the same rows (a
+    paired one-sided z-test at the drift policy's ``significance``)."""
+    name = spec.metric_name
+    cand = metric(spec, y_true, candidate_pred, name)
+    champ = metric(spec, y_true, champion_pred, name)
+    if not is_worse(name, champ, cand, spec.gate.tolerance):
+        return False, f"not better by more than {spec.gate.tolerance:.0%}"
+    gain, z, p = paired_z(
+        row_loss(name, y_true, champion_pred), row_loss(name, y_true, candidate_pred)
+    )
+    alpha = spec.drift.significance
+    clear = p <= alpha
+    verdict = "below" if clear else "not below"
+    return clear, f"paired test: loss {gain:+.4g} lower, z {z:.2f}, p {p:.3g} ({verdict} {alpha:g})"
+
+
 @dataclass(frozen=True)
 class GateDecision:
     """Outcome of the promotion gate."""
@@ -592,8 +612,8 @@ def gate(
     again: a concept that returns brings its version back. No champion: the candidate passes.
 
     A ``challenger`` (a refresh or a scheduled challenge: production has not been found
-    wanting) must do better than production by more than the tolerance: being about as good
-    is no reason to switch.
+    wanting) must do better than production by more than the tolerance, and beyond chance:
+    being about as good, or better on these rows by luck, is no reason to switch.
     """
     name, tol = spec.metric_name, spec.gate.tolerance
     n = len(np.asarray(y_true))
@@ -610,12 +630,14 @@ def gate(
     on = f"on the {n} most recent labeled rows (tolerance {tol:.0%})"
     tried = "".join(f", v{v} {value:.4g}" for v, value in sorted(others.items()))
     if not is_worse(name, cand, best, tol):
-        if challenger and not is_worse(name, champ, cand, tol):
-            reason = (
-                f"challenger {name} {cand:.4g} is not clearly better than production's "
-                f"{champ:.4g}{tried} {on}: production keeps serving"
-            )
-            return GateDecision(False, name, cand, champ, reason, None, others)
+        if challenger:
+            clear, test = _clearly_better(spec, y_true, candidate_pred, champion_pred)
+            if not clear:
+                reason = (
+                    f"challenger {name} {cand:.4g} is not clearly better than production's "
+                    f"{champ:.4g}{tried} {on}; {test}: production keeps serving"
+                )
+                return GateDecision(False, name, cand, champ, reason, None, others)
         reason = (
             f"candidate {name} {cand:.4g} is not worse than production's {champ:.4g}{tried} {on}"
         )

@@ -243,6 +243,20 @@ def test_a_refresh_must_be_clearly_better_than_production(spec: ModelSpec) -> No
     assert gate(spec, y, cand, ups_and_downs).passed  # a retrain after drift passes
 
 
+def test_a_challenger_better_only_by_chance_keeps_production(spec: ModelSpec) -> None:
+    """Better on average by more than the tolerance, but rows that swing both ways: the
+    paired test finds no clear gain, so production keeps serving."""
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=200) * 10
+    err = np.abs(rng.normal(size=200))
+    swings = y + err * np.where(np.arange(200) % 2, 2.0, 0.2)  # 10% worse on average
+    assert np.mean(np.abs(swings - y)) > 1.05 * np.mean(err)
+    lucky = gate(spec, y, y + err, swings, challenger=True)
+    assert not lucky.passed and "paired test" in lucky.reason and "not below" in lucky.reason
+    steady = y + err * 1.1  # as much worse on every row: a clear gain
+    assert gate(spec, y, y + err, steady, challenger=True).passed
+
+
 def _changed(n_days: int = 20, at_day: int = 14, flip: bool = True) -> pd.DataFrame:
     """``frame()``, with y's relation to x1 reversed from ``at_day`` on (when ``flip``)."""
     df = frame(n_days)
