@@ -49,6 +49,8 @@ def test_the_wheel_installed_elsewhere_decodes_old_events_and_runs_the_demo(
     for path in (ROOT / "events" / "schemas").rglob("*.avsc"):
         assert f"driftline/{path.relative_to(ROOT).as_posix()}" in shipped, path.name
     assert "driftline/runtime/replay/sample/bike_sharing_hour.csv" in shipped
+    for path in (ROOT / "runtime" / "http" / "ui").glob("*/*.*"):  # the dashboard's pages
+        assert f"driftline/{path.relative_to(ROOT).as_posix()}" in shipped, path.name
 
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", venv, cwd=tmp_path)

@@ -7,6 +7,7 @@
     POST /v1/models/{name}/rollback  production back to the previous version
     /v2/...                          Open Inference Protocol scoring (runtime.http.inference)
     GET  /metrics                    Prometheus metrics (runtime.http.metrics)
+    GET  /ui                         the dashboard (runtime.http.ui)
 
 Write endpoints (events, notifications, rollback) need ``Authorization: Bearer <token>``
 when ``api_token`` is set; hooks carry their own signatures. Errors are answered as a
@@ -40,7 +41,7 @@ from driftline.events.topics import EVENT_TOPICS
 from driftline.functions.batch import output_key, summary_key
 from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.dlq import dead_letters, replay_dead_letters
-from driftline.runtime.http import cloudevents, inference, webhooks
+from driftline.runtime.http import cloudevents, inference, ui, webhooks
 from driftline.runtime.http.capture import Capture
 from driftline.runtime.http.metrics import Metrics
 from driftline.runtime.http.oip import InferenceRequest
@@ -430,5 +431,15 @@ def create_app(
     app.include_router(metrics.router())
     if runners is not None:  # a LiveRunners view (driftline up starts one)
         app.include_router(_runners(runners))
+    app.include_router(
+        ui.router(
+            registry,
+            metrics.drift,
+            platform.bus,
+            runners,
+            runner,
+            token=settings.api_token is not None,
+        )
+    )
     _document(app, [InferenceRequest, notifications.S3Notification, *EVENT_MODELS])
     return app

@@ -20,6 +20,7 @@ import itertools
 import logging
 import threading
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,13 +54,20 @@ _COUNTS = {
 }
 
 
+KEEP_WINDOWS = 2_000
+"""``drift.checked`` windows kept per model for the dashboard's charts (the newest)."""
+
+
 class DriftFollower:
-    """The latest ``drift.checked`` of each model, read from the bus in a group of its own."""
+    """The ``drift.checked`` windows of each model (the newest :data:`KEEP_WINDOWS`, and the
+    latest on its own), read from the bus in a group of its own."""
 
     def __init__(self, bus: Bus, codec: Codec | None = None):
         self.bus = bus
         self.codec = codec or Codec()
         self.latest: dict[str, DriftChecked] = {}
+        self.history: dict[str, deque[DriftChecked]] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -68,6 +76,8 @@ class DriftFollower:
         if self._thread is not None and self._thread.is_alive():
             return
         self.bus.create_topics([DriftChecked.TYPE])
+        with self._lock:  # read again from the start
+            self.history.clear()
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(self._stop,), name="drift-follower", daemon=True
@@ -90,9 +100,19 @@ class DriftFollower:
                     except DecodeError:
                         continue
                     if isinstance(event, DriftChecked):
-                        self.latest[event.model] = event
+                        self._keep(event)
         finally:
             consumer.close()
+
+    def _keep(self, event: DriftChecked) -> None:
+        with self._lock:
+            self.latest[event.model] = event
+            self.history.setdefault(event.model, deque(maxlen=KEEP_WINDOWS)).append(event)
+
+    def windows(self, model: str) -> list[DriftChecked]:
+        """The model's kept windows, in the order they were checked."""
+        with self._lock:
+            return list(self.history.get(model, ()))
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,0 +1,110 @@
+"""The dashboard's charts as plotly figures (JSON-ready dicts that ``Plotly.react`` draws).
+
+The monitoring chart of a model: per closed window, the task metric the served version
+scored against that version's baseline (its validation figure), the share of drifted
+features on a second axis, windows that raised ``drift.detected`` marked, and deploys and
+rollbacks as vertical lines at their event time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from driftline.events.models import DriftChecked, ModelDeployed
+
+DEPLOY_COLOR = {"rollback": "#c0392b"}
+"""Line colour per deploy reason (other reasons: green)."""
+
+
+def monitoring(
+    model: str, windows: Sequence[DriftChecked], deploys: Sequence[ModelDeployed]
+) -> dict[str, Any]:
+    """The monitoring figure of ``model`` (an empty one says so in its title)."""
+    import plotly.graph_objects as go
+
+    metric = next((w.metric for w in reversed(windows) if w.metric), "metric")
+    fig = go.Figure(data=_traces(go, windows, metric))
+    fig.update_layout(
+        title=f"{model}: {metric} per window" if windows else f"{model}: no window checked yet",
+        xaxis={"title": "window end (event time, UTC)"},
+        yaxis={"title": metric, "rangemode": "tozero"},
+        yaxis2={
+            "title": "drifted share of features",
+            "overlaying": "y",
+            "side": "right",
+            "range": [0, 1],
+            "showgrid": False,
+        },
+        legend={"orientation": "h", "y": -0.25},
+        margin={"l": 60, "r": 60, "t": 50, "b": 40},
+        height=380,
+        shapes=[_deploy_line(d) for d in deploys if d.effective_time is not None],
+        annotations=[_deploy_label(d) for d in deploys if d.effective_time is not None],
+    )
+    data: dict[str, Any] = json.loads(fig.to_json())
+    return data
+
+
+def _traces(go: Any, windows: Sequence[DriftChecked], metric: str) -> list[Any]:
+    ends = [w.window_end for w in windows]
+    detected = [w for w in windows if w.detected]
+    return [
+        go.Bar(
+            x=ends,
+            y=[w.drift_share for w in windows],
+            name="drift share",
+            yaxis="y2",
+            marker={"color": "rgba(230,126,34,0.35)"},
+        ),
+        go.Scatter(
+            x=ends,
+            y=[w.metric_value for w in windows],
+            name=f"{metric} (served version)",
+            mode="lines+markers",
+            line={"color": "#2471a3"},
+            text=[f"v{w.version}, {w.labeled_rows} labeled rows" for w in windows],
+        ),
+        go.Scatter(
+            x=ends,
+            y=[w.baseline_metric for w in windows],
+            name=f"{metric} baseline (validation)",
+            mode="lines",
+            line={"color": "#7f8c8d", "dash": "dash", "shape": "hv"},
+        ),
+        go.Scatter(
+            x=[w.window_end for w in detected],
+            y=[w.metric_value for w in detected],
+            name="drift.detected",
+            mode="markers",
+            marker={"color": "#c0392b", "size": 11, "symbol": "x"},
+            text=[w.cause or "" for w in detected],
+        ),
+    ]
+
+
+def _deploy_line(d: ModelDeployed) -> dict[str, Any]:
+    return {
+        "type": "line",
+        "xref": "x",
+        "yref": "paper",
+        "x0": d.effective_time,
+        "x1": d.effective_time,
+        "y0": 0,
+        "y1": 1,
+        "line": {"color": DEPLOY_COLOR.get(d.reason, "#27ae60"), "dash": "dot", "width": 1.5},
+    }
+
+
+def _deploy_label(d: ModelDeployed) -> dict[str, Any]:
+    return {
+        "x": d.effective_time,
+        "xref": "x",
+        "y": 1,
+        "yref": "paper",
+        "yanchor": "bottom",
+        "text": f"v{d.version} {d.reason}",
+        "showarrow": False,
+        "font": {"size": 10, "color": DEPLOY_COLOR.get(d.reason, "#27ae60")},
+    }

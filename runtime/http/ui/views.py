@@ -1,0 +1,105 @@
+"""What each dashboard page shows, read from the registry, the drift windows, the runner
+heartbeats, the function stats and the dead-letter topics: plain dicts for the templates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from driftline.events.models import DriftChecked, ModelRegistered
+from driftline.runtime.registry import ModelEntry, Registry
+
+SHOW_VERSIONS = 50
+"""Versions listed on a model page (the newest); the rest are counted."""
+SHOW_HISTORY = 20
+"""Deployments and rejections listed on a model page (the newest)."""
+
+
+def models(registry: Registry, drift: Any) -> list[dict[str, Any]]:
+    """One row per model: aliases, counts, its production's last deploy, its last window."""
+    rows = []
+    for name in registry.models():
+        entry = registry.entry(name)
+        if entry is None:
+            continue
+        rows.append(
+            {
+                "name": name,
+                "production": entry.production,
+                "previous": entry.previous,
+                "versions": len(entry.versions),
+                "rejections": len(entry.rejections),
+                "since": _served_since(entry),
+                "last": _last_window(drift, name),
+            }
+        )
+    return rows
+
+
+def model(entry: ModelEntry, drift: Any) -> dict[str, Any]:
+    """A model page: aliases, last window, versions (newest first), deploys, rejections."""
+    versions = [entry.versions[v] for v in sorted(entry.versions, reverse=True)]
+    return {
+        "name": entry.name,
+        "production": entry.production,
+        "previous": entry.previous,
+        "since": _served_since(entry),
+        "last": _last_window(drift, entry.name),
+        "versions": [_version(v, entry) for v in versions[:SHOW_VERSIONS]],
+        "versions_total": len(versions),
+        "deployments": list(reversed(entry.deployments))[:SHOW_HISTORY],
+        "rejections": list(reversed(entry.rejections))[:SHOW_HISTORY],
+    }
+
+
+def windows(drift: Any, name: str) -> list[DriftChecked]:
+    return drift.windows(name) if drift is not None else []
+
+
+def _served_since(entry: ModelEntry) -> datetime | None:
+    """Event time from which the production version serves (its latest deploy)."""
+    deploys = [d for d in entry.deployments if d.version == entry.production]
+    return deploys[-1].effective_time if deploys else None
+
+
+def _last_window(drift: Any, name: str) -> DriftChecked | None:
+    return drift.latest.get(name) if drift is not None else None
+
+
+def _version(v: ModelRegistered, entry: ModelEntry) -> dict[str, Any]:
+    alias = {entry.production: "production", entry.previous: "previous"}.get(v.version, "")
+    return {
+        "version": v.version,
+        "alias": alias,
+        "trigger": v.trigger,
+        "parent": v.parent_version,
+        "metrics": {k: round(m, 4) for k, m in sorted(v.metrics.items())},
+        "train_start": v.train_start,
+        "train_end": v.train_end,
+        "datasets": v.dataset_versions,
+        "gate": v.gate,
+        "run_id": v.run_id,
+        "sha256": v.sha256,
+    }
+
+
+def platform(runners: Any, runner: Any, dead: list[dict[str, Any]]) -> dict[str, Any]:
+    """The platform page: live runners, who serves each function, function stats, the DLQ."""
+    from driftline.functions import FUNCTIONS
+    from driftline.runtime.cluster.heartbeat import function_report
+
+    known = {f.spec.name: f.spec.gpu for f in FUNCTIONS}  # type: ignore[attr-defined]
+    live = runners.runners() if runners is not None else []
+    stats = dict(runner.stats) if runner is not None else {}
+    return {
+        "runners": runners.snapshot() if runners is not None else None,
+        "functions": function_report(live, known),
+        "stats": {name: _stats(s) for name, s in sorted(stats.items())},
+        "dead_letters": dead,
+    }
+
+
+def _stats(s: Any) -> dict[str, Any]:
+    calls = sum(s.latency_buckets)
+    mean_ms = 1000 * s.handler_seconds / calls if calls else None
+    return {**s.as_dict(), "mean_ms": mean_ms}

@@ -1,0 +1,185 @@
+"""The dashboard's pages over a real embedded home: synth v1 and v2 trained by the real
+functions, three checked windows on the bus; no browser (tests/runtime/http/test_ui_browser.py
+drives one)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from driftline.events import DriftChecked, Event
+from driftline.functions.ml.serving import ModelServer
+from driftline.runtime.http.app import create_app
+from driftline.runtime.http.ui import plotly_js
+from driftline.runtime.platform import Platform
+from driftline.runtime.settings import Settings
+from tests.conftest import wait_for
+from tests.runtime.http.helpers import MODEL, new_home, trained
+
+TOKEN = "ui-token"
+PAGES = ["/ui", f"/ui/models/{MODEL}", "/ui/platform"]
+START = datetime(2024, 2, 1, tzinfo=UTC)
+
+
+def _window(i: int, mae: float, *, detected: bool = False) -> DriftChecked:
+    start = START + timedelta(days=i)
+    return DriftChecked(
+        model=MODEL,
+        version=2,
+        window=start.isoformat(),
+        window_start=start,
+        window_end=start + timedelta(days=1),
+        rows=24,
+        labeled_rows=24,
+        drift_share=0.5 if detected else 0.0,
+        metric="mae",
+        metric_value=mae,
+        baseline_metric=1.25,
+        drifted=detected,
+        detected=detected,
+        cause="performance" if detected else None,
+    )
+
+
+WINDOWS = [_window(0, 1.5), _window(1, 2.5), _window(2, 9.75, detected=True)]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Platform]]:
+    model = trained(tmp_path_factory)
+    events: list[Event] = [*model.v1, *model.v2, *WINDOWS]
+    home = new_home(model, tmp_path_factory.mktemp("ui") / "home", events)
+    platform = Platform.open(Settings(home=home, api_token=TOKEN))
+    try:
+        app = create_app(platform, ModelServer(platform.store, platform.registry))
+        with TestClient(app) as c:
+            yield c, platform
+    finally:
+        platform.close()
+
+
+def _get(c: TestClient, path: str) -> str:
+    answer = c.get(path)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/html")
+    return answer.text
+
+
+def _figure(page: str) -> dict:  # type: ignore[type-arg]
+    found = re.search(r"data-figure='([^']*)'", page)
+    assert found, "the model page carries its chart's figure"
+    return json.loads(found.group(1).replace("&#39;", "'"))
+
+
+def test_the_models_page_lists_each_model_with_its_production_version(
+    client: tuple[TestClient, Platform],
+) -> None:
+    c, _ = client
+    wait_for(lambda: "drift detected" in _get(c, "/ui"), timeout_s=10)
+    row = re.search(r'<tr class="model-row" data-model="synth">(.*?)</tr>', _get(c, "/ui"), re.S)
+    assert row, "synth has a row"
+    cells = re.findall(r"<td>(.*?)</td>", row.group(1), re.S)
+    assert 'href="/ui/models/synth"' in cells[0]
+    assert cells[1:3] == ["v2", "v1"], "production, previous"
+    assert "mae 9.75 / 1.25" in row.group(1), "the last window's metric against its baseline"
+
+
+def test_the_model_page_shows_every_version_with_lineage_and_gate(
+    client: tuple[TestClient, Platform],
+) -> None:
+    c, platform = client
+    page = _get(c, f"/ui/models/{MODEL}")
+    entry = platform.registry.entry(MODEL)
+    assert entry is not None
+    for version in entry.versions.values():
+        row = re.search(rf'data-version="{version.version}">(.*?)</tr>', page, re.S)
+        assert row, f"v{version.version} is listed"
+        assert version.sha256[:12] in row.group(1) and version.trigger in row.group(1)
+        for name in version.metrics:
+            assert name in row.group(1)
+    assert entry.versions[2].gate and entry.versions[2].gate in page.replace("&#39;", "'")
+    assert 'data-action="/v1/models/synth/rollback"' in page
+
+
+def test_the_monitoring_chart_plots_each_window_against_the_baseline_and_the_deploys(
+    client: tuple[TestClient, Platform],
+) -> None:
+    c, _ = client
+    wait_for(lambda: "9.75" in _get(c, f"/ui/models/{MODEL}"), timeout_s=10)
+    figure = _figure(_get(c, f"/ui/models/{MODEL}"))
+    traces = {t["name"]: t for t in figure["data"]}
+    assert traces["mae (served version)"]["y"] == [1.5, 2.5, 9.75]
+    assert traces["mae baseline (validation)"]["y"] == [1.25] * 3
+    assert traces["drift.detected"]["y"] == [9.75]
+    assert traces["drift share"]["yaxis"] == "y2"
+    assert figure["layout"]["yaxis"]["title"]["text"] == "mae"
+    labels = [a["text"] for a in figure["layout"]["annotations"]]
+    assert labels == ["v1 promotion", "v2 promotion"], "each deploy is marked at its event time"
+
+
+def test_no_page_refers_to_anything_outside_the_gateway(
+    client: tuple[TestClient, Platform],
+) -> None:
+    c, _ = client
+    for path in PAGES:
+        page = _get(c, path)
+        assert not re.search(r"https?:|//[a-z]", page, re.I), f"{path} refers outside"
+        for url in re.findall(r'(?:src|href)="([^"]*)"', page):
+            assert url.startswith("/") and not url.startswith("//"), (path, url)
+        for asset in re.findall(r'src="([^"]*)"|rel="stylesheet" href="([^"]*)"', page):
+            assert c.get(next(a for a in asset if a)).status_code == 200
+    for own in ("dashboard.js", "dashboard.css"):
+        text = c.get(f"/ui/static/{own}").text
+        assert not re.search(r"https?:", text), own
+
+
+def test_plotly_js_is_the_installed_packages_file(client: tuple[TestClient, Platform]) -> None:
+    c, _ = client
+    answer = c.get("/ui/static/plotly.min.js")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith(
+        "text/javascript"
+    )
+    assert answer.content == plotly_js().read_bytes()
+    assert c.get("/ui/static/other.js").status_code == 404
+
+
+def test_an_unknown_model_is_a_404_naming_the_known_ones(
+    client: tuple[TestClient, Platform],
+) -> None:
+    c, _ = client
+    answer = c.get("/ui/models/nope")
+    assert answer.status_code == 404 and "known: ['synth']" in answer.json()["error"]
+
+
+def test_the_platform_page_lists_functions_and_says_the_dlq_is_empty(
+    client: tuple[TestClient, Platform],
+) -> None:
+    c, _ = client
+    page = _get(c, "/ui/platform")
+    for name in ("ingest", "retrain", "register", "score", "drift-check"):
+        assert f"<td>{name}</td>" in page
+    assert "does not follow runner heartbeats" in page, "no runner view in this app"
+    assert "no dead letters" in page
+
+
+def test_the_rollback_button_needs_the_token_and_then_moves_production(
+    client: tuple[TestClient, Platform],
+) -> None:
+    """The page's action goes to the JSON API: refused without the token, done with it."""
+    c, platform = client
+    page = _get(c, f"/ui/models/{MODEL}")
+    assert "API token (for actions)" in page
+    action = re.search(r'data-action="([^"]*rollback)"', page)
+    assert action
+    refused = c.post(action.group(1))
+    assert refused.status_code == 401 and "Bearer" in refused.json()["error"]
+    assert c.post(action.group(1), headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert platform.registry.entry(MODEL).production == 2  # type: ignore[union-attr]
+    done = c.post(action.group(1), headers={"Authorization": f"Bearer {TOKEN}"})
+    assert done.status_code == 202 and done.json()["version"] == 1
+    wait_for(lambda: '<b id="production">v1</b>' in _get(c, f"/ui/models/{MODEL}"))
