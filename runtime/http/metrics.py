@@ -7,7 +7,8 @@ Read at scrape time from what already counts (never double-kept):
 - ``driftline_model_production_version{model}``, from the registry;
 - ``driftline_drift_share{model}``, ``driftline_drift_window_drifted{model}`` and
   ``driftline_drift_window_rows{model}`` of the latest ``drift.checked`` window, read from
-  the bus by a follower of its own.
+  the bus by a follower of its own (which also keeps each model's windows and detections
+  for the dashboard's charts, :mod:`driftline.runtime.http.ui`).
 
 Kept here (:class:`InferenceStats`): ``driftline_inference_requests_total{model,code}``
 and the ``driftline_inference_seconds{model}`` histogram of the ``/v2`` endpoints.
@@ -36,7 +37,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from driftline.events.codec import Codec
-from driftline.events.models import DriftChecked
+from driftline.events.models import DriftChecked, DriftDetected
 from driftline.runtime.bus.base import Bus
 from driftline.runtime.errors import DecodeError
 from driftline.runtime.registry import Registry
@@ -55,18 +56,21 @@ _COUNTS = {
 
 
 KEEP_WINDOWS = 2_000
-"""``drift.checked`` windows kept per model for the dashboard's charts (the newest)."""
+"""``drift.checked`` windows (and detections) kept per model for the dashboard's charts."""
+_FOLLOWED = (DriftChecked.TYPE, DriftDetected.TYPE)
 
 
 class DriftFollower:
-    """The ``drift.checked`` windows of each model (the newest :data:`KEEP_WINDOWS`, and the
-    latest on its own), read from the bus in a group of its own."""
+    """Per model, the ``drift.checked`` windows (the newest :data:`KEEP_WINDOWS`, and the
+    latest on its own) and the ``drift.detected`` detections (as many), read from the bus
+    in a group of its own."""
 
     def __init__(self, bus: Bus, codec: Codec | None = None):
         self.bus = bus
         self.codec = codec or Codec()
         self.latest: dict[str, DriftChecked] = {}
         self.history: dict[str, deque[DriftChecked]] = {}
+        self.detections: dict[str, deque[DriftDetected]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,9 +79,10 @@ class DriftFollower:
         """Follow from the start of the topic (again after a stop)."""
         if self._thread is not None and self._thread.is_alive():
             return
-        self.bus.create_topics([DriftChecked.TYPE])
+        self.bus.create_topics(list(_FOLLOWED))
         with self._lock:  # read again from the start
             self.history.clear()
+            self.detections.clear()
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(self._stop,), name="drift-follower", daemon=True
@@ -85,7 +90,7 @@ class DriftFollower:
         self._thread.start()
 
     def _run(self, stop: threading.Event) -> None:
-        consumer = self.bus.consumer(f"driftline.metrics.{uuid.uuid4().hex}", [DriftChecked.TYPE])
+        consumer = self.bus.consumer(f"driftline.metrics.{uuid.uuid4().hex}", list(_FOLLOWED))
         try:
             while not stop.is_set():
                 try:
@@ -99,13 +104,17 @@ class DriftFollower:
                         event = self.codec.decode(r.value, r.headers, topic=r.topic).data
                     except DecodeError:
                         continue
-                    if isinstance(event, DriftChecked):
+                    if isinstance(event, DriftChecked | DriftDetected):
                         self._keep(event)
         finally:
             consumer.close()
 
-    def _keep(self, event: DriftChecked) -> None:
+    def _keep(self, event: DriftChecked | DriftDetected) -> None:
         with self._lock:
+            if isinstance(event, DriftDetected):
+                kept = self.detections.setdefault(event.model, deque(maxlen=KEEP_WINDOWS))
+                kept.append(event)
+                return
             self.latest[event.model] = event
             self.history.setdefault(event.model, deque(maxlen=KEEP_WINDOWS)).append(event)
 
@@ -113,6 +122,11 @@ class DriftFollower:
         """The model's kept windows, in the order they were checked."""
         with self._lock:
             return list(self.history.get(model, ()))
+
+    def detected(self, model: str) -> list[DriftDetected]:
+        """The model's kept detections, in the order they were made."""
+        with self._lock:
+            return list(self.detections.get(model, ()))
 
     def stop(self) -> None:
         self._stop.set()

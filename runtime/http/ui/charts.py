@@ -2,8 +2,8 @@
 
 The monitoring chart of a model: per closed window, the task metric the served version
 scored against that version's baseline (its validation figure), the share of drifted
-features on a second axis, windows that raised ``drift.detected`` marked, and deploys and
-rollbacks as vertical lines at their event time.
+features on a second axis, each ``drift.detected`` marked at its event time, and deploys
+and rollbacks as vertical lines at theirs.
 """
 
 from __future__ import annotations
@@ -12,20 +12,23 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from driftline.events.models import DriftChecked, ModelDeployed
+from driftline.events.models import DriftChecked, DriftDetected, ModelDeployed
 
 DEPLOY_COLOR = {"rollback": "#c0392b"}
 """Line colour per deploy reason (other reasons: green)."""
 
 
 def monitoring(
-    model: str, windows: Sequence[DriftChecked], deploys: Sequence[ModelDeployed]
+    model: str,
+    windows: Sequence[DriftChecked],
+    detections: Sequence[DriftDetected],
+    deploys: Sequence[ModelDeployed],
 ) -> dict[str, Any]:
     """The monitoring figure of ``model`` (an empty one says so in its title)."""
     import plotly.graph_objects as go
 
     metric = next((w.metric for w in reversed(windows) if w.metric), "metric")
-    fig = go.Figure(data=_traces(go, windows, metric))
+    fig = go.Figure(data=[*_traces(go, windows, metric), _detections(go, windows, detections)])
     fig.update_layout(
         title=f"{model}: {metric} per window" if windows else f"{model}: no window checked yet",
         xaxis={"title": "window end (event time, UTC)"},
@@ -49,7 +52,6 @@ def monitoring(
 
 def _traces(go: Any, windows: Sequence[DriftChecked], metric: str) -> list[Any]:
     ends = [w.window_end for w in windows]
-    detected = [w for w in windows if w.detected]
     return [
         go.Bar(
             x=ends,
@@ -73,15 +75,23 @@ def _traces(go: Any, windows: Sequence[DriftChecked], metric: str) -> list[Any]:
             mode="lines",
             line={"color": "#7f8c8d", "dash": "dash", "shape": "hv"},
         ),
-        go.Scatter(
-            x=[w.window_end for w in detected],
-            y=[w.metric_value for w in detected],
-            name="drift.detected",
-            mode="markers",
-            marker={"color": "#c0392b", "size": 11, "symbol": "x"},
-            text=[w.cause or "" for w in detected],
-        ),
     ]
+
+
+def _detections(
+    go: Any, windows: Sequence[DriftChecked], detections: Sequence[DriftDetected]
+) -> Any:
+    """Crosses at each detection's metric value (at the top of the metric's range for one
+    without: a data drift or a scheduled refresh)."""
+    top = max((w.metric_value for w in windows if w.metric_value is not None), default=1.0)
+    return go.Scatter(
+        x=[d.window_end for d in detections],
+        y=[top if d.metric_value is None else d.metric_value for d in detections],
+        name="drift.detected",
+        mode="markers",
+        marker={"color": "#c0392b", "size": 12, "symbol": "x"},
+        text=[f"{d.cause} ({d.detector}) on v{d.version}" for d in detections],
+    )
 
 
 def _deploy_line(d: ModelDeployed) -> dict[str, Any]:

@@ -30,7 +30,11 @@ HERE = Path(__file__).resolve().parent
 REFRESH_S = 5
 DLQ_READ_S = 0.5
 """How long the platform page reads the dead-letter topics (their end offsets are not trusted)."""
-_STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+_STATIC = {
+    "dashboard.js": "text/javascript",
+    "dashboard.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
 
 
 def plotly_js() -> Path:
@@ -65,7 +69,9 @@ def router(
             raise not_found(
                 f"no model named {name!r}; known: {registry.models()}", Reason.UNKNOWN_MODEL
             )
-        figure = charts.monitoring(name, views.windows(drift, name), entry.deployments)
+        figure = charts.monitoring(
+            name, views.windows(drift, name), views.detections(drift, name), entry.deployments
+        )
         return page(
             request, "model.html", model=views.model(entry, drift), figure=figure, tab="models"
         )

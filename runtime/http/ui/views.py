@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from driftline.events.models import DriftChecked, ModelRegistered
+from driftline.events.models import DriftChecked, DriftDetected, ModelRegistered
 from driftline.runtime.registry import ModelEntry, Registry
 
 SHOW_VERSIONS = 50
@@ -54,6 +54,10 @@ def model(entry: ModelEntry, drift: Any) -> dict[str, Any]:
 
 def windows(drift: Any, name: str) -> list[DriftChecked]:
     return drift.windows(name) if drift is not None else []
+
+
+def detections(drift: Any, name: str) -> list[DriftDetected]:
+    return drift.detected(name) if drift is not None else []
 
 
 def _served_since(entry: ModelEntry) -> datetime | None:

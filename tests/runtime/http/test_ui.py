@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from driftline.events import DriftChecked, Event
+from driftline.events import DriftChecked, DriftDetected, Event
 from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.http.app import create_app
 from driftline.runtime.http.ui import plotly_js
@@ -47,12 +47,21 @@ def _window(i: int, mae: float, *, detected: bool = False) -> DriftChecked:
 
 
 WINDOWS = [_window(0, 1.5), _window(1, 2.5), _window(2, 9.75, detected=True)]
+DETECTED = DriftDetected(
+    model=MODEL,
+    version=2,
+    cause="performance",
+    window=WINDOWS[2].window,
+    window_end=WINDOWS[2].window_end + timedelta(hours=5),
+    metric_value=9.5,
+    idempotency_key="synth:2:3",
+)
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Platform]]:
     model = trained(tmp_path_factory)
-    events: list[Event] = [*model.v1, *model.v2, *WINDOWS]
+    events: list[Event] = [*model.v1, *model.v2, *WINDOWS, DETECTED]
     home = new_home(model, tmp_path_factory.mktemp("ui") / "home", events)
     platform = Platform.open(Settings(home=home, api_token=TOKEN))
     try:
@@ -110,12 +119,13 @@ def test_the_monitoring_chart_plots_each_window_against_the_baseline_and_the_dep
     client: tuple[TestClient, Platform],
 ) -> None:
     c, _ = client
-    wait_for(lambda: "9.75" in _get(c, f"/ui/models/{MODEL}"), timeout_s=10)
+    wait_for(lambda: "9.5" in _get(c, f"/ui/models/{MODEL}"), timeout_s=10)
     figure = _figure(_get(c, f"/ui/models/{MODEL}"))
     traces = {t["name"]: t for t in figure["data"]}
     assert traces["mae (served version)"]["y"] == [1.5, 2.5, 9.75]
     assert traces["mae baseline (validation)"]["y"] == [1.25] * 3
-    assert traces["drift.detected"]["y"] == [9.75]
+    assert traces["drift.detected"]["y"] == [9.5]
+    assert traces["drift.detected"]["x"] == [DETECTED.window_end.isoformat()]
     assert traces["drift share"]["yaxis"] == "y2"
     assert figure["layout"]["yaxis"]["title"]["text"] == "mae"
     labels = [a["text"] for a in figure["layout"]["annotations"]]
