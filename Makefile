@@ -3,7 +3,9 @@
 # infra/constraints.txt (the tested set; `make lock` refreshes it).
 #
 #   make demo       the runtime dependencies only, then `driftline demo`
-#   make test       the whole suite (it starts its own broker and S3 server on 127.0.0.1)
+#   make test       the whole suite (it starts its own broker and S3 server on 127.0.0.1, and
+#                   drives the dashboard in headless Chromium: installed with apt-get when
+#                   it is missing and this runs as root on Debian)
 #   make test-fast  the suite without the broker, S3 and slow tests
 #   make lint       ruff check, ruff format --check, mypy
 #   make lock       re-resolve infra/constraints.txt from pyproject.toml, keeping the pins
@@ -16,7 +18,7 @@ PIP_INSTALL := $(PY) -m pip install --quiet -c infra/constraints.txt
 # it reads the packages through these links instead (mypy_path in pyproject.toml).
 TYPECHECK_TREE := build/typecheck/driftline
 
-.PHONY: demo test test-fast lint lock clean
+.PHONY: demo test test-fast lint lock clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +42,16 @@ $(VENV)/.lint-installed: $(VENV)/.test-installed
 demo: $(VENV)/.runtime-installed
 	$(VENV)/bin/driftline demo
 
-test: $(VENV)/.test-installed
+# The browser tests drive the system's Chromium through Playwright (executable_path; its
+# own browser download is never used). A missing browser fails them: they never skip.
+chromium:
+	@command -v chromium >/dev/null || [ -n "$$DRIFTLINE_TEST_CHROMIUM" ] || { \
+		[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	} || { echo "make: the browser tests need Chromium: apt-get install chromium (as root)," \
+		"or DRIFTLINE_TEST_CHROMIUM=/path/to/chromium" >&2; exit 1; }
+
+test: $(VENV)/.test-installed chromium
 	$(PY) -m pytest
 
 # One OpenMP thread: on two busy cores HistGradientBoosting's thread pool spins waiting for a
