@@ -1,93 +1,86 @@
-"""The replay's HTML report: error over time with deploy markers, drift share per window,
-and links to the Evidently reports of drifted windows. Plain HTML and inline SVG."""
+"""The replay's HTML report: the error of the served predictions against v1 never
+retrained, week by week, with deploys marked; the dashboard's monitoring chart (metric
+per window against the baseline, drift share, detections, deploys); detections and
+deploys in time; drifted windows with links to their Evidently reports.
+
+Charts are plotly figures; plotly.js (from the installed plotly package) is written into
+the page, so the single file opens anywhere, with no network.
+"""
 
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-W, H, PAD = 900, 260, 40
+from driftline.runtime.http.ui.charts import monitoring, plotly_js
+
+SERVED, STATIC, DEPLOY = "#2471a3", "#c0392b", "#27ae60"
 
 
-def _scale(
-    values: list[float], lo: float, hi: float, size: float, flip: bool = False
-) -> list[float]:
-    span = (hi - lo) or 1.0
-    return [(size - (v - lo) / span * size) if flip else (v - lo) / span * size for v in values]
-
-
-def _polyline(xs: list[float], ys: list[float], color: str) -> str:
-    pts = " ".join(
-        f"{x + PAD:.1f},{y + 10:.1f}" for x, y in zip(xs, ys, strict=True) if not np.isnan(y)
-    )
-    return f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>'
-
-
-def _error_chart(r: dict[str, Any]) -> str:
-    spec = r["spec"]
+def _weekly_error(r: dict[str, Any]) -> pd.DataFrame:
+    """Mean absolute error per week of event time, served and v1 never retrained."""
     frame = pd.DataFrame(
         {"t": r["times"], "y": r["y"], "served": r["served"], "static": r["static"]}
-    )
-    weekly = frame.set_index("t").resample("7D")
-
-    def err(col):
-        return weekly.apply(
-            lambda g: float(np.nanmean(np.abs(g[col] - g["y"]))) if len(g) else np.nan
-        )
-
-    served, static = err("served"), err("static")
-    t0, t1 = frame["t"].min(), frame["t"].max()
-    span = (t1 - t0).total_seconds() or 1.0
-    xs = [((t - t0).total_seconds() / span) * (W - 2 * PAD) for t in served.index]
-    top = float(np.nanmax([served.max(), static.max(), 1.0]))
-    svg = [f'<svg width="{W}" height="{H}" role="img" aria-label="error over time">']
-    svg.append(_polyline(xs, _scale(list(static.values), 0, top, H - 50, True), "#c0392b"))
-    svg.append(_polyline(xs, _scale(list(served.values), 0, top, H - 50, True), "#2471a3"))
-    for d in r["deployed"]:
-        if d.effective_time is None:
-            continue
-        x = ((pd.Timestamp(d.effective_time) - t0).total_seconds() / span) * (W - 2 * PAD) + PAD
-        if PAD <= x <= W - PAD:
-            svg.append(
-                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="10" y2="{H - 40}" stroke="#27ae60" '
-                f'stroke-dasharray="3,3"><title>v{d.version} deployed</title></line>'
+    ).set_index("t")
+    weekly = frame.resample("7D")
+    return pd.DataFrame(
+        {
+            col: weekly.apply(
+                lambda g, c=col: float(np.nanmean(np.abs(g[c] - g["y"]))) if len(g) else np.nan
             )
-    svg.append(f'<text x="{PAD}" y="{H - 15}" font-size="12">{t0:%Y-%m-%d}</text>')
-    svg.append(f'<text x="{W - PAD - 70}" y="{H - 15}" font-size="12">{t1:%Y-%m-%d}</text>')
-    svg.append(f'<text x="4" y="20" font-size="12">{top:.0f}</text></svg>')
-    return (
-        f"<h2>Weekly mean absolute error of {html.escape(spec.target)}</h2>"
-        '<p><span style="color:#2471a3">served by the loop</span> · '
-        '<span style="color:#c0392b">v1 never retrained</span> · '
-        '<span style="color:#27ae60">deploys</span></p>' + "".join(svg)
+            for col in ("served", "static")
+        }
     )
 
 
-def _drift_chart(r: dict[str, Any]) -> str:
-    checked = sorted(r["checked"], key=lambda c: c.window_end)
-    if not checked:
-        return "<p>No drift windows closed.</p>"
-    shares = [c.drift_share if c.drift_share is not None else np.nan for c in checked]
-    xs = _scale(list(range(len(checked))), 0, max(1, len(checked) - 1), W - 2 * PAD)
-    bars = []
-    for x, share, c in zip(xs, shares, checked, strict=True):
-        h = 0 if np.isnan(share) else share * (H - 60)
-        color = "#c0392b" if c.detected else ("#e67e22" if c.drifted else "#95a5a6")
-        bars.append(
-            f'<rect x="{x + PAD:.1f}" y="{H - 40 - h:.1f}" width="4" height="{h:.1f}" fill="{color}">'
-            f"<title>{c.window_start:%Y-%m-%d}: share {share:.2f}, {c.metric} {c.metric_value}</title></rect>"
+def _error_figure(r: dict[str, Any]) -> dict[str, Any]:
+    import plotly.graph_objects as go
+
+    target = r["spec"].target
+    err = _weekly_error(r)
+    fig = go.Figure()
+    fig.add_scatter(x=err.index, y=err["served"], name="served by the loop", line_color=SERVED)
+    fig.add_scatter(x=err.index, y=err["static"], name="v1 never retrained", line_color=STATIC)
+    top = float(np.nanmax([err["served"].max(), err["static"].max(), 1.0]))
+    for i, d in enumerate(x for x in r["deployed"] if x.effective_time is not None):
+        fig.add_scatter(
+            x=[d.effective_time, d.effective_time],
+            y=[0, top],
+            mode="lines",
+            line={"color": DEPLOY, "dash": "dot", "width": 1},
+            name="deploys",
+            legendgroup="deploys",
+            showlegend=i == 0,
+            hovertext=f"v{d.version} {d.reason}",
+            hoverinfo="text+x",
         )
+    fig.update_layout(
+        title=f"Weekly mean absolute error of {target}",
+        xaxis_title="week starting (event time, UTC)",
+        yaxis_title=f"mean |prediction − {target}| (units of {target})",
+        yaxis_rangemode="tozero",
+        legend={"orientation": "h", "y": -0.3},
+        height=400,
+    )
+    data: dict[str, Any] = json.loads(fig.to_json())
+    return data
+
+
+def _chart(div_id: str, figure: dict[str, Any]) -> str:
+    """A div and the call that draws ``figure`` into it (plotly.js is in the page's head)."""
+    spec = json.dumps(figure).replace("</", "<\\/")
     return (
-        "<h2>Data drift share per window</h2><p>grey: no drift · orange: drifted · red: drift.detected</p>"
-        f'<svg width="{W}" height="{H}">{"".join(bars)}</svg>'
+        f'<div id="{div_id}" class="chart"></div><script>(function(){{const f={spec};'
+        f'Plotly.newPlot("{div_id}",f.data,f.layout,{{displaylogo:false}});}})();</script>'
     )
 
 
-def _windows_table(r: dict[str, Any], settings: Any) -> str:
+def _windows_table(r: dict[str, Any]) -> str:
     rows = []
     store = r["store"]
     for c in sorted(r["checked"], key=lambda c: c.window_end):
@@ -137,11 +130,16 @@ def write_report(path: Path, r: dict[str, Any], settings: Any) -> None:
         if k not in ("detections", "deploys")
     )
     rejected = "".join(f"<li>{html.escape(x.reason)}</li>" for x in r["rejected"])
+    drift = monitoring(s["model"], r["checked"], r.get("detected", []), r["deployed"])
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>Driftline replay</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}</style></head><body>"
+        f"<script>{plotly_js().read_text()}</script>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}"
+        ".chart{max-width:1100px}</style></head><body>"
         f"<h1>Driftline replay: {html.escape(s['model'])}</h1><table>{facts}</table>"
-        f"{_error_chart(r)}{_drift_chart(r)}{_history_table(r)}{_windows_table(r, settings)}"
+        f"<h2>Served error over time</h2>{_chart('error', _error_figure(r))}"
+        f"<h2>Metric and drift per window</h2>{_chart('drift', drift)}"
+        f"{_history_table(r)}{_windows_table(r)}"
         f"<h2>Rejected candidates</h2><ul>{rejected or '<li>none</li>'}</ul></body></html>"
     )
     path.write_text(page)

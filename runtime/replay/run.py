@@ -326,6 +326,7 @@ def _summarize(
         "versions": versions,
         "static": static,
         "checked": of(DriftChecked),
+        "detected": list({d.idempotency_key: d for d in detected}.values()),
         "deployed": deployed,
         "rejected": of(ModelRejected),
         "store": platform.store,

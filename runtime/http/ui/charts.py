@@ -10,9 +10,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from driftline.events.models import DriftChecked, DriftDetected, ModelDeployed
+
+
+def plotly_js() -> Path:
+    """plotly.min.js as installed with the plotly package (what pages load: no CDN)."""
+    path = Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall plotly (pip install plotly)")
+    return path
+
 
 DEPLOY_COLOR = {"rollback": "#c0392b"}
 """Line colour per deploy reason (other reasons: green)."""

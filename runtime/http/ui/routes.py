@@ -13,7 +13,6 @@ typed into the page, so the API's own checks decide. Nothing is fetched from els
 from __future__ import annotations
 
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +34,6 @@ _STATIC = {
     "dashboard.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
-
-
-def plotly_js() -> Path:
-    """plotly.min.js as installed with the plotly package (the dashboard works offline)."""
-    path = Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall plotly (pip install plotly)")
-    return path
 
 
 def router(
@@ -88,7 +79,7 @@ def router(
     @api.get("/ui/static/{file}")
     def static(file: str) -> Response:
         if file == "plotly.min.js":
-            return FileResponse(plotly_js(), media_type="text/javascript", headers=_CACHE)
+            return FileResponse(charts.plotly_js(), media_type="text/javascript", headers=_CACHE)
         if file not in _STATIC:
             raise not_found(f"no dashboard file {file!r}", Reason.NOT_FOUND)
         return FileResponse(HERE / "static" / file, media_type=_STATIC[file])

@@ -121,7 +121,7 @@ class Page:
 
     def open(self, path: str) -> Any:
         answer = self.tab.goto(self.base + path)
-        assert answer is not None and answer.status == 200, path
+        assert answer is not None and answer.ok, path
         return self.tab
 
     def shot(self, name: str) -> None:
@@ -194,6 +194,24 @@ def test_the_platform_page_shows_the_runner_and_a_new_dead_letter_without_a_relo
     assert "ValidationError: model synth: feature(s) ['x1', 'x2', 'x3'] missing" in row.inner_text()
     page.shot("platform")
     assert page.errors == []
+
+
+def test_the_replay_report_draws_its_charts_from_the_file_alone(browser: Any, home: Path) -> None:
+    """report.html carries plotly.js: opened from disk, it draws both charts and asks
+    nothing of any server."""
+    tab = Page(browser, (home.parent / "out" / "report.html").as_uri())
+    elsewhere: list[str] = []
+    tab.tab.on("request", lambda r: r.url.startswith("file:") or elsewhere.append(r.url))
+    tab.open("")
+    for chart in ("#error", "#drift"):
+        tab.tab.wait_for_selector(f"{chart} .main-svg", timeout=WAIT_MS)
+        assert tab.tab.locator(f"{chart} .scatterlayer .trace path.js-line").count() >= 2
+    legend = tab.tab.locator("#error .legendtext").all_text_contents()
+    assert legend == ["served by the loop", "v1 never retrained", "deploys"], legend
+    assert "units of y" in (tab.tab.locator("#error .ytitle").text_content() or "")
+    tab.shot("replay-report")
+    assert tab.errors == [] and elsewhere == []
+    tab.tab.close()
 
 
 def test_rollback_is_refused_without_the_token_and_moves_production_with_it(page: Page) -> None:
