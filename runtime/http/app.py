@@ -434,7 +434,7 @@ def create_app(
     app.include_router(
         ui.router(
             registry,
-            metrics.drift,
+            metrics.history,
             platform.bus,
             runners,
             runner,

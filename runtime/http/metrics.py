@@ -7,8 +7,8 @@ Read at scrape time from what already counts (never double-kept):
 - ``driftline_model_production_version{model}``, from the registry;
 - ``driftline_drift_share{model}``, ``driftline_drift_window_drifted{model}`` and
   ``driftline_drift_window_rows{model}`` of the latest ``drift.checked`` window, read from
-  the bus by a follower of its own (which also keeps each model's windows and detections
-  for the dashboard's charts, :mod:`driftline.runtime.http.ui`).
+  the bus by :class:`~driftline.runtime.http.history.History` (which the dashboard reads
+  too).
 
 Kept here (:class:`InferenceStats`): ``driftline_inference_requests_total{model,code}``
 and the ``driftline_inference_seconds{model}`` histogram of the ``/v2`` endpoints.
@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import logging
 import threading
-import uuid
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,14 +33,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from driftline.events.codec import Codec
-from driftline.events.models import DriftChecked, DriftDetected
 from driftline.runtime.bus.base import Bus
-from driftline.runtime.errors import DecodeError
+from driftline.runtime.http.history import History
 from driftline.runtime.registry import Registry
 from driftline.runtime.stats import LATENCY_BUCKETS_S
-
-log = logging.getLogger("driftline.metrics")
 
 INFERENCE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 _COUNTS = {
@@ -53,85 +46,6 @@ _COUNTS = {
     "dead_lettered": "Events sent to the dead-letter topic.",
     "duplicates": "Redelivered events dropped.",
 }
-
-
-KEEP_WINDOWS = 2_000
-"""``drift.checked`` windows (and detections) kept per model for the dashboard's charts."""
-_FOLLOWED = (DriftChecked.TYPE, DriftDetected.TYPE)
-
-
-class DriftFollower:
-    """Per model, the ``drift.checked`` windows (the newest :data:`KEEP_WINDOWS`, and the
-    latest on its own) and the ``drift.detected`` detections (as many), read from the bus
-    in a group of its own."""
-
-    def __init__(self, bus: Bus, codec: Codec | None = None):
-        self.bus = bus
-        self.codec = codec or Codec()
-        self.latest: dict[str, DriftChecked] = {}
-        self.history: dict[str, deque[DriftChecked]] = {}
-        self.detections: dict[str, deque[DriftDetected]] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Follow from the start of the topic (again after a stop)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self.bus.create_topics(list(_FOLLOWED))
-        with self._lock:  # read again from the start
-            self.history.clear()
-            self.detections.clear()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(self._stop,), name="drift-follower", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, stop: threading.Event) -> None:
-        consumer = self.bus.consumer(f"driftline.metrics.{uuid.uuid4().hex}", list(_FOLLOWED))
-        try:
-            while not stop.is_set():
-                try:
-                    records = consumer.poll(0.2)
-                except Exception:  # a bus hiccup: the gauges just go stale for a while
-                    log.warning("drift follower: poll failed", exc_info=True)
-                    stop.wait(1.0)
-                    continue
-                for r in records:
-                    try:
-                        event = self.codec.decode(r.value, r.headers, topic=r.topic).data
-                    except DecodeError:
-                        continue
-                    if isinstance(event, DriftChecked | DriftDetected):
-                        self._keep(event)
-        finally:
-            consumer.close()
-
-    def _keep(self, event: DriftChecked | DriftDetected) -> None:
-        with self._lock:
-            if isinstance(event, DriftDetected):
-                kept = self.detections.setdefault(event.model, deque(maxlen=KEEP_WINDOWS))
-                kept.append(event)
-                return
-            self.latest[event.model] = event
-            self.history.setdefault(event.model, deque(maxlen=KEEP_WINDOWS)).append(event)
-
-    def windows(self, model: str) -> list[DriftChecked]:
-        """The model's kept windows, in the order they were checked."""
-        with self._lock:
-            return list(self.history.get(model, ()))
-
-    def detected(self, model: str) -> list[DriftDetected]:
-        """The model's kept detections, in the order they were made."""
-        with self._lock:
-            return list(self.detections.get(model, ()))
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
 
 
 def _histogram(
@@ -192,7 +106,7 @@ class _Collector(Collector):
         self,
         registry: Registry,
         runner: Any,
-        drift: DriftFollower | None,
+        drift: History | None,
         inference: InferenceStats | None = None,
         capture: Any = None,
     ):
@@ -271,19 +185,19 @@ class Metrics:
     ):
         self.prom = CollectorRegistry(auto_describe=False)
         self.inference = InferenceStats()
-        self.drift = DriftFollower(bus) if bus is not None else None
-        self.prom.register(_Collector(registry, runner, self.drift, self.inference, capture))
+        self.history = History(bus) if bus is not None else None
+        self.prom.register(_Collector(registry, runner, self.history, self.inference, capture))
 
     def observe(self, model: str, code: int, seconds: float) -> None:
         self.inference.observe(model, code, seconds)
 
     def start(self) -> None:
-        if self.drift is not None:
-            self.drift.start()
+        if self.history is not None:
+            self.history.start()
 
     def stop(self) -> None:
-        if self.drift is not None:
-            self.drift.stop()
+        if self.history is not None:
+            self.history.stop()
 
     def router(self) -> APIRouter:
         api = APIRouter(tags=["operations"])

@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from driftline.runtime.dlq import dead_letters
+from driftline.runtime.http.history import History
 from driftline.runtime.http.problems import Reason, not_found
 from driftline.runtime.http.ui import charts, views
 from driftline.runtime.registry import Registry
@@ -37,9 +38,15 @@ _STATIC = {
 
 
 def router(
-    registry: Registry, drift: Any, bus: Any, runners: Any, runner: Any, *, token: bool
+    registry: Registry,
+    history: History | None,
+    bus: Any,
+    runners: Any,
+    runner: Any,
+    *,
+    token: bool,
 ) -> APIRouter:
-    """The dashboard over the gateway's registry, drift follower, bus and runner views.
+    """The dashboard over the gateway's registry, event history, bus and runner views.
     ``token``: whether actions need a bearer token (the page then asks for one)."""
     api = APIRouter(include_in_schema=False)
     templates = Jinja2Templates(directory=HERE / "templates")
@@ -51,7 +58,7 @@ def router(
 
     @api.get("/ui")
     def models_page(request: Request) -> HTMLResponse:
-        return page(request, "models.html", models=views.models(registry, drift), tab="models")
+        return page(request, "models.html", models=views.models(registry, history), tab="models")
 
     @api.get("/ui/models/{name}")
     def model_page(request: Request, name: str) -> HTMLResponse:
@@ -61,10 +68,10 @@ def router(
                 f"no model named {name!r}; known: {registry.models()}", Reason.UNKNOWN_MODEL
             )
         figure = charts.monitoring(
-            name, views.windows(drift, name), views.detections(drift, name), entry.deployments
+            name, views.windows(history, name), views.detections(history, name), entry.deployments
         )
         return page(
-            request, "model.html", model=views.model(entry, drift), figure=figure, tab="models"
+            request, "model.html", model=views.model(entry, history), figure=figure, tab="models"
         )
 
     @api.get("/ui/platform")

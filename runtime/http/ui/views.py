@@ -1,21 +1,30 @@
-"""What each dashboard page shows, read from the registry, the drift windows, the runner
-heartbeats, the function stats and the dead-letter topics: plain dicts for the templates."""
+"""What each dashboard page shows, read from the registry, the gateway's event history
+(drift windows, detections, training runs), the runner heartbeats, the function stats and
+the dead-letter topics: plain dicts for the templates."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from driftline.events.models import DriftChecked, DriftDetected, ModelRegistered
+from driftline.events.models import (
+    DriftChecked,
+    DriftDetected,
+    ModelRegistered,
+    ModelTrained,
+)
+from driftline.runtime.http.history import E, History
 from driftline.runtime.registry import ModelEntry, Registry
 
 SHOW_VERSIONS = 50
 """Versions listed on a model page (the newest); the rest are counted."""
 SHOW_HISTORY = 20
 """Deployments and rejections listed on a model page (the newest)."""
+SHOW_RUNS = 50
+"""Training runs listed on a model page (the newest)."""
 
 
-def models(registry: Registry, drift: Any) -> list[dict[str, Any]]:
+def models(registry: Registry, history: History | None) -> list[dict[str, Any]]:
     """One row per model: aliases, counts, its production's last deploy, its last window."""
     rows = []
     for name in registry.models():
@@ -30,34 +39,57 @@ def models(registry: Registry, drift: Any) -> list[dict[str, Any]]:
                 "versions": len(entry.versions),
                 "rejections": len(entry.rejections),
                 "since": _served_since(entry),
-                "last": _last_window(drift, name),
+                "last": _last_window(history, name),
             }
         )
     return rows
 
 
-def model(entry: ModelEntry, drift: Any) -> dict[str, Any]:
-    """A model page: aliases, last window, versions (newest first), deploys, rejections."""
+def model(entry: ModelEntry, history: History | None) -> dict[str, Any]:
+    """A model page: aliases, last window, versions and training runs (newest first),
+    deploys, rejections."""
     versions = [entry.versions[v] for v in sorted(entry.versions, reverse=True)]
     return {
         "name": entry.name,
         "production": entry.production,
         "previous": entry.previous,
         "since": _served_since(entry),
-        "last": _last_window(drift, entry.name),
+        "last": _last_window(history, entry.name),
         "versions": [_version(v, entry) for v in versions[:SHOW_VERSIONS]],
         "versions_total": len(versions),
+        "runs": runs(entry, history)[:SHOW_RUNS],
         "deployments": list(reversed(entry.deployments))[:SHOW_HISTORY],
         "rejections": list(reversed(entry.rejections))[:SHOW_HISTORY],
     }
 
 
-def windows(drift: Any, name: str) -> list[DriftChecked]:
-    return drift.windows(name) if drift is not None else []
+def windows(history: History | None, name: str) -> list[DriftChecked]:
+    return _of(history, DriftChecked, name)
 
 
-def detections(drift: Any, name: str) -> list[DriftDetected]:
-    return drift.detected(name) if drift is not None else []
+def detections(history: History | None, name: str) -> list[DriftDetected]:
+    return _of(history, DriftDetected, name)
+
+
+def runs(entry: ModelEntry, history: History | None) -> list[dict[str, Any]]:
+    """The model's training runs, newest first (a redelivered one once), each with what
+    became of it: registered as a version, rejected at the gate (and why), or neither yet."""
+    trained = {t.run_id: t for t in _of(history, ModelTrained, entry.name)}
+    registered = {v.run_id: v.version for v in entry.versions.values()}
+    rejected = {r.run_id: r.reason for r in entry.rejections}
+    return [
+        {
+            "run": t,
+            "metrics": {k: round(m, 4) for k, m in sorted(t.metrics.items())},
+            "version": registered.get(t.run_id),
+            "rejected": rejected.get(t.run_id),
+        }
+        for t in reversed(trained.values())
+    ]
+
+
+def _of(history: History | None, kind: type[E], name: str) -> list[E]:
+    return history.of(kind, name) if history is not None else []
 
 
 def _served_since(entry: ModelEntry) -> datetime | None:
@@ -66,8 +98,8 @@ def _served_since(entry: ModelEntry) -> datetime | None:
     return deploys[-1].effective_time if deploys else None
 
 
-def _last_window(drift: Any, name: str) -> DriftChecked | None:
-    return drift.latest.get(name) if drift is not None else None
+def _last_window(history: History | None, name: str) -> DriftChecked | None:
+    return history.latest.get(name) if history is not None else None
 
 
 def _version(v: ModelRegistered, entry: ModelEntry) -> dict[str, Any]:

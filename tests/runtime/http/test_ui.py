@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from driftline.events import DriftChecked, DriftDetected, Event
+from driftline.events import DriftChecked, DriftDetected, Event, ModelRejected, ModelTrained
 from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.http.app import create_app
 from driftline.runtime.http.ui import plotly_js
@@ -58,10 +58,35 @@ DETECTED = DriftDetected(
 )
 
 
+LOST = ModelTrained(
+    model=MODEL,
+    run_id="lost-run-0001",
+    artifact_key="models/synth/lost.onnx",
+    sha256="0" * 64,
+    reference_key="models/synth/lost-reference.parquet",
+    holdout_key="models/synth/lost-holdout.parquet",
+    metrics={"mae": 3.25},
+    trigger="drift:performance",
+    rows=240,
+    trainer="Ridge on the CPU",
+    trials=["14 days: mae 3.25 (chosen)", "7 days: mae 3.5"],
+)
+REJECTED = ModelRejected(
+    model=MODEL, run_id=LOST.run_id, reason="candidate mae 3.25 is worse than 1.5", metric="mae"
+)
+
+
+def _trained(registered: Event) -> ModelTrained:
+    """The model.trained a registered version came from (the helpers keep only the latter)."""
+    fields = registered.model_dump(include=set(ModelTrained.model_fields))
+    return ModelTrained(**fields, holdout_key="holdout.parquet", trainer="Ridge on the CPU")
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Platform]]:
     model = trained(tmp_path_factory)
-    events: list[Event] = [*model.v1, *model.v2, *WINDOWS, DETECTED]
+    runs = [_trained(model.v1[0]), _trained(model.v2[0]), LOST]
+    events: list[Event] = [*model.v1, *model.v2, *WINDOWS, DETECTED, *runs, REJECTED]
     home = new_home(model, tmp_path_factory.mktemp("ui") / "home", events)
     platform = Platform.open(Settings(home=home, api_token=TOKEN))
     try:
@@ -113,6 +138,26 @@ def test_the_model_page_shows_every_version_with_lineage_and_gate(
             assert name in row.group(1)
     assert entry.versions[2].gate and entry.versions[2].gate in page.replace("&#39;", "'")
     assert 'data-action="/v1/models/synth/rollback"' in page
+
+
+def test_the_model_page_lists_training_runs_with_what_became_of_each(
+    client: tuple[TestClient, Platform],
+) -> None:
+    c, platform = client
+    wait_for(lambda: LOST.run_id in _get(c, f"/ui/models/{MODEL}"), timeout_s=10)
+    page = _get(c, f"/ui/models/{MODEL}")
+    runs = re.findall(r'<tr class="run-row" data-run="([^"]*)">(.*?)</tr>', page, re.S)
+    entry = platform.registry.entry(MODEL)
+    assert entry is not None
+    assert [run for run, _ in runs] == [
+        LOST.run_id,
+        entry.versions[2].run_id,
+        entry.versions[1].run_id,
+    ]
+    lost, v2 = runs[0][1], runs[1][1]
+    assert "rejected</span>: candidate mae 3.25 is worse than 1.5" in lost
+    assert "Ridge on the CPU" in lost and "<td>240</td>" in lost and "2 tried" in lost
+    assert "registered as v2" in v2
 
 
 def test_the_monitoring_chart_plots_each_window_against_the_baseline_and_the_deploys(
