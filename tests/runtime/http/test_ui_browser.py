@@ -162,6 +162,7 @@ def test_the_models_page_shows_the_model_and_its_production_version(page: Page) 
 def test_the_model_page_lists_the_versions_and_draws_the_monitoring_chart(page: Page) -> None:
     tab = page.open(f"/ui/models/{MODEL}")
     assert tab.locator("tr.version-row").count() == 2
+    assert tab.locator("tr.run-row").count() == 2, "v1's and v2's training runs"
     assert (
         tab.locator('tr.version-row[data-version="2"] td').nth(2).inner_text().startswith("drift:")
     ), "v2 was trained because of drift"
