@@ -1,7 +1,8 @@
 """The dashboard's routes: three pages under ``/ui`` and their static files.
 
     GET /ui                 models: production version, since when, last window checked
-    GET /ui/models/{name}   a model: monitoring chart, versions, deploys, rejections, rollback
+    GET /ui/models/{name}   a model: monitoring chart, versions, training runs, deploys,
+                            rejections, rollback
     GET /ui/platform        live runners, who serves each function, function stats, the DLQ
     GET /ui/static/{file}   the page script and style, and plotly.js from the installed plotly
 
@@ -12,6 +13,7 @@ typed into the page, so the API's own checks decide. Nothing is fetched from els
 
 from __future__ import annotations
 
+import importlib.metadata
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,11 @@ def router(
     api = APIRouter(include_in_schema=False)
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters.update(when=_when, num=_num)
-    common = {"refresh_s": REFRESH_S, "token_required": token}
+    common = {
+        "refresh_s": REFRESH_S,
+        "token_required": token,
+        "plotly_version": importlib.metadata.version("plotly"),  # a new one is fetched anew
+    }
 
     def page(request: Request, name: str, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, {**common, **context})

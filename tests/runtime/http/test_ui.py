@@ -72,7 +72,10 @@ LOST = ModelTrained(
     trials=["14 days: mae 3.25 (chosen)", "7 days: mae 3.5"],
 )
 REJECTED = ModelRejected(
-    model=MODEL, run_id=LOST.run_id, reason="candidate mae 3.25 is worse than 1.5", metric="mae"
+    model=MODEL,
+    run_id=LOST.run_id,
+    reason="candidate mae 3.25 is worse than 1.5 (<b>champion</b>)",
+    metric="mae",
 )
 
 
@@ -155,7 +158,7 @@ def test_the_model_page_lists_training_runs_with_what_became_of_each(
         entry.versions[1].run_id,
     ]
     lost, v2 = runs[0][1], runs[1][1]
-    assert "rejected</span>: candidate mae 3.25 is worse than 1.5" in lost
+    assert "rejected</span>: candidate mae 3.25 is worse than 1.5 (&lt;b&gt;champion" in lost
     assert "Ridge on the CPU" in lost and "<td>240</td>" in lost and "2 tried" in lost
     assert "registered as v2" in v2
 
