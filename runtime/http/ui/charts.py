@@ -27,6 +27,8 @@ def plotly_js() -> Path:
 
 DEPLOY_COLOR = {"rollback": "#c0392b"}
 """Line colour per deploy reason (other reasons: green)."""
+LABELS = 20
+"""Deploys named on the chart (the newest; older ones are lines only)."""
 
 
 def monitoring(
@@ -39,6 +41,7 @@ def monitoring(
     import plotly.graph_objects as go
 
     metric = next((w.metric for w in reversed(windows) if w.metric), "metric")
+    placed = [d for d in deploys if d.effective_time is not None]
     fig = go.Figure(data=[*_traces(go, windows, metric), _detections(go, windows, detections)])
     fig.update_layout(
         title=f"{model}: {metric} per window" if windows else f"{model}: no window checked yet",
@@ -54,8 +57,8 @@ def monitoring(
         legend={"orientation": "h", "y": -0.25},
         margin={"l": 60, "r": 60, "t": 50, "b": 40},
         height=380,
-        shapes=[_deploy_line(d) for d in deploys if d.effective_time is not None],
-        annotations=[_deploy_label(d) for d in deploys if d.effective_time is not None],
+        shapes=[_deploy_line(d) for d in placed],
+        annotations=[_deploy_label(d) for d in placed[-LABELS:]],
     )
     data: dict[str, Any] = json.loads(fig.to_json())
     return data

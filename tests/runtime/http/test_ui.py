@@ -12,10 +12,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from driftline.events import DriftChecked, DriftDetected, Event, ModelRejected, ModelTrained
+from driftline.events import (
+    DriftChecked,
+    DriftDetected,
+    Event,
+    ModelDeployed,
+    ModelRejected,
+    ModelTrained,
+)
 from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.http.app import create_app
-from driftline.runtime.http.ui import plotly_js
+from driftline.runtime.http.ui import charts, plotly_js
 from driftline.runtime.platform import Platform
 from driftline.runtime.settings import Settings
 from tests.conftest import wait_for
@@ -241,3 +248,21 @@ def test_the_rollback_button_needs_the_token_and_then_moves_production(
     done = c.post(action.group(1), headers={"Authorization": f"Bearer {TOKEN}"})
     assert done.status_code == 202 and done.json()["version"] == 1
     wait_for(lambda: '<b id="production">v1</b>' in _get(c, f"/ui/models/{MODEL}"))
+
+
+def test_a_long_deploy_history_draws_every_deploy_and_names_the_newest() -> None:
+    deploys = [
+        ModelDeployed(
+            model=MODEL,
+            version=v,
+            artifact_key=f"v{v}.onnx",
+            sha256="0" * 64,
+            effective_time=START + timedelta(days=v),
+        )
+        for v in range(1, 31)
+    ]
+    rollback = deploys[0].model_copy(update={"reason": "rollback", "effective_time": None})
+    figure = charts.monitoring(MODEL, WINDOWS, [], [*deploys, rollback])
+    assert len(figure["layout"]["shapes"]) == 30, "a deploy without event time is not placed"
+    labels = [a["text"] for a in figure["layout"]["annotations"]]
+    assert labels == [f"v{v} promotion" for v in range(11, 31)]
