@@ -46,8 +46,9 @@ demo: $(VENV)/.runtime-installed
 # own browser download is never used). A missing browser fails them: they never skip.
 chromium:
 	@command -v chromium >/dev/null || [ -n "$$DRIFTLINE_TEST_CHROMIUM" ] || { \
-		[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; }; \
 	} || { echo "make: the browser tests need Chromium: apt-get install chromium (as root)," \
 		"or DRIFTLINE_TEST_CHROMIUM=/path/to/chromium" >&2; exit 1; }
 
