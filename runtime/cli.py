@@ -333,6 +333,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from driftline.runtime.platform import Platform
 
+    if args.action == "promote" and args.version is None:
+        print("driftline models promote NAME VERSION: say which version", file=sys.stderr)
+        return 2
     url = _gateway_url(args)
     if url is not None:
         return _models_via(url, args)
@@ -362,6 +365,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if args.action == "show":
             print(json.dumps(entry.as_dict(), indent=2, default=str))
             return 0
+        if args.action == "promote":
+            return _promote(platform, entry, args.version)
         return _rollback(platform, entry)
     finally:
         platform.close()
@@ -464,11 +469,29 @@ def _models_via(url: str, args: argparse.Namespace) -> int:
         if args.action == "show":
             print(json.dumps(call(url, "GET", f"/v1/models/{args.name}"), indent=2))
             return 0
-        done = call(url, "POST", f"/v1/models/{args.name}/rollback", b"", _token(args))
+        action = f"versions/{args.version}/promote" if args.action == "promote" else "rollback"
+        done = call(url, "POST", f"/v1/models/{args.name}/{action}", b"", _token(args))
     except GatewayError as exc:
         print(f"{url}: {exc}", file=sys.stderr)
         return 2 if exc.status in (400, 401, 404, 422) else 1
-    print(f"{args.name}: production {done['previous_version']} -> {done['version']} (rollback)")
+    print(
+        f"{args.name}: production {done['previous_version']} -> {done['version']} ({args.action})"
+    )
+    return 0
+
+
+def _promote(platform: Any, entry: Any, version: int | None) -> int:
+    if version is None or version not in entry.versions:
+        print(
+            f"{entry.name}: no version {version}; registered: {sorted(entry.versions)}",
+            file=sys.stderr,
+        )
+        return 2
+    if version == entry.production:
+        print(f"{entry.name}: v{version} is production already", file=sys.stderr)
+        return 1
+    _publish(platform.bus, entry.promote_event(version))
+    print(f"{entry.name}: production {entry.production} -> {version} (promote)")
     return 0
 
 
@@ -661,9 +684,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(up)
     up.set_defaults(func=_cmd_up)
 
-    models = sub.add_parser("models", help="the registry: list, show, rollback")
-    models.add_argument("action", choices=["list", "show", "rollback"])
-    models.add_argument("name", nargs="?", help="model name (show, rollback)")
+    models = sub.add_parser("models", help="the registry: list, show, rollback, promote")
+    models.add_argument("action", choices=["list", "show", "rollback", "promote"])
+    models.add_argument("name", nargs="?", help="model name (show, rollback, promote)")
+    models.add_argument("version", nargs="?", type=int, help="version (promote)")
     models.add_argument("--json", action="store_true")
     _common(models)
     _url(models)

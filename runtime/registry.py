@@ -68,6 +68,18 @@ class ModelEntry:
             reason="rollback",
         )
 
+    def promote_event(self, version: int) -> ModelDeployed:
+        """The ``model.deployed`` that makes ``version`` (a registered one) production."""
+        target = self.versions[version]
+        return ModelDeployed(
+            model=self.name,
+            version=target.version,
+            artifact_key=target.artifact_key,
+            sha256=target.sha256,
+            previous_version=self.production,
+            reason="promotion",
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -5,11 +5,12 @@
     POST /v1/notifications/s3        MinIO / S3 bucket notifications (runtime.triggers.notifications)
     GET  /v1/models[/{name}]         registry state: versions, aliases, lineage
     POST /v1/models/{name}/rollback  production back to the previous version
+    POST /v1/models/{name}/versions/{version}/promote  a chosen version to production
     /v2/...                          Open Inference Protocol scoring (runtime.http.inference)
     GET  /metrics                    Prometheus metrics (runtime.http.metrics)
     GET  /ui                         the dashboard (runtime.http.ui)
 
-Write endpoints (events, notifications, rollback) need ``Authorization: Bearer <token>``
+Write endpoints (events, notifications, rollback, promote) need ``Authorization: Bearer <token>``
 when ``api_token`` is set; hooks carry their own signatures. Errors are answered as a
 :class:`~driftline.runtime.http.problems.Problem`.
 """
@@ -93,9 +94,11 @@ class ModelDetail(BaseModel):
 
 
 class Rollback(BaseModel):
+    """A rollback or promotion accepted: the model.deployed published."""
+
     id: str = Field(description="Id of the model.deployed event published.")
     model: str
-    version: int = Field(description="The version going back to production.")
+    version: int = Field(description="The version going to production.")
     previous_version: int | None = Field(description="The production version it replaces.")
 
 
@@ -233,6 +236,30 @@ def _models(registry: Registry, publisher: Publisher, store: Any, auth: list[Any
         return Rollback(
             id=event_id, model=name, version=event.version, previous_version=e.production
         )
+
+    @api.post(
+        "/v1/models/{name}/versions/{version}/promote",
+        status_code=202,
+        response_model=Rollback,
+        dependencies=auth,
+        responses=responses(401, 404, 409, 503),
+    )
+    def promote(name: str, version: int) -> Rollback:
+        """Publish model.deployed (reason promotion) for a chosen registered version: every
+        scorer swaps to it, and drift-check judges it from then on."""
+        e = entry(name)
+        if version not in e.versions:
+            raise not_found(
+                f"model {name} has no version {version}; registered: {sorted(e.versions)}",
+                Reason.UNKNOWN_VERSION,
+            )
+        if version == e.production:
+            raise conflict(
+                f"model {name}: v{version} is production already", Reason.ALREADY_PRODUCTION
+            )
+        event = e.promote_event(version)
+        event_id = publisher.publish(event, str(uuid.uuid4()))
+        return Rollback(id=event_id, model=name, version=version, previous_version=e.production)
 
     @api.post(
         "/v1/models/{name}/batches",
@@ -438,6 +465,7 @@ def create_app(
             platform.bus,
             runners,
             runner,
+            platform.store,
             token=settings.api_token is not None,
         )
     )

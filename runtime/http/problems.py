@@ -71,6 +71,7 @@ class Reason(StrEnum):
     UNKNOWN_MODEL = "unknown_model"  # 404: no model of that name
     UNKNOWN_VERSION = "unknown_version"  # 404: the model has no such version
     NO_PREVIOUS = "no_previous"  # 409: nothing to roll back to
+    ALREADY_PRODUCTION = "already_production"  # 409: promoting the production version
     NOT_READY = "not_ready"  # 503: no production version, or it cannot be loaded
     CORRUPT = "corrupt"  # 503: an artifact does not match its sha256
     BAD_HEADER = "bad_header"  # 400: Inference-Header-Content-Length is wrong

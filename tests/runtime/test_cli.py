@@ -78,3 +78,20 @@ def test_a_replay_shorter_than_the_first_training_window_is_a_usage_error(
     out = str(tmp_path / "out")
     assert main(["demo", "--home", str(tmp_path / "h"), "--out", out, "--days", "20"]) == 2
     assert "--days 20: the first 28 days (training.days) train v1" in capsys.readouterr().err
+
+
+def test_models_promote_makes_a_chosen_version_production(
+    tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.runtime.http.helpers import MODEL, new_home, trained
+
+    model = trained(tmp_path_factory)
+    home = str(new_home(model, tmp_path_factory.mktemp("promote") / "home", [*model.v1, *model.v2]))
+    assert main(["models", "promote", MODEL, "--home", home]) == 2
+    assert "say which version" in capsys.readouterr().err
+    assert main(["models", "promote", MODEL, "9", "--home", home]) == 2
+    assert "no version 9; registered: [1, 2]" in capsys.readouterr().err
+    assert main(["models", "promote", MODEL, "1", "--home", home]) == 0
+    assert f"{MODEL}: production 2 -> 1 (promote)" in capsys.readouterr().out
+    assert main(["models", "promote", MODEL, "1", "--home", home]) == 1
+    assert "v1 is production already" in capsys.readouterr().err

@@ -4,6 +4,7 @@
     GET /ui/models/{name}   a model: monitoring chart, versions, training runs, deploys,
                             rejections, rollback
     GET /ui/platform        live runners, who serves each function, function stats, the DLQ
+    GET /ui/reports/{model}/{file}  a drifted window's Evidently report, from the store
     GET /ui/static/{file}   the page script and style, and plotly.js from the installed plotly
 
 Pages are rendered on the server and read-only; their script refreshes them every few
@@ -23,10 +24,12 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from driftline.runtime.dlq import dead_letters
+from driftline.runtime.errors import ObjectNotFoundError
 from driftline.runtime.http.history import History
 from driftline.runtime.http.problems import Reason, not_found
 from driftline.runtime.http.ui import charts, views
 from driftline.runtime.registry import Registry
+from driftline.runtime.store import ObjectStore
 
 HERE = Path(__file__).resolve().parent
 REFRESH_S = 5
@@ -45,6 +48,7 @@ def router(
     bus: Any,
     runners: Any,
     runner: Any,
+    store: ObjectStore,
     *,
     token: bool,
 ) -> APIRouter:
@@ -84,6 +88,16 @@ def router(
     def platform_page(request: Request) -> HTMLResponse:
         data = views.platform(runners, runner, dead_letters(bus, DLQ_READ_S))
         return page(request, "platform.html", tab="platform", **data)
+
+    @api.get("/ui/reports/{model}/{file:path}")
+    def report(model: str, file: str) -> HTMLResponse:
+        key = f"reports/{model}/{file}"
+        if not file.endswith(".html") or ".." in key.split("/"):
+            raise not_found(f"no report {key!r}: reports are HTML under reports/", Reason.NOT_FOUND)
+        try:
+            return HTMLResponse(store.get(key))
+        except ObjectNotFoundError:
+            raise not_found(f"no report {key!r} in the store", Reason.NOT_FOUND) from None
 
     @api.get("/ui/")
     def slash() -> RedirectResponse:

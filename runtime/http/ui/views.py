@@ -58,6 +58,9 @@ def model(entry: ModelEntry, history: History | None) -> dict[str, Any]:
         "versions": [_version(v, entry) for v in versions[:SHOW_VERSIONS]],
         "versions_total": len(versions),
         "runs": runs(entry, history)[:SHOW_RUNS],
+        "reports": [w for w in reversed(windows(history, entry.name)) if w.report_key][
+            :SHOW_HISTORY
+        ],
         "deployments": list(reversed(entry.deployments))[:SHOW_HISTORY],
         "rejections": list(reversed(entry.rejections))[:SHOW_HISTORY],
     }

@@ -209,6 +209,7 @@ def test_write_endpoints_need_the_token(gateway: tuple[TestClient, Platform]) ->
         "/v1/events/score.requested",
         "/v1/notifications/s3",
         f"/v1/models/{MODEL}/rollback",
+        f"/v1/models/{MODEL}/versions/1/promote",
     ):
         answer = client.post(path, json=DATA)
         assert answer.status_code == 401 and answer.json()["reason"] == "missing_token", path
@@ -245,6 +246,30 @@ def test_models_and_rollback(gateway: tuple[TestClient, Platform]) -> None:
     wait_for(lambda: platform.registry.production(MODEL).version == 1, timeout_s=10)  # type: ignore[union-attr]
     wait_for(lambda: client.get(f"/v2/models/{MODEL}/ready").json()["version"] == "1", timeout_s=10)
     assert client.post("/v1/models/nope/rollback", headers=AUTH).status_code == 404
+
+
+def test_promote_makes_a_chosen_version_production(
+    gateway: tuple[TestClient, Platform],
+) -> None:
+    client, platform = gateway
+    prod = platform.registry.production(MODEL).version  # type: ignore[union-attr]
+    other = 1 if prod == 2 else 2
+    same = client.post(f"/v1/models/{MODEL}/versions/{prod}/promote", headers=AUTH)
+    assert same.status_code == 409 and same.json()["reason"] == "already_production"
+    missing = client.post(f"/v1/models/{MODEL}/versions/9/promote", headers=AUTH)
+    assert missing.status_code == 404 and "registered: [1, 2]" in missing.json()["error"]
+
+    answer = client.post(f"/v1/models/{MODEL}/versions/{other}/promote", headers=AUTH)
+    assert answer.status_code == 202, answer.text
+    assert (answer.json()["version"], answer.json()["previous_version"]) == (other, prod)
+    deployed = _published(platform, "model.deployed", answer.json()["id"]).data
+    assert isinstance(deployed, ModelDeployed)
+    assert (deployed.reason, deployed.version, deployed.previous_version) == (
+        "promotion",
+        other,
+        prod,
+    )
+    wait_for(lambda: platform.registry.production(MODEL).version == other, timeout_s=10)  # type: ignore[union-attr]
 
 
 def test_rollback_without_a_previous_version_is_409(

@@ -33,6 +33,10 @@ PAGES = ["/ui", f"/ui/models/{MODEL}", "/ui/platform"]
 START = datetime(2024, 2, 1, tzinfo=UTC)
 
 
+REPORT_KEY = f"reports/{MODEL}/v2/20240203T0000.html"
+REPORT = b"<html><body>an Evidently report</body></html>"
+
+
 def _window(i: int, mae: float, *, detected: bool = False) -> DriftChecked:
     start = START + timedelta(days=i)
     return DriftChecked(
@@ -50,6 +54,7 @@ def _window(i: int, mae: float, *, detected: bool = False) -> DriftChecked:
         drifted=detected,
         detected=detected,
         cause="performance" if detected else None,
+        report_key=REPORT_KEY if detected else None,
     )
 
 
@@ -99,6 +104,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
     events: list[Event] = [*model.v1, *model.v2, *WINDOWS, DETECTED, *runs, REJECTED]
     home = new_home(model, tmp_path_factory.mktemp("ui") / "home", events)
     platform = Platform.open(Settings(home=home, api_token=TOKEN))
+    platform.store.put(REPORT_KEY, REPORT, "text/html")
     try:
         app = create_app(platform, ModelServer(platform.store, platform.registry))
         with TestClient(app) as c:
@@ -248,6 +254,34 @@ def test_the_rollback_button_needs_the_token_and_then_moves_production(
     done = c.post(action.group(1), headers={"Authorization": f"Bearer {TOKEN}"})
     assert done.status_code == 202 and done.json()["version"] == 1
     wait_for(lambda: '<b id="production">v1</b>' in _get(c, f"/ui/models/{MODEL}"))
+
+
+def test_drifted_windows_link_their_evidently_report_served_from_the_store(
+    client: tuple[TestClient, Platform],
+) -> None:
+    c, _ = client
+    page = _get(c, f"/ui/models/{MODEL}")
+    link = re.search(r'href="(/ui/reports/[^"]+)"', page)
+    assert link and link.group(1) == f"/ui/{REPORT_KEY}"
+    assert c.get(link.group(1)).content == REPORT
+    missing = c.get(f"/ui/reports/{MODEL}/v2/nope.html")
+    assert missing.status_code == 404 and "nope.html" in missing.json()["error"]
+    assert c.get(f"/ui/reports/{MODEL}/v2/../../registry/snapshot.json").status_code == 404
+
+
+def test_a_promote_button_per_version_needs_the_token_and_moves_production(
+    client: tuple[TestClient, Platform],
+) -> None:
+    c, platform = client
+    prod = platform.registry.production(MODEL).version  # type: ignore[union-attr]
+    other = 1 if prod == 2 else 2
+    page = _get(c, f"/ui/models/{MODEL}")
+    actions = re.findall(r'data-action="([^"]*/promote)"', page)
+    assert actions == [f"/v1/models/{MODEL}/versions/{other}/promote"], "none for production"
+    assert c.post(actions[0]).status_code == 401
+    done = c.post(actions[0], headers={"Authorization": f"Bearer {TOKEN}"})
+    assert done.status_code == 202 and done.json()["version"] == other
+    wait_for(lambda: f'<b id="production">v{other}</b>' in _get(c, f"/ui/models/{MODEL}"))
 
 
 def test_a_long_deploy_history_draws_every_deploy_and_names_the_newest() -> None:
