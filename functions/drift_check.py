@@ -88,6 +88,8 @@ def _rows(rows: Any) -> list[list[float | None]]:
 
 
 def _iso(value: Any) -> str | None:
+    if isinstance(value, datetime):  # pd.Timestamp too; its isoformat keeps nanoseconds
+        return value.isoformat()
     return None if value is None else pd.Timestamp(value).isoformat()
 
 

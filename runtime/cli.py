@@ -91,6 +91,12 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
         help="how long after its hour a row's true value arrives (default 24)",
     )
     p.add_argument(
+        "--batch-minutes",
+        type=float,
+        default=60.0,
+        help="rows within this much event time go as one scoring request (default 60)",
+    )
+    p.add_argument(
         "--days",
         type=float,
         default=None,
@@ -115,6 +121,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         label_delay_hours=args.label_delay_hours,
         progress=not args.quiet,
         days=args.days,
+        batch_minutes=args.batch_minutes,
     )
     return 0 if summary["rows"] > 0 else 1
 

@@ -223,7 +223,7 @@ class OnlineDetector:
             "delta": self.delta,
             "scale": self.scale,
             "alarms": self.alarms,
-            "history": [list(h) for h in self.history],
+            "history": list(self.history),  # (time, loss) pairs: JSON arrays
         }
 
     @classmethod

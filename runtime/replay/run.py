@@ -2,8 +2,10 @@
 
 1. save the spec, upload the first training window as a CSV and publish
    ``dataset.uploaded``: ingest → retrain → register gives version 1;
-2. replay every later row as a ``score.requested`` (one request per row), and publish each
-   row's true value as ``labels.received`` once ``label_delay_hours`` of event time passed;
+2. replay every later row as scoring traffic: the rows of each ``batch_minutes`` of event
+   time (one hour by default) go as one ``score.requested``, at the time of its first row,
+   and their true values as one ``labels.received`` once ``label_delay_hours`` of event time
+   passed (hourly data: one row per request);
 3. after each ``step_hours`` of event time, let the loop settle (every function caught up),
    so a retrain triggered by drift is deployed before the next step is scored, as it would
    be in production where real hours pass between the data's hours;
@@ -91,6 +93,7 @@ def replay(
     label_delay_hours: float = 24.0,
     progress: bool = True,
     days: float | None = None,
+    batch_minutes: float = 60.0,
 ) -> dict[str, Any]:
     """Run the loop over ``data`` (its first ``days`` of event time when given); returns the
     summary (also written to ``out``)."""
@@ -153,8 +156,9 @@ def replay(
             f"({first:%Y-%m-%d} .. {initial_end:%Y-%m-%d}); replaying {int((~is_initial).sum())} rows"
         )
         stream = rows[~is_initial]
+        steps = _Steps(step_hours, label_delay_hours, batch_minutes)
         request_ids = _replay_stream(
-            spec, stream, pub, runner, watch, platform, quiet_s, step_hours, label_delay_hours, say
+            spec, stream, pub, runner, watch, platform, quiet_s, steps, say
         )
         summary = _summarize(
             spec,
@@ -180,6 +184,28 @@ def replay(
     return summary["summary"]
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """How the replay walks through event time."""
+
+    step_hours: float
+    """Event time between two settle points."""
+    label_delay_hours: float
+    batch_minutes: float
+    """Rows within this much event time of a request's first row join that request."""
+
+
+def _requests(times: list[Any], minutes: float) -> list[tuple[int, int]]:
+    """``(start, end)`` row ranges of the scoring requests: consecutive rows within
+    ``minutes`` of the first row of theirs."""
+    width, out, start = timedelta(minutes=minutes), [], 0
+    for k in range(1, len(times) + 1):
+        if k == len(times) or times[k] - times[start] >= width:
+            out.append((start, k))
+            start = k
+    return out
+
+
 def _replay_stream(
     spec: ModelSpec,
     stream: pd.DataFrame,
@@ -188,41 +214,45 @@ def _replay_stream(
     watch: TopicWatch,
     platform: Platform,
     quiet_s: float,
-    step_hours: float,
-    delay_hours: float,
+    steps: _Steps,
     say: Any,
-) -> list[str]:
+) -> list[tuple[str, int]]:
+    """Publish the stream step by step, settling after each; returns each row's request id
+    and position in that request."""
     run = uuid.uuid4().hex[:8]
-    ids = [f"{run}-{i}" for i in range(len(stream))]
     times = stream[TIME].to_list()
+    requests = _requests(times, steps.batch_minutes)
+    ids = [f"{run}-{n}" for n in range(len(requests))]
     x = stream[spec.feature_names].to_numpy(dtype=np.float64)
     y = stream[spec.target].to_numpy(dtype=np.float64)
-    step, delay = timedelta(hours=step_hours), timedelta(hours=delay_hours)
+    step, delay = timedelta(hours=steps.step_hours), timedelta(hours=steps.label_delay_hours)
     next_label, i, clock = 0, 0, times[0] + step
     last_print = times[0]
     while i < len(ids) or next_label < len(ids):
-        while i < len(ids) and times[i] < clock:
+        while i < len(ids) and times[requests[i][0]] < clock:
+            a, b = requests[i]
             pub.send(
                 ScoreRequested(
                     model=spec.name,
                     request_id=ids[i],
                     columns=spec.feature_names,
-                    rows=Matrix(x[i : i + 1]),
-                    event_time=times[i],
+                    rows=Matrix(x[a:b]),
+                    event_time=times[a],
                 )
             )
             i += 1
         while (
             next_label < i
-            and times[next_label] + delay < clock
+            and times[requests[next_label][0]] + delay < clock
             or (i == len(ids) and next_label < i)
         ):
+            a, b = requests[next_label]
             pub.send(
                 LabelsReceived(
                     model=spec.name,
                     request_id=ids[next_label],
-                    labels=[float(y[next_label])],
-                    event_time=times[next_label] + delay,
+                    labels=[float(v) for v in y[a:b]],
+                    event_time=times[a] + delay,
                 )
             )
             next_label += 1
@@ -231,13 +261,14 @@ def _replay_stream(
         if clock - last_print >= timedelta(days=30) or i == len(ids):
             prod = platform.registry.production(spec.name)
             say(
-                f"  {clock:%Y-%m-%d}  scored {i:>6}  production v{prod.version if prod else '-'}  "
+                f"  {clock:%Y-%m-%d}  scored {requests[i - 1][1] if i else 0:>6}  "
+                f"production v{prod.version if prod else '-'}  "
                 f"drift events {watch.counts.get('drift.detected', 0)}  "
                 f"deploys {watch.counts.get('model.deployed', 0)}"
             )
             last_print = clock
         clock += step
-    return ids
+    return [(ids[n], k - a) for n, (a, b) in enumerate(requests) for k in range(a, b)]
 
 
 def _read_events(platform: Platform, topics: list[str], since: datetime) -> list[Any]:
@@ -262,7 +293,7 @@ def _summarize(
     spec: ModelSpec,
     platform: Platform,
     stream: pd.DataFrame,
-    ids: list[str],
+    ids: list[tuple[str, int]],
     v1: Any,
     run_started: datetime,
     wall_s: float,
@@ -284,11 +315,13 @@ def _summarize(
     def of(kind):
         return [e.data for e in events if isinstance(e.data, kind) and e.data.model == spec.name]
 
-    served_by_id = {e.request_id: (e.predictions[0], e.version) for e in of(ScoreCompleted)}
-    missing = [r for r in ids if r not in served_by_id]
+    served_by_id = {e.request_id: (e.predictions, e.version) for e in of(ScoreCompleted)}
+    missing = [r for r, _ in ids if r not in served_by_id]
     y = stream[spec.target].to_numpy(dtype=np.float64)
-    served = np.array([served_by_id.get(r, (np.nan, 0))[0] for r in ids], dtype=np.float64)
-    versions = [served_by_id.get(r, (np.nan, 0))[1] for r in ids]
+    served = np.array(
+        [served_by_id[r][0][k] if r in served_by_id else np.nan for r, k in ids], dtype=np.float64
+    )
+    versions = [served_by_id[r][1] if r in served_by_id else 0 for r, _ in ids]
     static_session = load_session(platform.store.get(v1.artifact_key), spec)
     static = predict(static_session, spec, stream).astype(np.float64)
     ok = ~np.isnan(served)

@@ -38,6 +38,9 @@ def test_a_stationary_stream_gives_no_detection(tmp_path: Path) -> None:
     assert summary["challenges"] >= 1
     assert summary["retrains"] == summary["challenges"] == summary["rejections"]
     assert set(served["version"]) == {1}
+    # an hour of rows per scoring request; each row still gets its own prediction back
+    assert len(served) == summary["rows"] and served["time"].diff().max() < pd.Timedelta(hours=1)
+    assert (served["served"] == served["static"]).all()
 
 
 def test_an_abrupt_concept_shift_is_detected_and_accuracy_recovers(tmp_path: Path) -> None:

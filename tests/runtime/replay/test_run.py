@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from driftline.runtime.replay.run import _print_table, replay
+from driftline.runtime.replay.run import _print_table, _requests, replay
 from driftline.runtime.settings import Settings
 from tests.functions.synthetic import SPEC_TOML, frame
 
@@ -155,3 +155,11 @@ def test_the_home_folder_keeps_registry_and_models_for_later_commands(
     assert "model 'synth' already has version(s) [1]" in capsys.readouterr().err
     assert main(["models", "list", "--home", str(tmp_path / "home"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == listed, "the refused replay changed nothing"
+
+
+def test_rows_go_in_requests_of_batch_minutes_from_their_first_row() -> None:
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    times = [t0 + pd.Timedelta(minutes=m) for m in (0, 20, 59, 60, 61, 200)]
+    assert _requests(times, 60) == [(0, 3), (3, 5), (5, 6)]
+    assert _requests(times, 1e-9) == [(k, k + 1) for k in range(6)]
+    assert _requests([], 60) == []
