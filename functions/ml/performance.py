@@ -13,6 +13,7 @@ times, so it can be rebuilt from saved state.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -223,14 +224,23 @@ class OnlineDetector:
             "delta": self.delta,
             "scale": self.scale,
             "alarms": self.alarms,
-            "history": list(self.history),  # (time, loss) pairs: JSON arrays
+            # (time, loss) pairs as little-endian float64 bytes: written after every batch,
+            # and one base64 pass costs a tenth of writing 40,000 floats as JSON numbers
+            "history_f64": base64.b64encode(
+                np.asarray(self.history, dtype="<f8").reshape(-1).tobytes()
+            ).decode(),
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> OnlineDetector:
         """Rebuilt by replaying the kept losses (ADWIN is deterministic)."""
         d = cls(state["delta"], state["scale"])
-        for t, loss in state["history"]:
+        if "history_f64" in state:
+            flat = np.frombuffer(base64.b64decode(state["history_f64"]), dtype="<f8")
+            pairs = flat.reshape(-1, 2).tolist()
+        else:  # saved before the binary form
+            pairs = state["history"]
+        for t, loss in pairs:
             d.update(t, loss)
         d.alarms = state["alarms"]
         return d

@@ -10,6 +10,7 @@ import pytest
 
 from driftline.functions.ml.performance import (
     Baseline,
+    OnlineDetector,
     change_point,
     paired_worse,
     perf_test,
@@ -96,3 +97,19 @@ def test_nearby_rows_count_as_going_together() -> None:
     naive = (np.mean(week) - 1.0) / math.sqrt(rowwise**2 + base.mean_se**2)
     assert naive > 2.33  # row by row: significant at 1%
     assert not perf_test(week, base, POLICY, "regression").drifted
+
+
+def test_the_online_detector_state_round_trips_and_reads_the_older_form() -> None:
+    d = OnlineDetector(0.002, 2.0)
+    rng = np.random.default_rng(4)
+    for i, loss in enumerate(rng.exponential(2.0, 500)):
+        d.update(1.7e9 + 600.0 * i, float(loss))
+    state = json.loads(json.dumps(d.state()))
+    again = OnlineDetector.from_state(state)
+    assert list(again.history) == list(d.history) and again.alarms == d.alarms
+    assert again.adwin.estimation == d.adwin.estimation
+    older = {k: v for k, v in state.items() if k != "history_f64"}
+    older["history"] = [list(h) for h in d.history]
+    assert list(OnlineDetector.from_state(older).history) == list(d.history)
+    empty = OnlineDetector.from_state(json.loads(json.dumps(OnlineDetector(0.002, None).state())))
+    assert len(empty.history) == 0
