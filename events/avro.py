@@ -68,7 +68,10 @@ def schema_for(model: type[BaseModel]) -> dict[str, Any]:
     """The Avro record schema for an event model, in field declaration order."""
     fields = []
     for name, field in model.model_fields.items():
-        entry: dict[str, Any] = {"name": name, "type": _avro_type(field.annotation)}
+        try:
+            entry: dict[str, Any] = {"name": name, "type": _avro_type(field.annotation)}
+        except TypeError as exc:
+            raise TypeError(f"field {name!r}: {exc}") from exc
         default = _avro_default(field)
         if default is not PydanticUndefined:
             entry["default"] = default
@@ -79,7 +82,7 @@ def schema_for(model: type[BaseModel]) -> dict[str, Any]:
         "type": "record",
         "name": model.__name__,
         "namespace": NAMESPACE,
-        "doc": (model.__doc__ or "").strip().splitlines()[0],
+        "doc": ((model.__doc__ or "").strip().splitlines() or [""])[0],
         "fields": fields,
     }
 

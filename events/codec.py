@@ -6,6 +6,9 @@ The value is Avro single-object encoding: ``C3 01``, the writer schema's 8-byte
 CRC-64-AVRO fingerprint, then the Avro body. A reader looks the fingerprint up among the
 current and historical schemas (``schemas/history/``) and resolves it against the
 current schema, so events written by older producers still decode.
+
+A codec knows the built-in types and the user event types it is given
+(:mod:`driftline.events.user`), whose schemas are derived from their classes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import io
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,8 +25,9 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import ValidationError as PydanticValidationError
 
 from driftline.events.avro import SCHEMA_DIR, fingerprint, load_schema, schema_path
-from driftline.events.errors import DecodeError
-from driftline.events.models import BY_TYPE, EVENT_MODELS, Event
+from driftline.events.errors import DecodeError, SchemaError
+from driftline.events.models import EVENT_MODELS, Event
+from driftline.events.user import describe, is_builtin, user_schema
 
 MAGIC = b"\xc3\x01"
 CONTENT_TYPE = "application/avro"
@@ -59,9 +64,10 @@ class _Schema:
 
 
 class Codec:
-    """Encodes and decodes every event type; one per process is enough (it is immutable)."""
+    """Encodes and decodes every built-in event type and the user types it is given; it is
+    immutable (:meth:`including` makes a codec that knows more types)."""
 
-    def __init__(self) -> None:
+    def __init__(self, user_types: Sequence[type[Event]] = ()) -> None:
         self._current: dict[str, _Schema] = {}
         self._by_fp: dict[bytes, tuple[_Schema, Any]] = {}
         for model in EVENT_MODELS:
@@ -75,7 +81,38 @@ class Codec:
             raw = load_schema(path)
             cur = self._current[event_type]
             self._by_fp.setdefault(fingerprint(raw), (cur, parse_schema(raw)))
+        self.user_types: tuple[type[Event], ...] = ()
+        """The user types this codec knows: those it was given, an equal copy of one
+        (the same type and fields, from another file) included."""
+        for model in user_types:
+            self._add_user_type(model)
         self._type_headers = {t: ("ce_type", t.encode()) for t in self._current}
+
+    def _add_user_type(self, model: type[Event]) -> None:
+        if is_builtin(model):
+            return
+        raw = user_schema(model)
+        fp = fingerprint(raw)
+        known = self._current.get(model.TYPE)
+        if known is not None and known.fingerprint != fp:
+            raise SchemaError(
+                f"event type {model.TYPE!r} is declared twice with different schemas: "
+                f"{describe(known.model)} and {describe(model)}; declare it once and import it"
+            )
+        if known is None:
+            cur = _Schema(model, parse_schema(raw), fp, MAGIC + fp)
+            self._current[model.TYPE] = cur
+            self._by_fp[fp] = (cur, cur.parsed)
+        if model not in self.user_types:
+            self.user_types += (model,)
+
+    def including(self, user_types: Sequence[type[Event]]) -> Codec:
+        """A codec that also knows ``user_types`` (this one when it knows them already)."""
+        new = [m for m in user_types if not is_builtin(m) and m not in self.user_types]
+        return Codec((*self.user_types, *new)) if new else self
+
+    def knows(self, event_type: str) -> bool:
+        return event_type in self._current
 
     def known_fingerprints(self) -> set[bytes]:
         return set(self._by_fp)
@@ -146,7 +183,7 @@ class Codec:
             missing = [k for k in ("ce_id", "ce_type") if k not in attrs]
             if missing:
                 raise DecodeError(f"missing CloudEvents header(s) {', '.join(missing)}")
-            if attrs["ce_type"] not in BY_TYPE:
+            if attrs["ce_type"] not in self._current:
                 raise DecodeError(f"unknown event type {attrs['ce_type']!r}")
             data = self.decode_value(value, attrs["ce_type"])
             when = attrs.get("ce_time")

@@ -26,6 +26,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -369,6 +370,8 @@ class FunctionWorker:
             log.warning("%s: %s", self.spec.name, exc)
             self._dead_letter(record, exc, 0)
             return
+        if type(envelope.data) is not self._types[envelope.type]:  # an equal user type
+            envelope = _as_class(envelope, self._types[envelope.type])  # from another file
         if envelope.id in self._seen or envelope.id in self._unsettled:
             self.stats.duplicates += 1
             return
@@ -465,6 +468,11 @@ class FunctionWorker:
         self.stats.dead_lettered += 1
 
 
+def _as_class(envelope: Envelope, cls: type[Event]) -> Envelope:
+    """The envelope with its event as ``cls``: the same user type, declared in another file."""
+    return replace(envelope, data=cls.model_validate(envelope.data.model_dump()))
+
+
 class Runner:
     """Hosts a set of functions on one bus, each in its own consumer group.
 
@@ -533,7 +541,10 @@ class Runner:
         )
         if spec.init is not None:
             ctx.state = spec.init(ctx)
-        worker = FunctionWorker(spec, self.bus, self.codec, ctx, **self._opts)  # type: ignore[arg-type]
+        with self._lock:  # a user type it reads or writes joins the codec, once
+            self.codec = self.codec.including(spec.event_types)
+            codec = self.codec
+        worker = FunctionWorker(spec, self.bus, codec, ctx, **self._opts)  # type: ignore[arg-type]
         worker.stats = self._retired.pop(spec.name, worker.stats)  # counters survive a move
         return worker
 
