@@ -144,23 +144,25 @@ def _fresh_demo_home(home: Path) -> Path:
     return home
 
 
+def _selected(args: argparse.Namespace, settings: Settings) -> list[Any]:
+    """The functions ``--functions`` (else ``DRIFTLINE_FUNCTIONS``, else all built-ins) names."""
+    from driftline.runtime.loader import ALL, load_functions
+
+    return load_functions(args.functions or settings.functions or ALL)
+
+
 def _cmd_runner(args: argparse.Namespace) -> int:
-    from driftline.functions import FUNCTIONS
     from driftline.runtime.cluster.placement import Placement
     from driftline.runtime.platform import Platform
 
-    by_name = {f.spec.name: f for f in FUNCTIONS}  # type: ignore[attr-defined]
-    wanted = args.functions.split(",") if args.functions else list(by_name)
-    unknown = [n for n in wanted if n not in by_name]
-    if unknown:
-        print(f"unknown function(s) {unknown}; known: {sorted(by_name)}", file=sys.stderr)
-        return 2
     settings = _settings(args)
+    selected = _selected(args, settings)
+    wanted = [s.spec.name for s in selected]
     embedded = not (settings.bus or "").startswith("kafka://")
     if args.replicas:
-        return _run_replicas(args, settings, wanted, embedded)
+        return _run_replicas(args, selected, embedded)
     platform = Platform.open(settings)
-    placement = Placement.on_platform(platform, [by_name[n] for n in wanted])
+    placement = Placement.on_platform(platform, [s.handler for s in selected])
     placement.start()
     gpus = ", ".join(g.name for g in placement.caps.gpus) or "none"
     print(
@@ -174,16 +176,16 @@ def _cmd_runner(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_replicas(
-    args: argparse.Namespace, settings: Settings, wanted: list[str], embedded: bool
-) -> int:
+def _run_replicas(args: argparse.Namespace, selected: list[Any], embedded: bool) -> int:
     from driftline.runtime.cluster.replicas import ReplicaSet, parse_replicas, process_plan
 
     if embedded:
         print(REPLICAS_NEED_KAFKA, file=sys.stderr)
         return 2
+    wanted = [s.spec.name for s in selected]
     plan = process_plan(wanted, parse_replicas(args.replicas, wanted))
-    replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose)
+    refs = {s.spec.name: s.ref for s in selected}
+    replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose, refs=refs)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: replicas.stop())
     print(
@@ -219,9 +221,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from driftline.runtime.platform import open_bus
 
     settings = _settings(args)
-    expected = _expected_functions(args.expect)
-    if expected is None:
-        return 2
+    expected = _expected_functions(args.expect, settings)
     url = _gateway_url(args)
     if url is not None:
         from driftline.runtime.http.gateway import GatewayError, call
@@ -255,18 +255,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if all(row["serveable"] for row in report) else 1
 
 
-def _expected_functions(text: str | None) -> dict[str, str] | None:
-    from driftline.functions import FUNCTIONS
+def _expected_functions(text: str | None, settings: Settings) -> dict[str, str]:
+    """What should be served, by name, with its GPU need: ``--expect`` (a selection, as
+    ``--functions`` takes; '' for none), else ``DRIFTLINE_FUNCTIONS``, else the built-ins."""
+    from driftline.runtime.loader import ALL, load_functions
 
-    needs = {f.spec.name: f.spec.gpu for f in FUNCTIONS}  # type: ignore[attr-defined]
     if text is None:
-        return needs
-    names = [n for n in text.split(",") if n]
-    unknown = [n for n in names if n not in needs]
-    if unknown:
-        print(f"--expect: unknown function(s) {unknown}; known: {sorted(needs)}", file=sys.stderr)
-        return None
-    return {n: needs[n] for n in names}
+        text = settings.functions or ALL
+    return {s.spec.name: s.spec.gpu for s in load_functions(text)}
 
 
 def _print_status(runners: list[Any], report: list[dict[str, Any]]) -> None:
@@ -306,33 +302,27 @@ def _print_status(runners: list[Any], report: list[dict[str, Any]]) -> None:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from driftline.functions import FUNCTIONS
     from driftline.runtime.cluster.replicas import ReplicaSet, parse_replicas
     from driftline.runtime.http.server import serve
 
     settings = _settings(args)
-    known = [f.spec.name for f in FUNCTIONS]  # type: ignore[attr-defined]
-    functions = None
-    if args.functions is not None:
-        functions = [] if args.functions in ("", "none") else args.functions.split(",")
-        unknown = [n for n in functions if n not in known]
-        if unknown:
-            print(f"unknown function(s) {unknown}; known: {known}", file=sys.stderr)
-            return 2
+    gateway_alone = args.functions is not None and args.functions in ("", "none")
+    selected = [] if gateway_alone else _selected(args, settings)
     replicas = None
     if args.replicas:
         if not (settings.bus or "").startswith("kafka://"):
             print(REPLICAS_NEED_KAFKA, file=sys.stderr)
             return 2
-        counts = parse_replicas(args.replicas, known)
+        counts = parse_replicas(args.replicas, [s.spec.name for s in selected])
         plan = [[name] for name, n in counts.items() for _ in range(n)]
-        replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose)
+        refs = {s.spec.name: s.ref for s in selected}
+        replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose, refs=refs)
     return serve(
         settings,
         args.host,
         args.port,
         log_level="info" if args.verbose else "warning",
-        functions=functions,
+        functions=[s.handler for s in selected],
         replicas=replicas,
     )
 
@@ -628,7 +618,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run functions, placed by their GPU needs among the live runners "
         "(see `driftline status`), until SIGTERM; each drains and commits before exiting.",
     )
-    run.add_argument("--functions", help="comma-separated function names (default: all)")
+    run.add_argument(
+        "--functions",
+        metavar="ITEM,...",
+        help="what to run: all (the built-ins), a built-in name, ./file.py[:name] or "
+        "package.module[:name] for your own @functions (default: DRIFTLINE_FUNCTIONS, "
+        "else all)",
+    )
     run.add_argument(
         "--replicas",
         metavar="NAME=N,...",
@@ -650,8 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument(
         "--expect",
-        help="comma-separated functions that should be served (default: the "
-        "five built-in ones; '' for none)",
+        help="the functions that should be served, named as --functions names them "
+        "(default: DRIFTLINE_FUNCTIONS, else the built-ins; '' for none)",
     )
     st.add_argument(
         "--wait",
@@ -666,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser(
         "up",
-        help="the HTTP gateway, the functions (all five by default) and the upload watcher, until SIGTERM",
+        help="the HTTP gateway, the functions (the built-ins by default) and the upload watcher, until SIGTERM",
         description="Serve the gateway (events, hooks, S3 notifications, /v2 inference, "
         "/metrics) and run the functions in one process (GPU placement decides, with "
         "other runners on the bus, which it serves); models already registered "
@@ -676,10 +672,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     up.add_argument(
         "--functions",
-        metavar="NAME,...",
-        help="the functions to run in this process (default: all five; 'none' for the "
-        "gateway alone, beside separate runners); they follow GPU placement like "
-        "driftline runner's",
+        metavar="ITEM,...",
+        help="the functions to run in this process: all (the built-ins), a built-in name, "
+        "./file.py[:name] or package.module[:name] (default: DRIFTLINE_FUNCTIONS, else "
+        "all; 'none' for the gateway alone, beside separate runners); they follow GPU "
+        "placement like driftline runner's",
     )
     up.add_argument(
         "--replicas",

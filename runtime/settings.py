@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="Object store URL: a folder path, file:///path or s3://KEY:SECRET@host:port/bucket; "
         "default: <home>/store.",
     )
+    functions: str | None = Field(
+        default=None,
+        description="The functions `driftline up` and `driftline runner` run when --functions "
+        "is not given, comma-separated: all (the built-ins), a built-in name, "
+        "./file.py[:name] or package.module[:name]; default: all.",
+    )
     partitions: int = Field(default=3, description="Partitions of each topic Driftline creates.")
     kafka_security_protocol: str = Field(
         default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."

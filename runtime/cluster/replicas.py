@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from driftline.runtime.errors import ConfigError
@@ -78,8 +78,12 @@ class ReplicaSet:
         *,
         verbose: bool = False,
         python: str = sys.executable,
+        refs: Mapping[str, str] | None = None,
     ):
+        """``refs``: how a child's ``--functions`` names each function (``./shop.py:tag``
+        for a user function; a built-in's name by default)."""
         self.children = [_Child(functions) for functions in plan]
+        self.refs = dict(refs or {})
         self.common_args = list(common_args)
         self.verbose = verbose
         self.python = python
@@ -93,7 +97,7 @@ class ReplicaSet:
             *(["-v"] if self.verbose else []),
             "runner",
             "--functions",
-            ",".join(functions),
+            ",".join(self.refs.get(f, f) for f in functions),
             *self.common_args,
         ]
 

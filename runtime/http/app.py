@@ -349,19 +349,19 @@ def _dlq(bus: Any, auth: list[Any]) -> APIRouter:
     return api
 
 
-def _runners(view: Any) -> APIRouter:
+def _runners(view: Any, functions: Sequence[Any] | None) -> APIRouter:
+    from driftline.functions import FUNCTIONS
+
     api = APIRouter(tags=["runners"])
+    known = {f.spec.name: f.spec.gpu for f in (*FUNCTIONS, *(functions or ()))}
 
     @api.get("/v1/runners")
     def runners() -> dict[str, Any]:
         """Live runners (from their heartbeats), their capabilities, and per function who
         serves it, with a problem named where no live runner can."""
-        from driftline.functions import FUNCTIONS
         from driftline.runtime.cluster.heartbeat import function_report
 
-        live = view.runners()
-        known = {f.spec.name: f.spec.gpu for f in FUNCTIONS}  # type: ignore[attr-defined]
-        return {"runners": view.snapshot(), "functions": function_report(live, known)}
+        return {"runners": view.snapshot(), "functions": function_report(view.runners(), known)}
 
     return api
 
@@ -372,6 +372,7 @@ def create_app(
     runner: Any = None,
     hooks: Mapping[str, HookSettings] | None = None,
     runners: Any = None,
+    functions: Sequence[Any] | None = None,
 ) -> FastAPI:
     """The gateway over an open :class:`~driftline.runtime.platform.Platform`.
 
@@ -379,7 +380,8 @@ def create_app(
     (``runner.workers["score"].ctx.state``) when it runs in this process, so both score with
     the same loaded versions. Requests served on ``/v2`` are captured as ``score.completed``
     (settings ``capture_rate``, ``capture_queue``). ``runner``
-    feeds the function metrics. Background work (keeping sessions on the production
+    feeds the function metrics; ``functions`` (the process's own, user functions
+    included) join the built-ins in ``/v1/runners``. Background work (keeping sessions on the production
     versions, following drift) runs while the app's lifespan does.
     """
     settings, registry = platform.settings, platform.registry
@@ -457,7 +459,7 @@ def create_app(
     )
     app.include_router(metrics.router())
     if runners is not None:  # a LiveRunners view (driftline up starts one)
-        app.include_router(_runners(runners))
+        app.include_router(_runners(runners, functions))
     app.include_router(
         ui.router(
             registry,

@@ -1,4 +1,4 @@
-"""``driftline up``: the gateway, the five functions and the upload triggers in one process.
+"""``driftline up``: the gateway, the functions and the upload triggers in one process.
 
 On the embedded default everything lives under ``--home``; with ``--bus``/``--store`` URLs
 the same process joins Kafka and S3 (and more processes can share the work). With
@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -25,6 +25,7 @@ from driftline.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from driftline.runtime.cluster.replicas import ReplicaSet
+    from driftline.runtime.function import Handler
 
 log = logging.getLogger("driftline.server")
 
@@ -37,14 +38,14 @@ def serve(
     watch_interval_s: float = 2.0,
     log_level: str = "warning",
     announce: Callable[[str], None] = print,
-    functions: Collection[str] | None = None,
+    functions: Sequence[Handler] | None = None,
     replicas: ReplicaSet | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code (1 if the server could not start).
 
-    ``functions``: the built-in functions to host here (None: all five), under the same GPU
-    placement as ``driftline runner``; ``replicas``: child runner processes for some
-    functions, which then do not run here.
+    ``functions``: the functions to host here, built-in or the user's (None: the
+    built-ins), under the same GPU placement as ``driftline runner``; ``replicas``: child
+    runner processes for some functions, which then do not run here.
     """
     from driftline.runtime.cluster.heartbeat import LiveRunners
     from driftline.runtime.http.app import create_app
@@ -65,7 +66,13 @@ def serve(
         view = LiveRunners(platform.bus, timeout_s=settings.heartbeat_timeout_s)
         view.start()
         stoppers.append(view.close)
-        app = create_app(platform, _gateway_sessions(platform, placement), runner, runners=view)
+        app = create_app(
+            platform,
+            _gateway_sessions(platform, placement),
+            runner,
+            runners=view,
+            functions=functions,
+        )
         config = uvicorn.Config(
             app,
             host=host,
@@ -119,7 +126,7 @@ def serve(
 
 def _host(
     platform: Any,
-    functions: Collection[str] | None,
+    functions: Sequence[Handler] | None,
     elsewhere: Collection[str],
     stoppers: list[Callable[[], Any]],
 ) -> Any:
@@ -129,11 +136,8 @@ def _host(
     from driftline.runtime.cluster.placement import Placement
     from driftline.runtime.function import spec_of
 
-    here = [
-        f
-        for f in FUNCTIONS
-        if (functions is None or spec_of(f).name in functions) and spec_of(f).name not in elsewhere
-    ]
+    chosen = FUNCTIONS if functions is None else functions
+    here = [f for f in chosen if spec_of(f).name not in elsewhere]
     placement = Placement.on_platform(platform, here)
     placement.start()
     stoppers.append(placement.stop)

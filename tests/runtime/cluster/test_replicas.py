@@ -17,7 +17,7 @@ from driftline.runtime.bus.embedded import EmbeddedBus
 from driftline.runtime.cli import main
 from driftline.runtime.cluster.capabilities import Capabilities, GpuInfo
 from driftline.runtime.cluster.heartbeat import Beat, HeartbeatSender, LiveRunners
-from driftline.runtime.cluster.replicas import parse_replicas, process_plan
+from driftline.runtime.cluster.replicas import ReplicaSet, parse_replicas, process_plan
 from driftline.runtime.errors import ConfigError
 from tests.conftest import wait_for
 from tests.fixtures.kafka import make_test_bus
@@ -42,6 +42,15 @@ def test_each_named_function_gets_its_processes_and_the_rest_share_one() -> None
     plan = process_plan(BUILT_IN, {"score": 3, "drift-check": 2})
     assert plan == [["score"]] * 3 + [["drift-check"]] * 2 + [["ingest", "retrain", "register"]]
     assert process_plan(["score"], {"score": 2}) == [["score"], ["score"]]
+
+
+def test_a_replica_of_a_user_function_is_told_where_it_lives() -> None:
+    replicas = ReplicaSet(
+        [["tag", "score"]], ["--bus=kafka://b:9092"], refs={"tag": "/u/shop.py:tag"}
+    )
+    command = replicas.command(replicas.children[0].functions)
+    assert command[-3:] == ["--functions", "/u/shop.py:tag,score", "--bus=kafka://b:9092"]
+    assert replicas.children[0].functions == ["tag", "score"]  # names, as `up` counts them
 
 
 def test_replicas_need_kafka(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

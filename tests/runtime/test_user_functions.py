@@ -1,0 +1,173 @@
+"""Users' own functions and event types beside the built-ins, as ``driftline runner`` and
+``driftline up`` run them: two user files on the embedded bus, and the CLI's refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from driftline.events import Codec, ScoreCompleted
+from driftline.runtime.bus.base import Bus
+from driftline.runtime.cli import main
+from driftline.runtime.cluster.placement import Placement
+from driftline.runtime.loader import load_functions
+from driftline.runtime.platform import Platform
+from driftline.runtime.runner import Runner, output_id
+from driftline.runtime.settings import Settings
+from driftline.runtime.store import LocalStore
+from tests.conftest import wait_for
+from tests.runtime.runner_helpers import read_all
+
+SHOP = '''
+from typing import ClassVar
+from driftline.events import Event, ScoreCompleted
+from driftline.runtime import Context, function
+
+class Scored(Event):
+    """A score, tagged by the shop."""
+
+    TYPE: ClassVar[str] = "shop.scored"
+    request_id: str
+    prediction: float
+
+@function(subscribes="score.completed", emits="shop.scored")
+def tag(event: ScoreCompleted, ctx: Context) -> Scored:
+    return Scored(model=event.model, request_id=event.request_id, prediction=event.predictions[0])
+'''
+
+# A second file that never imports the first: it declares the same type again.
+ALERTS = '''
+from typing import ClassVar
+from driftline.events import Event
+from driftline.runtime import Context, PermanentError, function
+
+class Scored(Event):
+    """A score, tagged by the shop."""
+
+    TYPE: ClassVar[str] = "shop.scored"
+    request_id: str
+    prediction: float
+
+class Alerted(Event):
+    TYPE: ClassVar[str] = "shop.alerted"
+    request_id: str
+
+@function(subscribes="shop.scored", emits=Alerted)
+def alert(event: Scored, ctx: Context) -> Alerted:
+    if event.prediction < 0:
+        raise PermanentError(f"{event.request_id}: a negative score")
+    ctx.store.put(f"alerts/{event.request_id}", type(event).__module__.encode())
+    return Alerted(model=event.model, request_id=event.request_id)
+'''
+
+
+def write(folder: Path, stem: str, source: str) -> Path:
+    path = folder / f"{stem}_{uuid.uuid4().hex[:8]}.py"  # each file is imported once per process
+    path.write_text(source)
+    return path
+
+
+def publish_scores(bus: Bus, predictions: dict[str, float]) -> dict[str, str]:
+    """score.completed events, one per request id; returns their event ids."""
+    codec, producer, ids = Codec(), bus.producer(), {}
+    for request_id, prediction in predictions.items():
+        event = ScoreCompleted(
+            model="shop", request_id=request_id, version=1, predictions=[prediction]
+        )
+        ids[request_id] = str(uuid.uuid4())
+        value, headers = codec.encode(event, id=ids[request_id])
+        producer.send(event.TYPE, value, key=event.partition_key(), headers=headers)
+    producer.flush()
+    producer.close()
+    return ids
+
+
+def test_user_functions_chain_their_own_types_on_the_embedded_bus(tmp_path: Path) -> None:
+    shop, alerts = write(tmp_path, "shop", SHOP), write(tmp_path, "alerts", ALERTS)
+    selected = load_functions(f"{shop}:tag,{alerts}")
+    platform = Platform.open(Settings(home=tmp_path / "home"))
+    placement = Placement.on_platform(platform, [s.handler for s in selected])
+    try:
+        placement.start()
+        assert placement.wait_placed(timeout_s=20)
+        ids = publish_scores(platform.bus, {"r1": 0.5, "r2": 2.0, "bad": -1.0})
+        stats = placement.runner.stats
+        wait_for(lambda: stats["alert"].succeeded == 2 and stats["alert"].dead_lettered == 1)
+        assert stats["tag"].succeeded == 3 and placement.beat().serves == ("alert", "tag")
+        alerted = sys.modules[selected[1].handler.__module__].Alerted
+        records = read_all(platform.bus, "shop.alerted", 2)
+        envelopes = [Codec([alerted]).decode(r.value, r.headers) for r in records]
+        dead = read_all(platform.bus, "shop.scored.dlq", 1)
+        store = platform.store.get("alerts/r1")
+    finally:
+        placement.stop()
+        platform.close()
+    assert {e.data.request_id: e.id for e in envelopes} == {
+        r: output_id(output_id(ids[r], "tag", 0), "alert", 0) for r in ("r1", "r2")
+    }
+    assert all(type(e.data) is alerted for e in envelopes)
+    assert store == selected[1].handler.__module__.encode()  # alert got its own Scored class
+    assert [d.header("dlq_function") for d in dead] == [b"alert"]
+    assert b"bad: a negative score" in (dead[0].header("dlq_error") or b"")
+
+
+def test_a_function_gets_its_own_class_of_a_type_another_file_declares_too(
+    tmp_path: Path, embedded_bus: Bus
+) -> None:
+    shop, alerts = write(tmp_path, "shop", SHOP), write(tmp_path, "alerts", ALERTS)
+    scored = sys.modules[load_functions(str(shop))[0].handler.__module__].Scored
+    [alert] = load_functions(str(alerts))
+    store = LocalStore(tmp_path / "store")
+    runner = Runner(embedded_bus, [alert.handler], codec=Codec([scored]), store=store)
+    runner.start()
+    try:
+        producer = embedded_bus.producer()
+        value, headers = runner.codec.encode(scored(model="m", request_id="r1", prediction=1.0))
+        producer.send("shop.scored", value, key=b"m", headers=headers)
+        producer.flush()
+        wait_for(lambda: runner.stats["alert"].succeeded == 1)
+    finally:
+        runner.stop()
+    assert store.get("alerts/r1") == alert.handler.__module__.encode()
+
+
+def test_runner_refuses_a_broken_file_with_exit_2_and_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = write(tmp_path, "broken", SHOP.replace('emits="shop.scored"', 'emits="shop.scord"'))
+    home = str(tmp_path / "home")
+    assert main(["runner", "--functions", f"{broken}:tag", "--home", home]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}: tag: emits 'shop.scord', an unknown event type" in err
+
+
+def test_up_takes_the_selection_from_driftline_functions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRIFTLINE_FUNCTIONS", f"all,{tmp_path / 'gone.py'}")
+    assert main(["up", "--home", str(tmp_path / "home"), "--port", "1"]) == 2
+    assert f"{tmp_path / 'gone.py'}: no such file" in capsys.readouterr().err
+
+
+def test_the_command_refuses_a_file_that_fails_to_import_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    source = SHOP + "raise RuntimeError('no database here')\n"
+    (tmp_path / "shop.py").write_text(source)
+    done = subprocess.run(
+        [sys.executable, "-m", "driftline.runtime.cli", "runner", "--functions", "./shop.py:tag"],
+        cwd=tmp_path,
+        env={**os.environ, "DRIFTLINE_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    line = len(source.splitlines())
+    assert f"./shop.py: importing it failed (line {line}): RuntimeError: no database" in done.stderr
+    assert "Traceback" not in done.stderr
