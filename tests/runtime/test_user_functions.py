@@ -72,12 +72,12 @@ def write(folder: Path, stem: str, source: str) -> Path:
     return path
 
 
-def publish_scores(bus: Bus, predictions: dict[str, float]) -> dict[str, str]:
+def publish_scores(bus: Bus, predictions: dict[str, float], model: str = "shop") -> dict[str, str]:
     """score.completed events, one per request id; returns their event ids."""
     codec, producer, ids = Codec(), bus.producer(), {}
     for request_id, prediction in predictions.items():
         event = ScoreCompleted(
-            model="shop", request_id=request_id, version=1, predictions=[prediction]
+            model=model, request_id=request_id, version=1, predictions=[prediction]
         )
         ids[request_id] = str(uuid.uuid4())
         value, headers = codec.encode(event, id=ids[request_id])
@@ -114,6 +114,27 @@ def test_user_functions_chain_their_own_types_on_the_embedded_bus(tmp_path: Path
     assert store == selected[1].handler.__module__.encode()  # alert got its own Scored class
     assert [d.header("dlq_function") for d in dead] == [b"alert"]
     assert b"bad: a negative score" in (dead[0].header("dlq_error") or b"")
+
+
+def test_user_types_travel_on_both_buses(tmp_path: Path, bus: Bus) -> None:
+    shop, alerts = write(tmp_path, "shop", SHOP), write(tmp_path, "alerts", ALERTS)
+    selected = load_functions(f"{shop},{alerts}")
+    store = LocalStore(tmp_path / "store")
+    runner = Runner(bus, [s.handler for s in selected], store=store, poll_timeout_s=0.2)
+    runner.start()  # creates shop.scored, shop.alerted and the dead-letter topics
+    try:
+        model = f"shop-{uuid.uuid4().hex[:6]}"
+        ids = publish_scores(bus, {"r1": 1.0, "r2": 2.0}, model)
+        wait_for(lambda: runner.stats["alert"].succeeded == 2)
+    finally:
+        runner.stop()
+    alerted = sys.modules[selected[1].handler.__module__].Alerted
+    records = [r for r in read_all(bus, "shop.alerted", 2) if r.key == model.encode()]
+    envelopes = [Codec([alerted]).decode(r.value, r.headers) for r in records]
+    assert {e.data.request_id: e.id for e in envelopes} == {
+        r: output_id(output_id(ids[r], "tag", 0), "alert", 0) for r in ("r1", "r2")
+    }
+    assert bus.partition_count("shop.scored.dlq") > 0
 
 
 def test_a_function_gets_its_own_class_of_a_type_another_file_declares_too(
