@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from driftline.events import EVENT_TOPICS, dlq_topic
+from driftline.events import DLQ_SUFFIX, EVENT_TOPICS, dlq_topic
 from driftline.runtime.bus.base import Bus
 
 REPLAY_GROUP = "driftline.dlq-replay"
@@ -18,9 +18,11 @@ MAX_ROWS = 10_000
 
 
 def dlq_topics(bus: Bus) -> list[str]:
+    """The built-in types' dead-letter topics (created if need be) and every other one on
+    the bus: those of users' own event types."""
     topics = [dlq_topic(t) for t in EVENT_TOPICS]
     bus.create_topics(topics)
-    return topics
+    return sorted({*topics, *(t for t in bus.topics() if t.endswith(DLQ_SUFFIX))})
 
 
 def dead_letters(bus: Bus, wait_s: float = 2.0) -> list[dict[str, Any]]:

@@ -115,6 +115,10 @@ class Bus(abc.ABC):
         """How many partitions ``topic`` has (0: it does not exist)."""
 
     @abc.abstractmethod
+    def topics(self) -> list[str]:
+        """The names of every topic on the bus, sorted (users' topics and dead letters too)."""
+
+    @abc.abstractmethod
     def producer(self) -> Producer: ...
 
     @abc.abstractmethod

@@ -109,6 +109,10 @@ class EmbeddedBus(Bus):
         with self._lock:
             return self._topics.get(topic, 0)
 
+    def topics(self) -> list[str]:
+        with self._lock:
+            return sorted(self._topics)
+
     def end_offset(self, tp: TopicPartition) -> int:
         with self._lock:
             return self._ends.get(tp, 0)

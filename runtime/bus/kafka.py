@@ -469,6 +469,13 @@ class KafkaBus(Bus):
                 return len(t.get("partitions") or [])
         return 0
 
+    def topics(self) -> list[str]:
+        try:
+            names = self._admin_client().list_topics()
+        except kerrors.KafkaError as exc:
+            raise BusError(f"listing topics failed: {exc!r}") from exc
+        return sorted(str(n) for n in names)
+
     def producer(self) -> KafkaProducer:
         """A new producer; close it (or the bus) when done."""
         options = {**_PRODUCER_DEFAULTS, **self._client_options()}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -87,7 +88,9 @@ def publish_scores(bus: Bus, predictions: dict[str, float], model: str = "shop")
     return ids
 
 
-def test_user_functions_chain_their_own_types_on_the_embedded_bus(tmp_path: Path) -> None:
+def test_user_functions_chain_their_own_types_on_the_embedded_bus(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     shop, alerts = write(tmp_path, "shop", SHOP), write(tmp_path, "alerts", ALERTS)
     selected = load_functions(f"{shop}:tag,{alerts}")
     platform = Platform.open(Settings(home=tmp_path / "home"))
@@ -114,6 +117,10 @@ def test_user_functions_chain_their_own_types_on_the_embedded_bus(tmp_path: Path
     assert store == selected[1].handler.__module__.encode()  # alert got its own Scored class
     assert [d.header("dlq_function") for d in dead] == [b"alert"]
     assert b"bad: a negative score" in (dead[0].header("dlq_error") or b"")
+    capsys.readouterr()
+    assert main(["dlq", "list", "--home", str(tmp_path / "home"), "--wait", "1", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(d["topic"], d["function"]) for d in listed] == [("shop.scored", "alert")]
 
 
 def test_user_types_travel_on_both_buses(tmp_path: Path, bus: Bus) -> None:

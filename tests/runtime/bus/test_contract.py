@@ -39,6 +39,13 @@ def test_produce_then_consume_with_keys_and_headers(bus: Bus) -> None:
         assert values == sorted(values)
 
 
+def test_topics_lists_what_was_created(bus: Bus) -> None:
+    names = [_topic(), _topic() + ".dlq"]
+    bus.create_topics(names)
+    listed = bus.topics()
+    assert set(names) <= set(listed) and listed == sorted(listed)
+
+
 def test_committed_offsets_survive_a_new_consumer(bus: Bus) -> None:
     topic, group = _topic(), f"g-{uuid.uuid4().hex[:6]}"
     bus.create_topics([topic], partitions=1)
