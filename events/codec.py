@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,7 +67,13 @@ class Codec:
     """Encodes and decodes every built-in event type and the user types it is given; it is
     immutable (:meth:`including` makes a codec that knows more types)."""
 
-    def __init__(self, user_types: Sequence[type[Event]] = ()) -> None:
+    def __init__(
+        self,
+        user_types: Sequence[type[Event]] = (),
+        writers: Mapping[str, Sequence[dict[str, Any]]] | None = None,
+    ) -> None:
+        """``writers``: more schemas per user type that events may have been written with
+        (other versions of the type, from the schema registry on the bus)."""
         self._current: dict[str, _Schema] = {}
         self._by_fp: dict[bytes, tuple[_Schema, Any]] = {}
         for model in EVENT_MODELS:
@@ -86,6 +92,12 @@ class Codec:
         (the same type and fields, from another file) included."""
         for model in user_types:
             self._add_user_type(model)
+        self.writers = {t: list(v) for t, v in (writers or {}).items() if t in self._current}
+        for event_type, schemas in self.writers.items():
+            for raw in schemas:
+                self._by_fp.setdefault(
+                    fingerprint(raw), (self._current[event_type], parse_schema(raw))
+                )
         self._type_headers = {t: ("ce_type", t.encode()) for t in self._current}
 
     def _add_user_type(self, model: type[Event]) -> None:
@@ -106,10 +118,18 @@ class Codec:
         if model not in self.user_types:
             self.user_types += (model,)
 
-    def including(self, user_types: Sequence[type[Event]]) -> Codec:
-        """A codec that also knows ``user_types`` (this one when it knows them already)."""
+    def including(
+        self,
+        user_types: Sequence[type[Event]],
+        writers: Mapping[str, Sequence[dict[str, Any]]] | None = None,
+    ) -> Codec:
+        """A codec that also knows ``user_types`` and ``writers`` (this one when it knows
+        them already)."""
         new = [m for m in user_types if not is_builtin(m) and m not in self.user_types]
-        return Codec((*self.user_types, *new)) if new else self
+        more = {t: v for t, v in (writers or {}).items() if list(v) != self.writers.get(t)}
+        if not new and not more:
+            return self
+        return Codec((*self.user_types, *new), {**self.writers, **more})
 
     def knows(self, event_type: str) -> bool:
         return event_type in self._current

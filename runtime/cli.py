@@ -154,6 +154,7 @@ def _selected(args: argparse.Namespace, settings: Settings) -> list[Any]:
 def _cmd_runner(args: argparse.Namespace) -> int:
     from driftline.runtime.cluster.placement import Placement
     from driftline.runtime.platform import Platform
+    from driftline.runtime.schemas import register_functions
 
     settings = _settings(args)
     selected = _selected(args, settings)
@@ -162,6 +163,11 @@ def _cmd_runner(args: argparse.Namespace) -> int:
     if args.replicas:
         return _run_replicas(args, selected, embedded)
     platform = Platform.open(settings)
+    try:
+        register_functions(platform.bus, [s.spec for s in selected])
+    except ConfigError:
+        platform.close()
+        raise
     placement = Placement.on_platform(platform, [s.handler for s in selected])
     placement.start()
     gpus = ", ".join(g.name for g in placement.caps.gpus) or "none"

@@ -35,6 +35,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from driftline.events.codec import Codec, Envelope, child_traceparent
 from driftline.events.models import Event
 from driftline.events.topics import dlq_topic
+from driftline.events.user import is_builtin
 from driftline.runtime.bus.base import Bus, Consumer, Producer, Record, TopicPartition
 from driftline.runtime.context import Context
 from driftline.runtime.errors import (
@@ -45,6 +46,7 @@ from driftline.runtime.errors import (
     StaleWriteError,
 )
 from driftline.runtime.function import FunctionSpec, Handler, spec_of
+from driftline.runtime.schemas import SchemaRegistry
 from driftline.runtime.stats import FunctionStats
 
 log = logging.getLogger("driftline.runner")
@@ -125,6 +127,8 @@ class FunctionWorker:
         self.max_records = max_records
         self._types = {t.TYPE: t for t in spec.input_types}
         self._emits = set(spec.emits)
+        self._user_inputs = any(not is_builtin(t) for t in spec.input_types)
+        self._tried: set[bytes] = set()
         self._seen = _Seen()
         self._stop = threading.Event()
         self._source = f"driftline/{spec.name}"
@@ -352,13 +356,7 @@ class FunctionWorker:
     def _process(self, record: Record, batch: _Batch) -> None:
         self.stats.consumed += 1
         try:
-            envelope = self.codec.decode(
-                record.value,
-                record.headers,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
+            envelope = self._decode(record)
             if envelope.type not in self._types:
                 raise DecodeError(
                     f"{self.spec.name} does not take {envelope.type} events",
@@ -400,6 +398,36 @@ class FunctionWorker:
         self._send(envelope, outputs)
         self._unsettled.add(envelope.id)
         self.stats.succeeded += 1
+
+    def _decode(self, record: Record) -> Envelope:
+        try:
+            return self._decode_once(record)
+        except DecodeError:
+            if not self._learn_writer(record.value):
+                raise
+        return self._decode_once(record)
+
+    def _decode_once(self, record: Record) -> Envelope:
+        return self.codec.decode(
+            record.value,
+            record.headers,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+
+    def _learn_writer(self, value: bytes) -> bool:
+        """An unknown fingerprint may be a version of a user type registered since this
+        worker started (a newer producer): read the schema registry, once per fingerprint."""
+        fp = bytes(value[2:10])
+        if not self._user_inputs or fp in self._tried or fp in self.codec.known_fingerprints():
+            return False
+        if len(self._tried) > 10_000:
+            self._tried.clear()
+        self._tried.add(fp)
+        codec = self.codec.including(self.spec.event_types, SchemaRegistry(self.bus).versions())
+        learnt, self.codec = fp in codec.known_fingerprints(), codec
+        return learnt
 
     def _attempt(self, envelope: Envelope) -> tuple[int, list[Event]]:
         """Call the handler; retry retryable errors with backoff. Raises :class:`_Failed`."""
@@ -539,10 +567,12 @@ class Runner:
         ctx = Context(
             function=spec.name, log=logging.getLogger(f"driftline.fn.{spec.name}"), **self._shared
         )
+        users = [t for t in spec.event_types if not is_builtin(t)]
+        writers = SchemaRegistry(self.bus).register(users) if users else None
         if spec.init is not None:
             ctx.state = spec.init(ctx)
         with self._lock:  # a user type it reads or writes joins the codec, once
-            self.codec = self.codec.including(spec.event_types)
+            self.codec = self.codec.including(spec.event_types, writers)
             codec = self.codec
         worker = FunctionWorker(spec, self.bus, codec, ctx, **self._opts)  # type: ignore[arg-type]
         worker.stats = self._retired.pop(spec.name, worker.stats)  # counters survive a move

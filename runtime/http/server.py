@@ -48,13 +48,16 @@ def serve(
     runner processes for some functions, which then do not run here.
     """
     from driftline.runtime.cluster.heartbeat import LiveRunners
+    from driftline.runtime.function import spec_of
     from driftline.runtime.http.app import create_app
     from driftline.runtime.http.gateway import remove_address, write_address
     from driftline.runtime.platform import Platform
+    from driftline.runtime.schemas import register_functions
 
     platform = Platform.open(settings)
     stoppers: list[Callable[[], Any]] = [platform.close]
     try:
+        register_functions(platform.bus, [spec_of(f) for f in functions or ()])
         elsewhere = (
             {f for child in replicas.children for f in child.functions} if replicas else set()
         )

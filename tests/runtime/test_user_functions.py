@@ -14,11 +14,13 @@ import pytest
 
 from driftline.events import Codec, ScoreCompleted
 from driftline.runtime.bus.base import Bus
+from driftline.runtime.bus.embedded import EmbeddedBus
 from driftline.runtime.cli import main
 from driftline.runtime.cluster.placement import Placement
 from driftline.runtime.loader import load_functions
 from driftline.runtime.platform import Platform
 from driftline.runtime.runner import Runner, output_id
+from driftline.runtime.schemas import SchemaRegistry
 from driftline.runtime.settings import Settings
 from driftline.runtime.store import LocalStore
 from tests.conftest import wait_for
@@ -172,6 +174,21 @@ def test_runner_refuses_a_broken_file_with_exit_2_and_the_reason(
     assert main(["runner", "--functions", f"{broken}:tag", "--home", home]) == 2
     err = capsys.readouterr().err
     assert f"{broken}: tag: emits 'shop.scord', an unknown event type" in err
+
+
+def test_runner_refuses_an_incompatible_change_of_a_registered_type(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    old = write(tmp_path, "shop", SHOP)
+    bus = EmbeddedBus(home / "bus.db")
+    SchemaRegistry(bus).register(load_functions(str(old))[0].spec.event_types)
+    bus.close()
+    new = write(tmp_path, "shop", SHOP.replace("    prediction: float\n", "    prediction: str\n"))
+    assert main(["runner", "--functions", str(new), "--home", str(home)]) == 2
+    err = capsys.readouterr().err
+    assert "function tag: " in err and "an incompatible change of 'shop.scored'" in err
+    assert 'field \'prediction\' changes type from "double" to "string"' in err
 
 
 def test_up_takes_the_selection_from_driftline_functions(
