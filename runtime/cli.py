@@ -145,10 +145,14 @@ def _fresh_demo_home(home: Path) -> Path:
 
 
 def _selected(args: argparse.Namespace, settings: Settings) -> list[Any]:
-    """The functions ``--functions`` (else ``DRIFTLINE_FUNCTIONS``, else all built-ins) names."""
+    """The functions ``--functions`` (else ``DRIFTLINE_FUNCTIONS``, else all built-ins)
+    names; ``none`` (and, for ``up``, '') is none."""
     from driftline.runtime.loader import ALL, load_functions
 
-    return load_functions(args.functions or settings.functions or ALL)
+    text = args.functions if args.functions is not None else settings.functions
+    if text is None or (text == "" and args.command == "runner"):
+        text = ALL
+    return [] if text.strip() in ("", "none") else load_functions(text)
 
 
 def _cmd_runner(args: argparse.Namespace) -> int:
@@ -312,8 +316,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from driftline.runtime.http.server import serve
 
     settings = _settings(args)
-    gateway_alone = args.functions is not None and args.functions in ("", "none")
-    selected = [] if gateway_alone else _selected(args, settings)
+    selected = _selected(args, settings)
     replicas = None
     if args.replicas:
         if not (settings.bus or "").startswith("kafka://"):

@@ -82,7 +82,9 @@ def _add(chosen: dict[str, Selected], selected: Selected) -> None:
 
 
 def _item(item: str, builtins: Sequence[Handler] | None) -> list[Selected]:
-    target, _, attr = item.partition(":") if not _is_windows_drive(item) else (item, "", "")
+    target, colon, attr = item.rpartition(":")  # C:\shop.py has no ':name'
+    if not colon or not re.fullmatch(r"[\w-]+", attr):
+        target, attr = item, ""
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = _resolve_file(target)
         module, origin, base = _import_file(path, target), target, str(path)
@@ -95,10 +97,6 @@ def _item(item: str, builtins: Sequence[Handler] | None) -> list[Selected]:
     return [
         Selected(h, origin, f"{base}:{_attr_name(module, h)}") for h in _defined(module, origin)
     ]
-
-
-def _is_windows_drive(item: str) -> bool:
-    return bool(re.match(r"[A-Za-z]:[\\/]", item))
 
 
 def _builtin(item: str, builtins: Sequence[Handler] | None) -> list[Selected]:

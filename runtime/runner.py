@@ -5,7 +5,8 @@ For each function, one thread and one consumer in the function's group:
 1. poll a batch; hand it to a worker thread, so a slow handler (training) never blocks
    the poll loop: after ``pause_after_s`` the partitions are paused and the loop keeps
    polling (keeping group membership alive) until the batch is done;
-2. per record: decode (undecodable → DLQ), drop duplicates (input id seen before), call
+2. per record: decode (undecodable → DLQ; a user type's version registered since the
+   start is learnt from the schema registry first), drop duplicates (input id seen before), call
    the handler with tenacity retries (only retryable errors, exponential backoff with
    jitter), a handler past its timeout is abandoned and its record dead-lettered;
 3. encode outputs with ids derived from (input id, function, position): a redelivered
