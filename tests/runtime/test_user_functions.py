@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -17,6 +18,7 @@ from driftline.runtime.bus.base import Bus
 from driftline.runtime.bus.embedded import EmbeddedBus
 from driftline.runtime.cli import main
 from driftline.runtime.cluster.placement import Placement
+from driftline.runtime.http.gateway import ADDRESS_FILE
 from driftline.runtime.loader import load_functions
 from driftline.runtime.platform import Platform
 from driftline.runtime.runner import Runner, output_id
@@ -24,6 +26,7 @@ from driftline.runtime.schemas import SchemaRegistry
 from driftline.runtime.settings import Settings
 from driftline.runtime.store import LocalStore
 from tests.conftest import wait_for
+from tests.fixtures.kafka import free_port
 from tests.runtime.runner_helpers import read_all
 
 SHOP = '''
@@ -216,3 +219,39 @@ def test_the_command_refuses_a_file_that_fails_to_import_without_a_traceback(
     line = len(source.splitlines())
     assert f"./shop.py: importing it failed (line {line}): RuntimeError: no database" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_driftline_up_runs_two_user_files_beside_a_builtin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case through the real command: ``up --functions ingest,./shop.py,./alerts.py``
+    in its own process, an event published through its gateway, the second file's object
+    in the store."""
+    (tmp_path / "shop.py").write_text(SHOP)
+    (tmp_path / "alerts.py").write_text(ALERTS)
+    home = tmp_path / "home"
+    command = [sys.executable, "-m", "driftline.runtime.cli", "up", "--home", str(home)]
+    command += ["--port", str(free_port()), "--functions", "ingest,./shop.py,./alerts.py"]
+    up = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (home / ADDRESS_FILE).exists() or up.poll() is not None, 60)
+        assert up.poll() is None, "up did not start"
+        score = {"model": "shop", "request_id": "r1", "version": 1, "predictions": [2.0]}
+        assert (
+            main(["publish", "score.completed", "--home", str(home), "--data", json.dumps(score)])
+            == 0
+        )
+        wait_for(lambda: (home / "store" / "alerts" / "r1").exists(), 30)
+        expect = f"ingest,{tmp_path / 'shop.py'},{tmp_path / 'alerts.py'}"
+        capsys.readouterr()
+        assert main(["status", "--home", str(home), "--expect", expect]) == 0
+        report = json.loads(capsys.readouterr().out)["functions"]
+        assert {f["function"]: bool(f["served_by"]) for f in report} == dict.fromkeys(
+            ("alert", "ingest", "tag"), True
+        )
+    finally:
+        up.send_signal(signal.SIGTERM)
+        out, _ = up.communicate(timeout=60)
+    assert up.returncode == 0
+    assert "(alert, ingest, tag;" in out
