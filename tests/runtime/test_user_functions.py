@@ -17,6 +17,7 @@ from driftline.events import Codec, ScoreCompleted
 from driftline.runtime.bus.base import Bus
 from driftline.runtime.bus.embedded import EmbeddedBus
 from driftline.runtime.cli import main
+from driftline.runtime.cluster.heartbeat import LiveRunners
 from driftline.runtime.cluster.placement import Placement
 from driftline.runtime.http.gateway import ADDRESS_FILE
 from driftline.runtime.loader import load_functions
@@ -26,7 +27,7 @@ from driftline.runtime.schemas import SchemaRegistry
 from driftline.runtime.settings import Settings
 from driftline.runtime.store import LocalStore
 from tests.conftest import wait_for
-from tests.fixtures.kafka import free_port
+from tests.fixtures.kafka import free_port, make_test_bus
 from tests.runtime.runner_helpers import read_all
 
 SHOP = '''
@@ -255,3 +256,45 @@ def test_driftline_up_runs_two_user_files_beside_a_builtin(
         out, _ = up.communicate(timeout=60)
     assert up.returncode == 0
     assert "(alert, ingest, tag;" in out
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_two_user_files_in_two_runner_processes_on_kafka(tansu_broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Each file in its own ``driftline runner`` on Kafka: the second declares the first's
+    type again (it never imports the first file) and decodes what the first writes."""
+    (tmp_path / "shop.py").write_text(SHOP)
+    (tmp_path / "alerts.py").write_text(ALERTS)
+    env = {
+        **os.environ,
+        "DRIFTLINE_BUS": f"kafka://{tansu_broker.bootstrap}",
+        "DRIFTLINE_STORE": str(tmp_path / "store"),
+        "DRIFTLINE_HEARTBEAT_INTERVAL_S": "0.5",
+        "DRIFTLINE_KAFKA_SESSION_TIMEOUT_MS": "4000",
+    }
+    runners = [
+        subprocess.Popen(
+            [sys.executable, "-m", "driftline.runtime.cli", "runner", "--functions", f"./{f}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for f in ("shop.py", "alerts.py")
+    ]
+    bus = make_test_bus(tansu_broker.bootstrap)
+    view = LiveRunners(bus, timeout_s=3.0)
+    view.start(poll_s=0.2)
+    try:
+        ready = lambda: {f for b in view.runners() for f in b.ready}  # noqa: E731
+        wait_for(lambda: ready() >= {"tag", "alert"}, timeout_s=60)
+        publish_scores(bus, {"r1": 1.0})
+        wait_for(lambda: (tmp_path / "store" / "alerts" / "r1").exists(), timeout_s=30)
+    finally:
+        view.close()
+        bus.close()
+        for runner in runners:
+            runner.send_signal(signal.SIGTERM)
+        outputs = [runner.communicate(timeout=60)[0] for runner in runners]
+    assert [r.returncode for r in runners] == [0, 0], outputs
+    assert "offers tag;" in outputs[0] and "offers alert;" in outputs[1]
