@@ -8,7 +8,8 @@ keeps its type), or it is refused with a :class:`SchemaError` naming the field. 
 version registered stays readable: a codec given them decodes events written by a process
 with an older or newer class of the type, by fingerprint.
 
-One record per version: key the event type, value JSON ``{"type", "fingerprint", "schema"}``.
+One record per version, JSON ``{"type", "fingerprint", "schema"}``; a reader also sends a
+``{"probe"}`` record and reads up to it (:meth:`SchemaRegistry.versions`).
 Two processes registering different versions of one type at the same moment are not
 caught (the check reads, then writes).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,10 +27,11 @@ from driftline.events.errors import SchemaError
 from driftline.events.models import Event
 from driftline.events.user import describe, is_builtin, user_schema
 from driftline.runtime.bus.base import Bus
-from driftline.runtime.errors import ConfigError
+from driftline.runtime.errors import BusError, ConfigError
 from driftline.runtime.function import FunctionSpec
 
 SCHEMAS_TOPIC = "driftline.schemas"
+_KEY = b"schemas"
 Schema = dict[str, Any]
 
 
@@ -60,23 +63,27 @@ class SchemaRegistry:
         self.bus = bus
         self.topic = topic
 
-    def versions(self, idle_s: float = 0.3, limit_s: float = 30.0) -> dict[str, list[Schema]]:
-        """Every registered schema per type, oldest first (read until the topic is quiet)."""
+    def versions(self, limit_s: float = 30.0) -> dict[str, list[Schema]]:
+        """Every registered schema per type, oldest first. It reads up to a probe record it
+        sends first, so nothing registered before the call is missed, whatever the bus's
+        latency (every record has one key: one partition, one order)."""
         self.bus.create_topics([self.topic], partitions=1)
+        probe = uuid.uuid4().hex
+        self._send([{"probe": probe}])
         reader = self.bus.reader([self.topic])
         found: dict[str, list[Schema]] = {}
         deadline = time.monotonic() + limit_s
         try:
             while time.monotonic() < deadline:
-                records = reader.poll(idle_s, 1000)
-                if not records:
-                    break
-                for r in sorted(records, key=lambda r: r.offset):
+                for r in sorted(reader.poll(0.2, 1000), key=lambda r: r.offset):
                     entry = json.loads(r.value)
-                    found.setdefault(entry["type"], []).append(entry["schema"])
+                    if entry.get("probe") == probe:
+                        return found
+                    if "schema" in entry:
+                        found.setdefault(entry["type"], []).append(entry["schema"])
         finally:
             reader.close()
-        return found
+        raise BusError(f"{self.topic}: read for {limit_s:g} s without reaching its own probe")
 
     def register(self, models: Sequence[type[Event]]) -> dict[str, list[Schema]]:
         """Register the user types among ``models``; returns every version of each of them.
@@ -96,18 +103,19 @@ class SchemaRegistry:
     def _publish(
         self, new: list[tuple[type[Event], Schema]], known: dict[str, list[Schema]]
     ) -> None:
-        if not new:
+        self._send(
+            [{"type": m.TYPE, "fingerprint": fingerprint(s).hex(), "schema": s} for m, s in new]
+        )
+        for model, schema in new:
+            known.setdefault(model.TYPE, []).append(schema)
+
+    def _send(self, entries: list[dict[str, Any]]) -> None:
+        if not entries:
             return
         producer = self.bus.producer()
         try:
-            for model, schema in new:
-                value = {
-                    "type": model.TYPE,
-                    "fingerprint": fingerprint(schema).hex(),
-                    "schema": schema,
-                }
-                producer.send(self.topic, json.dumps(value).encode(), key=model.TYPE.encode())
-                known.setdefault(model.TYPE, []).append(schema)
+            for entry in entries:
+                producer.send(self.topic, json.dumps(entry).encode(), key=_KEY)
             producer.flush()
         finally:
             producer.close()

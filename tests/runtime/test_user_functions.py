@@ -234,7 +234,8 @@ def test_driftline_up_runs_two_user_files_beside_a_builtin(
     home = tmp_path / "home"
     command = [sys.executable, "-m", "driftline.runtime.cli", "up", "--home", str(home)]
     command += ["--port", str(free_port()), "--functions", "ingest,./shop.py,./alerts.py"]
-    up = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "DRIFTLINE_HEARTBEAT_INTERVAL_S": "0.5"}
+    up = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: (home / ADDRESS_FILE).exists() or up.poll() is not None, 60)
         assert up.poll() is None, "up did not start"
@@ -245,12 +246,14 @@ def test_driftline_up_runs_two_user_files_beside_a_builtin(
         )
         wait_for(lambda: (home / "store" / "alerts" / "r1").exists(), 30)
         expect = f"ingest,{tmp_path / 'shop.py'},{tmp_path / 'alerts.py'}"
-        capsys.readouterr()
-        assert main(["status", "--home", str(home), "--expect", expect]) == 0
-        report = json.loads(capsys.readouterr().out)["functions"]
-        assert {f["function"]: bool(f["served_by"]) for f in report} == dict.fromkeys(
-            ("alert", "ingest", "tag"), True
-        )
+
+        def served() -> dict[str, bool]:  # as the heartbeats say (every 0.5 s here)
+            capsys.readouterr()
+            assert main(["status", "--home", str(home), "--expect", expect]) == 0
+            report = json.loads(capsys.readouterr().out)["functions"]
+            return {f["function"]: bool(f["served_by"]) for f in report}
+
+        wait_for(lambda: served() == dict.fromkeys(("alert", "ingest", "tag"), True), 20)
     finally:
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=60)
