@@ -126,7 +126,12 @@ class Codec:
         """A codec that also knows ``user_types`` and ``writers`` (this one when it knows
         them already)."""
         new = [m for m in user_types if not is_builtin(m) and m not in self.user_types]
-        more = {t: v for t, v in (writers or {}).items() if list(v) != self.writers.get(t)}
+        types = {*self._current, *(m.TYPE for m in new)}  # writers of others are no use
+        more = {
+            t: v
+            for t, v in (writers or {}).items()
+            if t in types and list(v) != self.writers.get(t)
+        }
         if not new and not more:
             return self
         return Codec((*self.user_types, *new), {**self.writers, **more})

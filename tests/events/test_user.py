@@ -53,6 +53,11 @@ def test_including_adds_types_and_keeps_the_codec_when_nothing_is_new() -> None:
     assert more.including([Scored]) is more
 
 
+def test_including_writers_of_unknown_types_keeps_the_codec() -> None:
+    codec = Codec([Scored])
+    assert codec.including([], {"other.type": [{"type": "record"}]}) is codec
+
+
 def test_an_equal_copy_from_another_file_is_the_same_type() -> None:
     copy: type[Any] = declare_scored()
     assert copy is not Scored
