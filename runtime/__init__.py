@@ -9,6 +9,10 @@
 - the errors a handler raises or catches, under one root, :class:`DriftlineError`
   (the tree is drawn in :mod:`driftline.runtime.errors`).
 
+A user's own file needs only this package and :mod:`driftline.events` (its event types
+subclass ``Event``); ``driftline runner --functions ./file.py`` runs it
+(:mod:`driftline.runtime.loader`).
+
 The machinery (runner, bus, store, registry, HTTP gateway) stays in its own modules. This
 package imports only the core modules named above, never ``driftline.functions`` or
 ``driftline.runtime.http``: the functions import it. The decorator takes the name

@@ -6,7 +6,7 @@ A 100-tree random forest (depth 10, 20 features) is trained once by Driftline's 
 trainer (scikit-learn, exported to ONNX and checked against scikit-learn) and served by:
 
 1. ``driftline up``: the gateway's ``/v2/models/{name}/infer`` (the model registered in
-   a fresh ``--home``, all five functions running beside it, as deployed);
+   a fresh ``--home``, the built-in functions running beside it, as deployed);
 2. MLServer 1.7 with its scikit-learn runtime (the reference V2 server), on the same
    fitted estimator saved with joblib. MLServer pins fastapi < 0.116 and protobuf < 7,
    so it gets a virtual environment of its own under ``--work`` (made on first use);
