@@ -589,6 +589,32 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_events(args: argparse.Namespace) -> int:
+    """``events schemas``: the user event types' schemas registered on the bus."""
+    from driftline.runtime.platform import open_bus
+    from driftline.runtime.schemas import SchemaRegistry, listing
+
+    url = _gateway_url(args)
+    if url is not None:
+        from driftline.runtime.http.gateway import GatewayError, call
+
+        try:
+            rows = call(url, "GET", "/v1/schemas")
+        except GatewayError as exc:
+            print(f"{url}: {exc}", file=sys.stderr)
+            return 1
+    else:
+        bus = open_bus(_settings(args))
+        try:
+            rows = listing(SchemaRegistry(bus).versions(probe=False))
+        finally:
+            bus.close()
+    if not args.json:
+        rows = [{**r, "fields": ", ".join(r["fields"])} for r in rows]
+    _print(rows, args.json)
+    return 0
+
+
 def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json or not rows:
         print(json.dumps(rows, indent=2, default=str))
@@ -728,6 +754,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(sc)
     _url(sc)
     sc.set_defaults(func=_cmd_score)
+
+    ev = sub.add_parser(
+        "events",
+        help="users' event types: the schemas registered on the bus",
+        description="List every version of every user event type registered on the bus "
+        "(by the runners that host functions reading or writing them).",
+    )
+    ev.add_argument("action", choices=["schemas"])
+    ev.add_argument("--json", action="store_true")
+    _common(ev)
+    _url(ev)
+    ev.set_defaults(func=_cmd_events)
 
     dlq = sub.add_parser(
         "dlq", help="dead-lettered events: list them with their errors, or replay them"

@@ -63,26 +63,38 @@ class SchemaRegistry:
         self.bus = bus
         self.topic = topic
 
-    def versions(self, limit_s: float = 30.0) -> dict[str, list[Schema]]:
-        """Every registered schema per type, oldest first. It reads up to a probe record it
-        sends first, so nothing registered before the call is missed, whatever the bus's
-        latency (every record has one key: one partition, one order)."""
+    def versions(self, *, probe: bool = True, limit_s: float = 30.0) -> dict[str, list[Schema]]:
+        """Every registered schema per type, oldest first.
+
+        It sends a probe record and reads up to it, so nothing registered before the call is
+        missed whatever the bus's latency (every record has one key: one partition, one
+        order). ``probe=False`` writes nothing (a look for people): it reads until the
+        topic is quiet for half a second.
+        """
+        if not probe and self.bus.partition_count(self.topic) == 0:
+            return {}
         self.bus.create_topics([self.topic], partitions=1)
-        probe = uuid.uuid4().hex
-        self._send([{"probe": probe}])
+        mark = uuid.uuid4().hex if probe else None
+        if mark is not None:
+            self._send([{"probe": mark}])
         reader = self.bus.reader([self.topic])
         found: dict[str, list[Schema]] = {}
         deadline = time.monotonic() + limit_s
         try:
             while time.monotonic() < deadline:
-                for r in sorted(reader.poll(0.2, 1000), key=lambda r: r.offset):
+                records = reader.poll(0.2 if probe else 0.5, 1000)
+                if not records and not probe:
+                    return found
+                for r in sorted(records, key=lambda r: r.offset):
                     entry = json.loads(r.value)
-                    if entry.get("probe") == probe:
+                    if mark is not None and entry.get("probe") == mark:
                         return found
                     if "schema" in entry:
                         found.setdefault(entry["type"], []).append(entry["schema"])
         finally:
             reader.close()
+        if not probe:
+            return found
         raise BusError(f"{self.topic}: read for {limit_s:g} s without reaching its own probe")
 
     def register(self, models: Sequence[type[Event]]) -> dict[str, list[Schema]]:
@@ -147,3 +159,17 @@ def register_functions(bus: Bus, specs: Sequence[FunctionSpec]) -> None:
             registry.register(spec.event_types)
         except SchemaError as exc:
             raise ConfigError(f"function {spec.name}: {exc}") from exc
+
+
+def listing(versions: dict[str, list[Schema]]) -> list[dict[str, Any]]:
+    """One row per registered version: type, version (1, 2, ...), fingerprint, fields."""
+    return [
+        {
+            "type": event_type,
+            "version": number,
+            "fingerprint": fingerprint(schema).hex(),
+            "fields": [f["name"] for f in schema["fields"]],
+        }
+        for event_type, schemas in sorted(versions.items())
+        for number, schema in enumerate(schemas, 1)
+    ]

@@ -42,7 +42,7 @@ from driftline.events.topics import EVENT_TOPICS
 from driftline.functions.batch import output_key, summary_key
 from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.dlq import dead_letters, replay_dead_letters
-from driftline.runtime.http import cloudevents, inference, ui, webhooks
+from driftline.runtime.http import cloudevents, inference, schemas, ui, webhooks
 from driftline.runtime.http.capture import Capture
 from driftline.runtime.http.metrics import Metrics
 from driftline.runtime.http.oip import InferenceRequest
@@ -447,6 +447,7 @@ def create_app(
     )
     app.include_router(_models(registry, publisher, platform.store, auth))
     app.include_router(_dlq(platform.bus, auth))
+    app.include_router(schemas.router(platform.bus))
     app.include_router(
         inference.router(
             server,

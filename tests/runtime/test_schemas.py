@@ -3,17 +3,21 @@ of one version decoding events written with another."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 from driftline.events import Codec, Event, SchemaError, ScoreCompleted
-from driftline.events.avro import schema_for
+from driftline.events.avro import fingerprint, schema_for
 from driftline.runtime import Context, function
 from driftline.runtime.bus.base import Bus
+from driftline.runtime.bus.embedded import EmbeddedBus
+from driftline.runtime.cli import main
 from driftline.runtime.runner import Runner
-from driftline.runtime.schemas import SchemaRegistry, incompatibility
+from driftline.runtime.schemas import SCHEMAS_TOPIC, SchemaRegistry, incompatibility
 from tests.conftest import wait_for
 
 
@@ -119,3 +123,21 @@ def test_a_runner_refuses_to_start_an_incompatible_version(embedded_bus: Bus) ->
 
     with pytest.raises(SchemaError, match="incompatible change of 'shop.scored'.*'shop_id'"):
         Runner(embedded_bus, [strict]).start()
+
+
+def test_events_schemas_lists_every_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bus = EmbeddedBus(tmp_path / "bus.db")
+    assert SchemaRegistry(bus).versions(probe=False) == {}
+    assert bus.partition_count(SCHEMAS_TOPIC) == 0, "a look writes nothing"
+    SchemaRegistry(bus).register([V1])
+    SchemaRegistry(bus).register([V2])
+    bus.close()
+    assert main(["events", "schemas", "--home", str(tmp_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["type"], r["version"], r["fields"][-1]) for r in rows] == [
+        ("shop.scored", 1, "prediction"),
+        ("shop.scored", 2, "channel"),
+    ]
+    assert rows[1]["fingerprint"] == fingerprint(schema_for(V2)).hex()

@@ -254,6 +254,12 @@ def test_driftline_up_runs_two_user_files_beside_a_builtin(
             return {f["function"]: bool(f["served_by"]) for f in report}
 
         wait_for(lambda: served() == dict.fromkeys(("alert", "ingest", "tag"), True), 20)
+        assert main(["events", "schemas", "--home", str(home), "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert [(r["type"], r["version"]) for r in listed] == [
+            ("shop.alerted", 1),
+            ("shop.scored", 1),
+        ]
     finally:
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=60)
