@@ -8,7 +8,9 @@ current and historical schemas (``schemas/history/``) and resolves it against th
 current schema, so events written by older producers still decode.
 
 A codec knows the built-in types and the user event types it is given
-(:mod:`driftline.events.user`), whose schemas are derived from their classes.
+(:mod:`driftline.events.user`), whose schemas are derived from their classes. It also
+reads CloudEvents in JSON, binary or structured mode, as other producers write them
+(:mod:`driftline.events.json_mode`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import ValidationError as PydanticValidationError
 
+from driftline.events import json_mode
 from driftline.events.avro import SCHEMA_DIR, fingerprint, load_schema, schema_path
 from driftline.events.errors import DecodeError, SchemaError
 from driftline.events.models import EVENT_MODELS, Event
@@ -39,7 +42,7 @@ Headers = list[tuple[str, bytes]]
 _SPEC_HEADER = ("ce_specversion", SPECVERSION)
 _CONTENT_HEADER = ("content-type", CONTENT_TYPE.encode())
 # The headers decode reads (an envelope's attributes); others are passed over.
-_WANTED = frozenset(("ce_id", "ce_type", "ce_source", "ce_time", "traceparent"))
+_WANTED = frozenset(("ce_id", "ce_type", "ce_source", "ce_time", "traceparent", "content-type"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,12 @@ class Codec:
         except PydanticValidationError as exc:
             raise DecodeError(f"{schema.model.TYPE} invalid: {exc}") from exc
 
+    def _validate(self, event_type: str, raw: Any) -> Event:
+        try:
+            return self._current[event_type].model.model_validate(raw)
+        except PydanticValidationError as exc:
+            raise DecodeError(f"{event_type} invalid: {exc}") from exc
+
     def decode(
         self,
         value: bytes,
@@ -205,12 +214,18 @@ class Codec:
         """Decode one record; any problem raises :class:`DecodeError` naming where it was."""
         try:
             attrs = {k: v.decode() for k, v in headers if k in _WANTED}
+            raw: Any = json_mode.NOT_JSON  # else JSON data, from a producer that is not us
+            if attrs.get("content-type", CONTENT_TYPE) != CONTENT_TYPE:  # ours: the fast path
+                attrs, raw = json_mode.read(value, attrs)
             missing = [k for k in ("ce_id", "ce_type") if k not in attrs]
             if missing:
                 raise DecodeError(f"missing CloudEvents header(s) {', '.join(missing)}")
             if attrs["ce_type"] not in self._current:
                 raise DecodeError(f"unknown event type {attrs['ce_type']!r}")
-            data = self.decode_value(value, attrs["ce_type"])
+            if raw is json_mode.NOT_JSON:
+                data = self.decode_value(value, attrs["ce_type"])
+            else:
+                data = self._validate(attrs["ce_type"], raw)
             when = attrs.get("ce_time")
             return Envelope(
                 id=attrs["ce_id"],

@@ -150,6 +150,38 @@ def test_user_types_travel_on_both_buses(tmp_path: Path, bus: Bus) -> None:
     assert bus.partition_count("shop.scored.dlq") > 0
 
 
+@pytest.mark.kafka
+def test_json_cloudevents_from_kafka_python_reach_a_user_function(
+    tmp_path: Path, kafka_bus: Bus, kafka_bootstrap: str
+) -> None:
+    """Another producer (here kafka-python itself) writes JSON CloudEvents, structured and
+    binary, straight onto the user type's topic; the function takes them like Avro ones."""
+    from kafka import KafkaProducer
+
+    [alert] = load_functions(str(write(tmp_path, "alerts", ALERTS)))
+    store = LocalStore(tmp_path / "store")
+    runner = Runner(kafka_bus, [alert.handler], store=store, poll_timeout_s=0.2)
+    runner.start()
+    ids = [f"json-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    data = [{"model": "m", "request_id": i, "prediction": 1.0} for i in ids]
+    event = {"specversion": "1.0", "id": ids[0], "source": "shop/go", "type": "shop.scored"}
+    binary = [("ce_specversion", b"1.0"), ("ce_id", ids[1].encode()), ("ce_source", b"shop/js")]
+    binary += [("ce_type", b"shop.scored"), ("content-type", b"application/json")]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    try:
+        structured = [("content-type", b"application/cloudevents+json")]
+        producer.send(
+            "shop.scored", json.dumps({**event, "data": data[0]}).encode(), headers=structured
+        )
+        producer.send("shop.scored", json.dumps(data[1]).encode(), headers=binary)
+        producer.flush()
+        wait_for(lambda: all((tmp_path / "store" / "alerts" / i).exists() for i in ids), 30)
+    finally:
+        producer.close()
+        runner.stop()
+    assert runner.stats["alert"].dead_lettered == 0
+
+
 def test_a_function_gets_its_own_class_of_a_type_another_file_declares_too(
     tmp_path: Path, embedded_bus: Bus
 ) -> None:
