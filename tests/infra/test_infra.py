@@ -24,6 +24,7 @@ from packaging.specifiers import SpecifierSet
 
 from driftline.events.topics import EVENT_TOPICS, RUNNERS_TOPIC, dlq_topic
 from driftline.functions import FUNCTIONS
+from driftline.runtime.schemas import SCHEMAS_TOPIC
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -160,11 +161,12 @@ def test_the_gpu_runner_asks_for_a_gpu_on_gpu_nodes_and_serves_the_gpu_preferred
 def test_topic_definitions_cover_every_topic_driftline_uses() -> None:
     topics = {d["spec"]["topicName"]: d["spec"] for d in _kind("KafkaTopic").values()}
     subscribed = {t for s in SPECS.values() for t in s.subscribes}
-    expected = {*EVENT_TOPICS, *(dlq_topic(t) for t in subscribed), RUNNERS_TOPIC, "s3.events"}
-    assert set(topics) == expected
-    for name in ("model.registered", "model.deployed", "model.rejected"):  # the registry's history
+    control = {RUNNERS_TOPIC, SCHEMAS_TOPIC, "s3.events"}
+    assert set(topics) == {*EVENT_TOPICS, *(dlq_topic(t) for t in subscribed), *control}
+    kept = ("model.registered", "model.deployed", "model.rejected", SCHEMAS_TOPIC)  # histories
+    for name in kept:
         assert topics[name]["config"]["retention.ms"] == "-1"
-    assert topics[RUNNERS_TOPIC]["partitions"] == 1
+    assert topics[RUNNERS_TOPIC]["partitions"] == topics[SCHEMAS_TOPIC]["partitions"] == 1
 
 
 def _partitions() -> int:
