@@ -11,7 +11,9 @@ with an older or newer class of the type, by fingerprint.
 One record per version, JSON ``{"type", "fingerprint", "schema"}``; a reader also sends a
 ``{"probe"}`` record and reads up to it (:meth:`SchemaRegistry.versions`).
 Two processes registering different versions of one type at the same moment are not
-caught (the check reads, then writes).
+caught (the check reads, then writes). On Kafka the topic must keep every record
+(``retention.ms=-1``, as ``infra/`` creates it): a topic this module creates itself gets
+the broker's default retention.
 """
 
 from __future__ import annotations

@@ -89,7 +89,9 @@ def test_compose_runs_kafka_in_kraft_mode_and_minio_notifies_uploads_to_kafka() 
     assert services["gateway"]["environment"]["DRIFTLINE_S3_NOTIFICATION_TOPIC"] == topic
     init = " ".join(services["minio-init"]["command"])
     assert f"mc event add --ignore-existing local/driftline arn:minio:sqs::{target}:kafka" in init
-    assert f"--topic {topic}" in " ".join(services["kafka-init"]["command"])
+    made = " ".join(services["kafka-init"]["command"])
+    assert f"--topic {topic}" in made
+    assert f"--topic {SCHEMAS_TOPIC} --partitions 1 --config retention.ms=-1" in made
 
 
 def test_compose_has_a_gateway_a_cpu_runner_and_a_gpu_runner_with_a_device_reservation() -> None:
