@@ -39,6 +39,11 @@ Schema = dict[str, Any]
 
 def incompatibility(old: Schema, new: Schema) -> str | None:
     """Why events of one schema cannot be read with the other (None: they can, both ways)."""
+    if old["name"] != new["name"]:
+        return (
+            f"its class is renamed from {old['name']} to {new['name']}, and Avro resolves "
+            f"records by name: keep the class name"
+        )
     before = {f["name"]: f for f in old["fields"]}
     after = {f["name"]: f for f in new["fields"]}
     for name, field in after.items():

@@ -54,6 +54,7 @@ def test_compatible_and_incompatible_changes_are_told_apart() -> None:
     assert "field 'prediction' is removed and had no default" in str(
         incompatibility(old, {**old, "fields": kept})
     )
+    assert "renamed from V1 to Scored" in str(incompatibility(old, {**old, "name": "Scored"}))
     retyped = [{**f, "type": "string"} if f["name"] == "prediction" else f for f in old["fields"]]
     changed = {**old, "fields": retyped}
     assert 'field \'prediction\' changes type from "double" to "string"' in str(
