@@ -511,13 +511,15 @@ def _rollback(platform: Any, entry: Any) -> int:
     return 0
 
 
-def _publish(bus: Any, event: Any) -> str:
+def _publish(bus: Any, event: Any, types: Any = ()) -> str:
     import uuid
 
     from driftline.events import Codec
+    from driftline.events.user import is_builtin
 
     event_id = str(uuid.uuid4())
-    value, headers = Codec().encode(event, id=event_id, source="driftline/cli")
+    codec = Codec([t for t in types if not is_builtin(t)])
+    value, headers = codec.encode(event, id=event_id, source="driftline/cli")
     producer = bus.producer()
     producer.send(event.TYPE, value, key=event.partition_key(), headers=headers)
     producer.flush()
@@ -528,15 +530,15 @@ def _publish(bus: Any, event: Any) -> str:
 def _cmd_publish(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from driftline.events import BY_TYPE
     from driftline.runtime.platform import open_bus
 
-    model = BY_TYPE.get(args.type)
-    if model is None:
-        print(f"unknown event type {args.type!r}; known: {sorted(BY_TYPE)}", file=sys.stderr)
-        return 2
     raw = Path(args.data[1:]).read_text() if args.data.startswith("@") else args.data
-    url = _gateway_url(args)
+    url = _gateway_url(args)  # it knows the user types of the functions it hosts
+    types = _event_types(_settings(args)) if url is None else {}
+    model = types.get(args.type)
+    if url is None and model is None:
+        print(f"unknown event type {args.type!r}; known: {sorted(types)}", file=sys.stderr)
+        return 2
     if url is not None:
         from driftline.runtime.http.gateway import GatewayError, call
 
@@ -546,6 +548,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             print(f"{args.type}: {exc}", file=sys.stderr)
             return 2 if exc.status in (400, 401, 413, 422) else 1
         return 0
+    assert model is not None
     try:
         event = model.model_validate_json(raw)
     except ValidationError as exc:
@@ -554,10 +557,23 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     bus = open_bus(_settings(args))
     try:
         bus.create_topics([event.TYPE])
-        print(_publish(bus, event))
+        print(_publish(bus, event, types.values()))
     finally:
         bus.close()
     return 0
+
+
+def _event_types(settings: Settings) -> dict[str, Any]:
+    """The built-in event types, then the user types of ``DRIFTLINE_FUNCTIONS``' functions."""
+    from driftline.events import BY_TYPE
+    from driftline.runtime.loader import load_functions
+
+    types: dict[str, Any] = dict(BY_TYPE)
+    text = settings.functions or ""
+    for selected in load_functions("" if text.strip() == "none" else text):
+        for model in selected.spec.event_types:
+            types.setdefault(model.TYPE, model)
+    return types
 
 
 def _cmd_dlq(args: argparse.Namespace) -> int:
@@ -733,7 +749,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_cmd_models)
 
     pub = sub.add_parser("publish", help="publish one event")
-    pub.add_argument("type", help="event type, e.g. score.requested")
+    pub.add_argument(
+        "type",
+        help="event type, e.g. score.requested; a user type through a running up that "
+        "hosts its functions, or one of DRIFTLINE_FUNCTIONS' functions",
+    )
     pub.add_argument("--data", required=True, help="the event as JSON, or @file")
     _common(pub)
     _url(pub)

@@ -30,18 +30,20 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
+from driftline.events.codec import Codec
 from driftline.events.models import (
     BY_TYPE,
-    EVENT_MODELS,
     BatchRequested,
+    Event,
     ModelDeployed,
     ModelRegistered,
     ModelRejected,
 )
-from driftline.events.topics import EVENT_TOPICS
+from driftline.events.user import is_builtin
 from driftline.functions.batch import output_key, summary_key
 from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.dlq import dead_letters, replay_dead_letters
+from driftline.runtime.function import spec_of
 from driftline.runtime.http import cloudevents, inference, schemas, ui, webhooks
 from driftline.runtime.http.capture import Capture
 from driftline.runtime.http.metrics import Metrics
@@ -59,8 +61,6 @@ from driftline.runtime.http.shared import Publisher, read_body, token_dependenci
 from driftline.runtime.registry import Registry
 from driftline.runtime.settings import HookSettings
 from driftline.runtime.triggers import notifications
-
-EventType = enum.Enum("EventType", {t.replace(".", "_"): t for t in BY_TYPE}, type=str)  # type: ignore[misc]
 
 
 class Accepted(BaseModel):
@@ -122,8 +122,13 @@ class BatchAccepted(BaseModel):
     summary_key: str = Field(description="Where batch.completed's figures will be (JSON).")
 
 
-def _events(publisher: Publisher, auth: list[Any], max_body_bytes: int) -> APIRouter:
+def _events(
+    publisher: Publisher, auth: list[Any], max_body_bytes: int, types: Mapping[str, type[Event]]
+) -> APIRouter:
+    """``POST /v1/events/{type}`` for ``types``: the built-in ones and the user types of the
+    functions this process hosts."""
     api = APIRouter(tags=["events"])
+    known = enum.Enum("EventType", {t.replace(".", "_"): t for t in types}, type=str)  # type: ignore[misc]
     structured = {
         "type": "object",
         "required": ["specversion", "id", "source", "type", "data"],
@@ -136,30 +141,14 @@ def _events(publisher: Publisher, auth: list[Any], max_body_bytes: int) -> APIRo
             "data": {"type": "object"},
         },
     }
-    plain = {"anyOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in EVENT_MODELS]}
+    plain = {"anyOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in types.values()]}
 
-    @api.post(
-        "/v1/events/{type}",
-        status_code=202,
-        response_model=Accepted,
-        dependencies=auth,
-        responses=responses(400, 401, 413, 415, 422, 503),
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": plain},
-                    cloudevents.STRUCTURED: {"schema": structured},
-                },
-            }
-        },
-    )
-    async def publish(type: EventType, request: Request) -> Accepted:  # noqa: A002 (the URL's name)
+    async def publish(type: Any, request: Request) -> Accepted:  # noqa: A002 (the URL's name)
         """Publish one event: CloudEvents HTTP binary mode (ce-* headers, the data as JSON body),
         structured mode (application/cloudevents+json), or the data as plain JSON."""
         body = await read_body(request, max_body_bytes)
         incoming = cloudevents.parse(type.value, request.headers, body)
-        model = BY_TYPE[type.value]
+        model = types[type.value]
         try:
             event = model.model_validate(incoming.data)
         except PydanticValidationError as exc:
@@ -175,6 +164,23 @@ def _events(publisher: Publisher, auth: list[Any], max_body_bytes: int) -> APIRo
         )
         return Accepted(id=event_id, type=type.value)
 
+    publish.__annotations__["type"] = known  # the path's enum: this process's types
+    api.post(
+        "/v1/events/{type}",
+        status_code=202,
+        response_model=Accepted,
+        dependencies=auth,
+        responses=responses(400, 401, 413, 415, 422, 503),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": plain},
+                    cloudevents.STRUCTURED: {"schema": structured},
+                },
+            }
+        },
+    )(publish)
     return api
 
 
@@ -366,6 +372,15 @@ def _runners(view: Any, functions: Sequence[Any] | None) -> APIRouter:
     return api
 
 
+def _event_types(functions: Sequence[Any]) -> dict[str, type[Event]]:
+    """The built-in event types, then the user types the functions read or write."""
+    types = dict(BY_TYPE)
+    for f in functions:
+        for model in spec_of(f).event_types:
+            types.setdefault(model.TYPE, model)
+    return types
+
+
 def create_app(
     platform: Any,
     server: ModelServer,
@@ -385,8 +400,9 @@ def create_app(
     versions, following drift) runs while the app's lifespan does.
     """
     settings, registry = platform.settings, platform.registry
-    platform.bus.create_topics(list(EVENT_TOPICS))
-    publisher = Publisher(platform.bus)
+    types = _event_types(functions or ())
+    platform.bus.create_topics(list(types))
+    publisher = Publisher(platform.bus, Codec([t for t in types.values() if not is_builtin(t)]))
     sync = inference.ProductionSync(server, registry)
     capture = (
         Capture(
@@ -427,7 +443,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.state.capture = capture
-    app.include_router(_events(publisher, auth, limit))
+    app.include_router(_events(publisher, auth, limit, types))
     app.include_router(
         webhooks.router(
             settings.hooks if hooks is None else hooks,
@@ -472,5 +488,5 @@ def create_app(
             token=settings.api_token is not None,
         )
     )
-    _document(app, [InferenceRequest, notifications.S3Notification, *EVENT_MODELS])
+    _document(app, [InferenceRequest, notifications.S3Notification, *types.values()])
     return app

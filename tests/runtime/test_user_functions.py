@@ -277,6 +277,11 @@ def test_driftline_up_runs_two_user_files_beside_a_builtin(
             == 0
         )
         wait_for(lambda: (home / "store" / "alerts" / "r1").exists(), 30)
+        scored = {"model": "shop", "request_id": "r2", "prediction": 3.0}  # a user type, too
+        assert (
+            main(["publish", "shop.scored", "--home", str(home), "--data", json.dumps(scored)]) == 0
+        )
+        wait_for(lambda: (home / "store" / "alerts" / "r2").exists(), 30)
         expect = f"ingest,{tmp_path / 'shop.py'},{tmp_path / 'alerts.py'}"
 
         def served() -> dict[str, bool]:  # as the heartbeats say (every 0.5 s here)
@@ -339,3 +344,42 @@ def test_two_user_files_in_two_runner_processes_on_kafka(tansu_broker, tmp_path:
         outputs = [runner.communicate(timeout=60)[0] for runner in runners]
     assert [r.returncode for r in runners] == [0, 0], outputs
     assert "offers tag;" in outputs[0] and "offers alert;" in outputs[1]
+
+
+def test_the_gateway_and_publish_take_the_user_types_of_its_functions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from driftline.functions.ml.serving import ModelServer
+    from driftline.runtime.http.app import create_app
+
+    shop = write(tmp_path, "shop", SHOP)
+    [tag] = load_functions(str(shop))
+    scored = sys.modules[tag.handler.__module__].Scored
+    data = {"model": "m", "request_id": "http-1", "prediction": 1.5}
+    platform = Platform.open(Settings(home=tmp_path / "home"))
+    try:
+        app = create_app(
+            platform, ModelServer(platform.store, platform.registry), functions=[tag.handler]
+        )
+        with TestClient(app) as client:
+            answer = client.post("/v1/events/shop.scored", json=data)
+            assert answer.status_code == 202, answer.json()
+            assert "Scored" in client.get("/openapi.json").json()["components"]["schemas"]
+        [record] = read_all(platform.bus, "shop.scored", 1)
+    finally:
+        platform.close()
+    assert Codec([scored]).decode(record.value, record.headers).data == scored(**data)
+    monkeypatch.setenv("DRIFTLINE_FUNCTIONS", str(shop))  # publish without a gateway
+    args = ["publish", "shop.scored", "--data", json.dumps({**data, "request_id": "cli-1"})]
+    assert main([*args, "--home", str(tmp_path / "home")]) == 0
+    event_id = capsys.readouterr().out.strip()
+    bus = EmbeddedBus(tmp_path / "home" / "bus.db")
+    try:
+        found = [
+            Codec([scored]).decode(r.value, r.headers) for r in read_all(bus, "shop.scored", 2)
+        ]
+    finally:
+        bus.close()
+    assert [(e.id, e.data.request_id) for e in found][-1] == (event_id, "cli-1")
