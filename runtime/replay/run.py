@@ -2,10 +2,10 @@
 
 1. save the spec, upload the first training window as a CSV and publish
    ``dataset.uploaded``: ingest → retrain → register gives version 1;
-2. replay every later row as scoring traffic: the rows of each ``batch_minutes`` of event
-   time (one hour by default) go as one ``score.requested``, at the time of its first row,
-   and their true values as one ``labels.received`` once ``label_delay_hours`` of event time
-   passed (hourly data: one row per request);
+2. replay every later row as scoring traffic: one ``score.requested`` per row (or, with
+   ``batch_minutes``, the rows of that much event time as one request at the time of its
+   first row: faster, but every row of a request then carries that one time), and its true
+   value as ``labels.received`` once ``label_delay_hours`` of event time passed;
 3. after each ``step_hours`` of event time, let the loop settle (every function caught up),
    so a retrain triggered by drift is deployed before the next step is scored, as it would
    be in production where real hours pass between the data's hours;
@@ -93,7 +93,7 @@ def replay(
     label_delay_hours: float = 24.0,
     progress: bool = True,
     days: float | None = None,
-    batch_minutes: float = 60.0,
+    batch_minutes: float = 0.0,
 ) -> dict[str, Any]:
     """Run the loop over ``data`` (its first ``days`` of event time when given); returns the
     summary (also written to ``out``)."""
@@ -192,13 +192,14 @@ class _Steps:
     """Event time between two settle points."""
     label_delay_hours: float
     batch_minutes: float
-    """Rows within this much event time of a request's first row join that request."""
+    """Rows within this much event time of a request's first row join that request (0: a
+    request per row)."""
 
 
 def _requests(times: list[Any], minutes: float) -> list[tuple[int, int]]:
     """``(start, end)`` row ranges of the scoring requests: consecutive rows within
-    ``minutes`` of the first row of theirs."""
-    width, out, start = timedelta(minutes=minutes), [], 0
+    ``minutes`` of the first row of theirs (0: one row each)."""
+    width, out, start = timedelta(minutes=max(minutes, 1e-9)), [], 0
     for k in range(1, len(times) + 1):
         if k == len(times) or times[k] - times[start] >= width:
             out.append((start, k))

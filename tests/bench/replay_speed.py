@@ -38,7 +38,7 @@ def run(rows: int, stream: str, seed: int, batch_minutes: float) -> dict[str, ob
             Settings(home=folder / "home"),
             out=folder / "out",
             progress=False,
-            batch_minutes=batch_minutes or 1e-9,
+            batch_minutes=batch_minutes,
         )
         wall = time.monotonic() - started
     return {

@@ -161,5 +161,5 @@ def test_rows_go_in_requests_of_batch_minutes_from_their_first_row() -> None:
     t0 = pd.Timestamp("2024-01-01", tz="UTC")
     times = [t0 + pd.Timedelta(minutes=m) for m in (0, 20, 59, 60, 61, 200)]
     assert _requests(times, 60) == [(0, 3), (3, 5), (5, 6)]
-    assert _requests(times, 1e-9) == [(k, k + 1) for k in range(6)]
+    assert _requests(times, 0) == [(k, k + 1) for k in range(6)]
     assert _requests([], 60) == []
