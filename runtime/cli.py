@@ -17,8 +17,8 @@ from driftline.runtime.settings import Settings
 
 SAMPLE_DIR = Path(__file__).parent / "replay" / "sample"
 REPLICAS_NEED_KAFKA = (
-    "--replicas needs a Kafka bus (--bus kafka://host:port): the embedded bus serves one "
-    "process only"
+    "--replicas needs a Kafka bus (--bus kafka://host:port or confluent://host:port): the "
+    "embedded bus serves one process only"
 )
 
 
@@ -36,7 +36,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="state folder for the embedded bus and store (default ~/.driftline)",
     )
     p.add_argument(
-        "--bus", help="bus URL: kafka://host:port or sqlite:///path (default: embedded, in --home)"
+        "--bus",
+        help="bus URL: kafka://host:port, confluent://host:port (the [fast] extra) or "
+        "sqlite:///path (default: embedded, in --home)",
     )
     p.add_argument(
         "--store", help="store URL: a folder, file:///path or s3://KEY:SECRET@host:port/bucket"
@@ -165,7 +167,7 @@ def _cmd_runner(args: argparse.Namespace) -> int:
     settings = _settings(args)
     selected = _selected(args, settings)
     wanted = [s.spec.name for s in selected]
-    embedded = not (settings.bus or "").startswith("kafka://")
+    embedded = not settings.on_kafka
     if args.replicas:
         return _run_replicas(args, selected, embedded)
     platform = Platform.open(settings)
@@ -321,7 +323,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     selected = _selected(args, settings)
     replicas = None
     if args.replicas:
-        if not (settings.bus or "").startswith("kafka://"):
+        if not settings.on_kafka:
             print(REPLICAS_NEED_KAFKA, file=sys.stderr)
             return 2
         counts = parse_replicas(args.replicas, [s.spec.name for s in selected])

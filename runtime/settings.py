@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     )
     bus: str | None = Field(
         default=None,
-        description="Bus URL: kafka://host:port[,host:port] or sqlite:///path/bus.db; "
+        description="Bus URL: kafka://host:port[,host:port] (kafka-python), "
+        "confluent://host:port[,host:port] (confluent-kafka, the [fast] extra) or "
+        "sqlite:///path/bus.db; "
         "default: the embedded bus in <home>/bus.db.",
     )
     store: str | None = Field(
@@ -138,8 +140,15 @@ class Settings(BaseSettings):
     def home_dir(self) -> Path:
         return self.home.expanduser()
 
+    @property
+    def on_kafka(self) -> bool:
+        """Whether the bus is a Kafka cluster (``kafka://`` or ``confluent://``), which
+        several processes share, rather than the embedded one-process bus."""
+        return (self.bus or "").startswith(("kafka://", "confluent://"))
+
     def kafka_client_options(self) -> dict[str, object]:
-        """Security settings passed through to every kafka-python client."""
+        """Security settings passed through to every Kafka client, by kafka-python's names
+        (the confluent bus translates them to librdkafka's)."""
         opts: dict[str, object] = {"security_protocol": self.kafka_security_protocol}
         if self.kafka_sasl_mechanism:
             opts["sasl_mechanism"] = self.kafka_sasl_mechanism

@@ -1,10 +1,11 @@
 """The Bus: topics, partitions, offsets and consumer groups, behind one small interface.
 
-Two implementations share this contract and one test suite
+Three implementations share this contract and one test suite
 (``tests/runtime/bus/test_contract.py``):
 
 - :class:`driftline.runtime.bus.embedded.EmbeddedBus`: one SQLite file, one process;
-- :class:`driftline.runtime.bus.kafka.KafkaBus`: any Kafka-protocol broker, via kafka-python.
+- :class:`driftline.runtime.bus.kafka.KafkaBus`: any Kafka-protocol broker, via kafka-python;
+- :class:`driftline.runtime.bus.confluent.ConfluentBus`: the same, via confluent-kafka.
 
 Offsets follow Kafka's meaning: a committed offset is the offset of the *next* record
 the group will read.

@@ -46,6 +46,8 @@ from driftline.runtime.errors import BusError, ConfigError
 __all__ = ["ConfluentBus", "ConfluentConsumer", "ConfluentProducer", "ConfluentReader"]
 
 log = logging.getLogger(__name__)
+#: librdkafka's own log lines (connection attempts during an outage, group changes).
+_LIBRDKAFKA_LOG = logging.getLogger(f"{__name__}.librdkafka")
 
 _CLOSE_TIMEOUT_S = 5.0
 _REQUEST_TIMEOUT_S = 15.0
@@ -361,13 +363,12 @@ class ConfluentBus(Bus):
         self.bootstrap_servers = bootstrap_servers
         self.partitions = partitions
         self.replication_factor = replication_factor
-        self._config: dict[str, Any] = {
-            **COMMON_DEFAULTS,
+        self._identity = {
             "bootstrap.servers": bootstrap_servers,
             "client.id": client_id,
-            "logger": log,
-            **librdkafka_options(client_options or {}),
+            "logger": _LIBRDKAFKA_LOG,
         }
+        self._options = librdkafka_options(client_options or {})
         self._group_config = {
             "session.timeout.ms": session_timeout_ms,
             "heartbeat.interval.ms": heartbeat_interval_ms,
@@ -405,18 +406,18 @@ class ConfluentBus(Bus):
 
     def producer(self) -> ConfluentProducer:
         """A new producer; close it (or the bus) when done."""
-        return self._track(ConfluentProducer({**self._config, **PRODUCER_DEFAULTS}))
+        return self._track(ConfluentProducer(self._config(PRODUCER_DEFAULTS)))
 
     def consumer(self, group: str, topics: Sequence[str]) -> ConfluentConsumer:
         """A new member of ``group``, subscribed to ``topics``; close it (or the bus) when done."""
-        config = {**self._config, **CONSUMER_DEFAULTS, **self._group_config, "group.id": group}
+        config = self._config(CONSUMER_DEFAULTS, self._group_config, {"group.id": group})
         return self._track(ConfluentConsumer(self._consumer_client(config), group, topics))
 
     def reader(self, topics: Sequence[str]) -> ConfluentReader:
         """A consumer in no group holding every partition of ``topics`` (no join to wait)."""
         # librdkafka wants a group.id even for assign(); a reader never joins or commits it.
         group = f"driftline-reader-{uuid.uuid4().hex}"
-        client = self._consumer_client({**self._config, **CONSUMER_DEFAULTS, "group.id": group})
+        client = self._consumer_client(self._config(CONSUMER_DEFAULTS, {"group.id": group}))
         partitions = {TopicPartition(t, p) for t in topics for p in range(self.partition_count(t))}
         return self._track(ConfluentReader(client, partitions))
 
@@ -430,6 +431,13 @@ class ConfluentBus(Bus):
         if admin is not None:
             admin.__exit__(None, None, None)  # AdminClient's only way to close its connections
 
+    def _config(self, *layers: dict[str, Any]) -> dict[str, Any]:
+        """Defaults, then ``layers``, then the caller's ``client_options`` over them all."""
+        config = dict(COMMON_DEFAULTS)
+        for layer in layers:
+            config.update(layer)
+        return {**config, **self._identity, **self._options}
+
     def _consumer_client(self, config: dict[str, Any]) -> ck.Consumer:
         try:
             return ck.Consumer(config)
@@ -440,7 +448,7 @@ class ConfluentBus(Bus):
         with self._lock:
             if self._admin is None:
                 try:
-                    self._admin = AdminClient(dict(self._config))
+                    self._admin = AdminClient(self._config())
                 except ck.KafkaException as exc:
                     raise ConfigError(f"confluent-kafka admin settings: {exc.args[0]}") from exc
             return self._admin

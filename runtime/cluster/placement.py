@@ -154,7 +154,7 @@ class Placement:
             registry=platform.registry,
             capabilities=caps,
         )
-        embedded = not (settings.bus or "").startswith("kafka://")
+        embedded = not settings.on_kafka
         return cls(
             runner,
             functions,
