@@ -27,6 +27,19 @@ def bus(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     return request.getfixturevalue("embedded_bus" if request.param == "embedded" else "kafka_bus")
 
 
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param("kafka", marks=pytest.mark.kafka),
+        pytest.param("confluent", marks=pytest.mark.kafka),
+    ]
+)
+def every_bus(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The same test on the embedded bus and on both Kafka clients (kafka-python and
+    confluent-kafka), on a real broker: for the Bus contract itself."""
+    return request.getfixturevalue(f"{request.param}_bus")
+
+
 def wait_for(
     predicate: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.05
 ) -> None:

@@ -1,7 +1,9 @@
-"""A runner process for the fault tests: ``python -m tests.runtime.fault_runner BOOTSTRAP NAME``.
+"""A runner process for the fault tests:
+``python -m tests.runtime.fault_runner BOOTSTRAP NAME [kafka|confluent]``.
 
-Hosts one echo-like function named NAME on the Kafka bus until SIGTERM; each handler call
-sleeps a little so a SIGKILL lands mid-stream.
+Hosts one echo-like function named NAME on a Kafka bus (kafka-python by default, or
+confluent-kafka) until SIGTERM; each handler call sleeps a little so a SIGKILL lands
+mid-stream.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from driftline.events import ScoreCompleted, ScoreRequested
 from driftline.runtime.context import Context
 from driftline.runtime.function import function
 from driftline.runtime.runner import Runner
-from tests.fixtures.kafka import make_test_bus
+from tests.fixtures.kafka import make_bus_of_kind
 
 
-def main(bootstrap: str, name: str) -> None:
+def main(bootstrap: str, name: str, kind: str = "kafka") -> None:
     @function(subscribes="score.requested", emits="score.completed", name=name)
     def handler(event: ScoreRequested, ctx: Context) -> ScoreCompleted:
         time.sleep(0.005)
@@ -25,7 +27,7 @@ def main(bootstrap: str, name: str) -> None:
             model=event.model, request_id=event.request_id, version=1, predictions=[1.0]
         )
 
-    bus = make_test_bus(bootstrap)
+    bus = make_bus_of_kind(kind, bootstrap)
     runner = Runner(bus, [handler], poll_timeout_s=0.2, max_records=20)
     runner.start()
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
@@ -35,4 +37,4 @@ def main(bootstrap: str, name: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

@@ -1,4 +1,5 @@
-"""Faults on the Kafka bus: a runner killed with SIGKILL, and the broker going away."""
+"""Faults on the Kafka bus: a runner killed with SIGKILL, and the broker going away; both on
+kafka-python and on confluent-kafka (``bus_kind``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from driftline.functions.ml.layout import spec_key
 from driftline.runtime.runner import Runner, output_id
 from driftline.runtime.store import LocalStore
 from tests.conftest import wait_for
-from tests.fixtures.kafka import TansuBroker, make_test_bus
+from tests.fixtures.kafka import TansuBroker, make_bus_of_kind
 from tests.functions.synthetic import SPEC_TOML
 from tests.runtime.runner_helpers import echo, publish, read_all, request
 
@@ -29,9 +30,16 @@ codec = Codec()
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _start_runner(bootstrap: str, name: str) -> subprocess.Popen[str]:
+@pytest.fixture(params=["kafka", "confluent"])
+def bus_kind(request: pytest.FixtureRequest) -> str:
+    """Which Kafka client the runner under test uses."""
+    kind: str = request.param
+    return kind
+
+
+def _start_runner(bootstrap: str, name: str, kind: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.runtime.fault_runner", bootstrap, name],
+        [sys.executable, "-m", "tests.runtime.fault_runner", bootstrap, name, kind],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -57,19 +65,19 @@ def _outputs(bus, model: str, want: int):  # type: ignore[no-untyped-def]
 
 
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_keep_their_ids(
-    kafka_bus, kafka_bootstrap
+    kafka_bus, kafka_bootstrap, bus_kind: str
 ) -> None:  # type: ignore[no-untyped-def]
     model, name = f"m-{uuid.uuid4().hex[:6]}", f"fault-{uuid.uuid4().hex[:6]}"
     kafka_bus.create_topics(["score.requested", "score.completed", "score.requested.dlq"])
     ids = publish(kafka_bus, [request(f"r{i}", model) for i in range(400)])
-    first = _start_runner(kafka_bootstrap, name)
+    first = _start_runner(kafka_bootstrap, name, bus_kind)
     try:
         wait_for(lambda: len(_outputs(kafka_bus, model, 50)) >= 50, timeout_s=60)
     finally:
         _end(first, signal.SIGKILL)
     before = len(_outputs(kafka_bus, model, 400))
     assert before < 400, "the kill should land mid-stream"
-    second = _start_runner(kafka_bootstrap, name)
+    second = _start_runner(kafka_bootstrap, name, bus_kind)
     try:
         wait_for(
             lambda: (
@@ -92,9 +100,9 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_keep_their_ids(
     )
 
 
-def test_the_runner_survives_the_broker_going_away(tmp_path: Path) -> None:
+def test_the_runner_survives_the_broker_going_away(tmp_path: Path, bus_kind: str) -> None:
     with TansuBroker(log_path=tmp_path / "broker.log") as broker:
-        bus = make_test_bus(broker.bootstrap)
+        bus = make_bus_of_kind(bus_kind, broker.bootstrap)
         topics = ["score.requested", "score.completed", "score.requested.dlq"]
         bus.create_topics(topics)
         runner = Runner(bus, [echo], poll_timeout_s=0.2)

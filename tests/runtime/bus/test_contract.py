@@ -1,4 +1,5 @@
-"""One contract, two buses: every test here runs on the embedded bus and on Kafka."""
+"""One contract, three buses: every test here runs on the embedded bus and on Kafka, through
+kafka-python and through confluent-kafka."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import pytest
 from driftline.runtime.bus.base import Bus, TopicPartition
 from driftline.runtime.errors import BusError
 from tests.conftest import drain
+
+
+@pytest.fixture
+def bus(every_bus: Bus) -> Bus:
+    return every_bus
 
 
 def _topic() -> str:
