@@ -1,4 +1,6 @@
-"""The runner on both buses: outputs, ids, retries, DLQ, duplicates, slow handlers, restart."""
+"""The runner on both buses: outputs, ids, retries, DLQ, duplicates, slow handlers, restart.
+
+The poison-message tests run on the confluent-kafka bus too (``every_bus``)."""
 
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ def test_outputs_carry_ids_derived_from_the_input(bus: Bus) -> None:
     assert all(e.source == "driftline/echo" for e in envelopes)
 
 
-def test_poison_goes_to_the_dlq_and_the_rest_flows(bus: Bus) -> None:
-    model = _model()
+def test_poison_goes_to_the_dlq_and_the_rest_flows(every_bus: Bus) -> None:
+    bus, model = every_bus, _model()  # poison is a fault test: on the confluent bus too
     runner = _run(bus, echo)
     events = [request(f"ok{i}", model) for i in range(5)] + [request("poison-1", model)]
     events += [request(f"ok{i}", model) for i in range(5, 10)]
@@ -69,7 +71,8 @@ def test_retryable_errors_are_retried_then_succeed(bus: Bus) -> None:
     assert runner.stats["echo"].dead_lettered == 0
 
 
-def test_undecodable_bytes_are_dead_lettered_with_where_and_why(bus: Bus) -> None:
+def test_undecodable_bytes_are_dead_lettered_with_where_and_why(every_bus: Bus) -> None:
+    bus = every_bus  # a poison message too: on the confluent bus as well
     runner = _run(bus, echo)
     producer = bus.producer()
     producer.send(
