@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -85,9 +85,10 @@ class ConfluentProducer(Producer):
         self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers | None = None
     ) -> None:
         """Queue one record; :meth:`flush` confirms its delivery or reports its failure."""
-        client = self._live_client()
+        client = self._live_client() if self._replace else self._client
         try:
-            client.produce(topic, value, key, headers=_ck_headers(headers))
+            # confluent-kafka's type for headers is wider (str and None values too)
+            client.produce(topic, value, key, headers=headers or None)  # type: ignore[arg-type]
         except BufferError:  # the local queue is full: deliver some, then try once more
             client.flush(_FULL_QUEUE_WAIT_S)
             self._produce_again(client, topic, value, key, headers)
@@ -140,7 +141,7 @@ class ConfluentProducer(Producer):
         headers: Headers | None,
     ) -> None:
         try:
-            client.produce(topic, value, key, headers=_ck_headers(headers))
+            client.produce(topic, value, key, headers=headers or None)  # type: ignore[arg-type]
         except BufferError as exc:
             raise BusError(
                 f"send to {topic!r}: the local queue stayed full for {_FULL_QUEUE_WAIT_S} s; "
@@ -485,21 +486,17 @@ class ConfluentBus(Bus):
         return client
 
 
-def _ck_headers(headers: Headers | None) -> list[tuple[str, str | bytes | None]] | None:
-    # The same list: confluent-kafka's type names a wider one (str and None values too).
-    return cast("list[tuple[str, str | bytes | None]]", headers) if headers else None
-
-
-def _to_record(m: ck.Message) -> Record:
-    # Consumed headers are a list of (name, bytes or None), never a dict.
-    headers = cast("list[tuple[str, bytes | None]] | None", m.headers())
+def _to_record(m: Any) -> Record:
+    # ``m`` is a consumed ck.Message: its topic, partition, offset and timestamp are set
+    # (the stubs say Optional), and its headers are a list of (name, bytes or None).
+    headers = m.headers()
     value = m.value()
     return Record(
-        topic=cast(str, m.topic()),
-        partition=cast(int, m.partition()),
-        offset=cast(int, m.offset()),
-        key=m.key(),
-        value=value if value is not None else b"",
-        headers=[(k, v if v is not None else b"") for k, v in headers] if headers else [],
-        timestamp_ms=m.timestamp()[1],
+        m.topic(),
+        m.partition(),
+        m.offset(),
+        m.key(),
+        b"" if value is None else value,
+        [(k, b"" if v is None else v) for k, v in headers] if headers else [],
+        m.timestamp()[1],
     )
