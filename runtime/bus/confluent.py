@@ -182,6 +182,9 @@ class _Members(Consumer):
         self._client = client
         self._name = name
         self._closed = False
+        # Kept here, not asked of librdkafka: its assignment() is a round trip to its main
+        # thread, and the runner asks after every poll.
+        self._assigned: frozenset[TopicPartition] = frozenset()
 
     @property
     def closed(self) -> bool:
@@ -205,7 +208,7 @@ class _Members(Consumer):
         return records
 
     def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition(tp.topic, tp.partition) for tp in self._client.assignment()}
+        return set(self._assigned)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         if tp not in self.assignment():
@@ -299,9 +302,12 @@ class ConfluentConsumer(_Members):
         # Runs inside consume(), on the polling thread; librdkafka assigns them after this
         # returns, each at its committed offset (OFFSET_INVALID means "the committed one").
         self._assignments += 1
+        self._assigned |= {TopicPartition(tp.topic, tp.partition) for tp in partitions}
         log.info("%s: assigned %d partition(s)", self._name, len(partitions))
 
     def _on_revoke(self, client: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
+        # Also called for partitions lost without a rebalance (no on_lost is set).
+        self._assigned -= {TopicPartition(tp.topic, tp.partition) for tp in partitions}
         log.info("%s: %d partition(s) revoked", self._name, len(partitions))
 
 
@@ -312,6 +318,7 @@ class ConfluentReader(_Members):
     def __init__(self, client: ck.Consumer, partitions: set[TopicPartition]) -> None:
         topics = sorted({tp.topic for tp in partitions})
         super().__init__(client, f"reader of {topics}")
+        self._assigned = frozenset(partitions)
         client.assign(
             [
                 ck.TopicPartition(tp.topic, tp.partition, ck.OFFSET_BEGINNING)
