@@ -4,7 +4,9 @@
    :class:`Record`, :class:`TopicPartition`), with Kafka's meaning of offsets and groups;
 2. :mod:`.embedded`: the zero-set-up default, durable in one SQLite file, one process;
 3. :mod:`.kafka`: any Kafka-protocol broker, via kafka-python (the default for Kafka);
-4. :mod:`.confluent`: the same, via confluent-kafka (optional: the ``fast`` extra).
+4. :mod:`.confluent`: the same, via confluent-kafka (optional: the ``fast`` extra); its
+   clients in :mod:`.confluent_producer` and :mod:`.confluent_consumer`, its settings in
+   :mod:`.confluent_options`.
 
 :func:`driftline.runtime.platform.open_bus` picks one from the settings' URL.
 """

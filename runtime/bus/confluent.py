@@ -28,19 +28,21 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from driftline.runtime.bus.base import Bus, Consumer, Headers, Producer, Record, TopicPartition
+from driftline.runtime.bus.base import Bus, TopicPartition
+from driftline.runtime.bus.confluent_consumer import ConfluentConsumer, ConfluentReader
 from driftline.runtime.bus.confluent_options import (
     COMMON_DEFAULTS,
     CONSUMER_DEFAULTS,
     PRODUCER_DEFAULTS,
     librdkafka_options,
 )
+from driftline.runtime.bus.confluent_producer import ConfluentProducer
 from driftline.runtime.errors import BusError, ConfigError
 
 __all__ = ["ConfluentBus", "ConfluentConsumer", "ConfluentProducer", "ConfluentReader"]
@@ -49,292 +51,8 @@ log = logging.getLogger(__name__)
 #: librdkafka's own log lines (connection attempts during an outage, group changes).
 _LIBRDKAFKA_LOG = logging.getLogger(f"{__name__}.librdkafka")
 
-_CLOSE_TIMEOUT_S = 5.0
 _REQUEST_TIMEOUT_S = 15.0
 _TOPIC_WAIT_S = 15.0
-_FULL_QUEUE_WAIT_S = 10.0
-#: Error codes meaning "the group moved on": a commit now may hand work to no one.
-_REBALANCED = {
-    ck.KafkaError.REBALANCE_IN_PROGRESS,
-    ck.KafkaError.ILLEGAL_GENERATION,
-    ck.KafkaError.UNKNOWN_MEMBER_ID,
-    ck.KafkaError._ASSIGNMENT_LOST,
-}
-
-
-class ConfluentProducer(Producer):
-    """A :class:`Producer` over confluent-kafka's; make one with :meth:`ConfluentBus.producer`.
-
-    Only failed deliveries call back (``delivery.report.only.error``): a good record costs no
-    Python call. After a failed :meth:`flush` or a fatal error, the next :meth:`send` starts
-    a fresh client.
-    """
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self._config = {**config, "on_delivery": self._record_failure, "error_cb": self._on_error}
-        self._errors: list[ck.KafkaError] = []
-        self._replace = False
-        self._closed = False
-        self._client = self._connect()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def send(
-        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers | None = None
-    ) -> None:
-        """Queue one record; :meth:`flush` confirms its delivery or reports its failure."""
-        client = self._live_client() if self._replace else self._client
-        try:
-            # confluent-kafka's type for headers is wider (str and None values too)
-            client.produce(topic, value, key, headers=headers or None)  # type: ignore[arg-type]
-        except BufferError:  # the local queue is full: deliver some, then try once more
-            client.flush(_FULL_QUEUE_WAIT_S)
-            self._produce_again(client, topic, value, key, headers)
-        except ck.KafkaException as exc:
-            self._replace = self._replace or exc.args[0].fatal()
-            raise BusError(f"send to {topic!r} failed: {exc.args[0]}") from exc
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait for every queued record; raise :class:`BusError` if any failed since last flush."""
-        left = self._client.flush(timeout_s)
-        self._raise_failures()
-        if left:
-            raise BusError(
-                f"flush: {left} record(s) not acknowledged within {timeout_s} s; "
-                "is the broker reachable?"
-            )
-
-    def close(self) -> None:
-        """Deliver what is queued within a few seconds, then drop the client; never raises."""
-        if self._closed:
-            return
-        self._closed = True
-        left = self._client.flush(_CLOSE_TIMEOUT_S)
-        if left or self._errors:
-            log.warning(
-                "producer closed; %d record(s) were not delivered", left + len(self._errors)
-            )
-        _close_producer_client(self._client)
-
-    def _connect(self) -> ck.Producer:
-        try:
-            return ck.Producer(self._config)
-        except ck.KafkaException as exc:
-            raise ConfigError(f"confluent-kafka producer settings: {exc.args[0]}") from exc
-
-    def _live_client(self) -> ck.Producer:
-        if self._replace:
-            log.info("replacing the confluent-kafka producer after failed sends")
-            _close_producer_client(self._client)
-            self._client = self._connect()
-            self._replace = False
-        return self._client
-
-    def _produce_again(
-        self,
-        client: ck.Producer,
-        topic: str,
-        value: bytes,
-        key: bytes | None,
-        headers: Headers | None,
-    ) -> None:
-        try:
-            client.produce(topic, value, key, headers=headers or None)  # type: ignore[arg-type]
-        except BufferError as exc:
-            raise BusError(
-                f"send to {topic!r}: the local queue stayed full for {_FULL_QUEUE_WAIT_S} s; "
-                "is the broker reachable?"
-            ) from exc
-
-    def _record_failure(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
-        if err is not None:  # runs inside flush/produce, on the caller's thread
-            self._errors.append(err)
-
-    def _on_error(self, err: ck.KafkaError) -> None:
-        if err.fatal():
-            log.warning("confluent-kafka producer hit a fatal error: %s", err)
-            self._replace = True
-        else:
-            log.info("confluent-kafka producer: %s", err)
-
-    def _raise_failures(self) -> None:
-        errors, self._errors = self._errors, []
-        if errors:
-            self._replace = True
-            raise BusError(
-                f"{len(errors)} record(s) failed to send since the last flush; "
-                f"first error: {errors[0]}"
-            )
-
-
-def _close_producer_client(client: ck.Producer) -> None:
-    """Drop what is still queued and close the client's connections now."""
-    client.purge(in_queue=True, in_flight=True)
-    client.close()
-
-
-class _Members(Consumer):
-    """What a group member and a reader share: records, pause, resume, seek, close."""
-
-    def __init__(self, client: ck.Consumer, name: str) -> None:
-        self._client = client
-        self._name = name
-        self._closed = False
-        # Kept here, not asked of librdkafka: its assignment() is a round trip to its main
-        # thread, and the runner asks after every poll.
-        self._assigned: frozenset[TopicPartition] = frozenset()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def poll(self, timeout_s: float, max_records: int = 500) -> list[Record]:
-        """Records from the assigned partitions; ``[]`` on timeout or while the broker is away."""
-        try:
-            messages = self._client.consume(max_records, timeout_s)
-        except (ck.KafkaException, RuntimeError) as exc:
-            raise BusError(f"{self._name}: poll failed: {exc}") from exc
-        records = []
-        for m in messages:
-            err = m.error()
-            if err is None:
-                records.append(_to_record(m))
-            elif err.fatal():
-                raise BusError(f"{self._name}: fatal consumer error: {err}")
-            else:
-                log.info("%s: transient consumer error, will retry: %s", self._name, err)
-        return records
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._assigned)
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        if tp not in self.assignment():
-            raise BusError(f"cannot seek {tp}: {self._name} does not hold it")
-        try:
-            self._client.seek(ck.TopicPartition(tp.topic, tp.partition, offset))
-        except ck.KafkaException as exc:
-            raise BusError(f"{self._name}: seek {tp} to {offset} failed: {exc}") from exc
-
-    def pause(self, partitions: Iterable[TopicPartition]) -> None:
-        """Stop fetching from these partitions (those not held are ignored)."""
-        held = self._held(partitions)
-        if held:
-            self._client.pause(held)
-
-    def resume(self, partitions: Iterable[TopicPartition]) -> None:
-        """Fetch from these partitions again (those not held are ignored)."""
-        held = self._held(partitions)
-        if held:
-            self._client.resume(held)
-
-    def close(self) -> None:
-        """Leave the group (if any) and close; quick even while the broker is away."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._client.close()
-        except (ck.KafkaException, RuntimeError) as exc:
-            log.warning("%s: consumer close was not clean: %s", self._name, exc)
-
-    def _held(self, partitions: Iterable[TopicPartition]) -> list[ck.TopicPartition]:
-        held = self.assignment()
-        return [ck.TopicPartition(tp.topic, tp.partition) for tp in partitions if tp in held]
-
-
-class ConfluentConsumer(_Members):
-    """A :class:`Consumer` in a group; make one with :meth:`ConfluentBus.consumer`.
-
-    Rebalances use the eager protocol: every partition is revoked, then the new assignment
-    starts at the group's committed offsets (or the earliest, for a new group). Records
-    fetched but not committed may come twice.
-    """
-
-    def __init__(self, client: ck.Consumer, group: str, topics: Sequence[str]) -> None:
-        super().__init__(client, f"group {group}")
-        self._assignments = 0
-        client.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
-
-    @property
-    def rebalances(self) -> int:
-        return self._assignments
-
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit, for each partition, the offset of the next record to read.
-
-        Raises :class:`BusError` if the group rebalanced meanwhile (the partitions may now
-        belong to another member: drop the uncommitted work) or the broker did not answer.
-        """
-        if not offsets:
-            return
-        wanted = [ck.TopicPartition(tp.topic, tp.partition, o) for tp, o in offsets.items()]
-        try:
-            answered = self._client.commit(offsets=wanted, asynchronous=False) or []
-        except ck.KafkaException as exc:
-            raise self._commit_error(exc.args[0]) from exc
-        for tp in answered:
-            if tp.error is not None:
-                raise self._commit_error(tp.error)
-
-    def committed(self, tp: TopicPartition) -> int | None:
-        """The group's committed offset for ``tp``, or ``None`` if it has none."""
-        try:
-            (answer,) = self._client.committed(
-                [ck.TopicPartition(tp.topic, tp.partition)], timeout=_REQUEST_TIMEOUT_S
-            )
-        except ck.KafkaException as exc:
-            raise BusError(f"{self._name}: committed({tp}) failed: {exc.args[0]}") from exc
-        offset: int = answer.offset
-        return offset if offset >= 0 else None
-
-    def _commit_error(self, err: ck.KafkaError) -> BusError:
-        if err.code() in _REBALANCED:
-            return BusError(
-                f"{self._name}: commit rejected because the group rebalanced ({err.name()}); "
-                "the partitions may now belong to another member"
-            )
-        return BusError(f"{self._name}: commit failed: {err}")
-
-    def _on_assign(self, client: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
-        # Runs inside consume(), on the polling thread; librdkafka assigns them after this
-        # returns, each at its committed offset (OFFSET_INVALID means "the committed one").
-        self._assignments += 1
-        self._assigned |= {TopicPartition(tp.topic, tp.partition) for tp in partitions}
-        log.info("%s: assigned %d partition(s)", self._name, len(partitions))
-
-    def _on_revoke(self, client: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
-        # Also called for partitions lost without a rebalance (no on_lost is set).
-        self._assigned -= {TopicPartition(tp.topic, tp.partition) for tp in partitions}
-        log.info("%s: %d partition(s) revoked", self._name, len(partitions))
-
-
-class ConfluentReader(_Members):
-    """A :class:`Consumer` in no group (:meth:`ConfluentBus.reader`): every partition of its
-    topics, assigned by hand and read from the start, with no group join to wait for."""
-
-    def __init__(self, client: ck.Consumer, partitions: set[TopicPartition]) -> None:
-        topics = sorted({tp.topic for tp in partitions})
-        super().__init__(client, f"reader of {topics}")
-        self._assigned = frozenset(partitions)
-        client.assign(
-            [
-                ck.TopicPartition(tp.topic, tp.partition, ck.OFFSET_BEGINNING)
-                for tp in sorted(partitions, key=str)
-            ]
-        )
-
-    @property
-    def rebalances(self) -> int:
-        return 1
-
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        raise BusError("a reader is in no consumer group: it has nothing to commit to")
-
-    def committed(self, tp: TopicPartition) -> int | None:
-        return None
 
 
 _Client = TypeVar("_Client", ConfluentProducer, ConfluentConsumer, ConfluentReader)
@@ -491,19 +209,3 @@ class ConfluentBus(Bus):
             self._clients = [c for c in self._clients if not c.closed]
             self._clients.append(client)
         return client
-
-
-def _to_record(m: Any) -> Record:
-    # ``m`` is a consumed ck.Message: its topic, partition, offset and timestamp are set
-    # (the stubs say Optional), and its headers are a list of (name, bytes or None).
-    headers = m.headers()
-    value = m.value()
-    return Record(
-        m.topic(),
-        m.partition(),
-        m.offset(),
-        m.key(),
-        b"" if value is None else value,
-        [(k, b"" if v is None else v) for k, v in headers] if headers else [],
-        m.timestamp()[1],
-    )
