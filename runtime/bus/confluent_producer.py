@@ -127,6 +127,8 @@ class ConfluentProducer(Producer):
 
 
 def _close_producer_client(client: ck.Producer) -> None:
-    """Drop what is still queued and close the client's connections now."""
+    """Drop what is still queued and close the client's connections now. Each dropped
+    record is reported as failed (``_PURGE_QUEUE``), so the next :meth:`flush` says so."""
     client.purge(in_queue=True, in_flight=True)
+    client.poll(0)
     client.close()
