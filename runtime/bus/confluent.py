@@ -130,6 +130,13 @@ class ConfluentBus(Bus):
         found = metadata.topics.get(topic)
         return 0 if found is None or found.error is not None else len(found.partitions)
 
+    def topics(self) -> list[str]:
+        try:
+            metadata = self._admin_client().list_topics(timeout=_REQUEST_TIMEOUT_S)
+        except ck.KafkaException as exc:
+            raise self._failed("listing topics", exc) from exc
+        return sorted(metadata.topics)
+
     def producer(self) -> ConfluentProducer:
         """A new producer; close it (or the bus) when done."""
         return self._track(ConfluentProducer(self._config(PRODUCER_DEFAULTS)))
