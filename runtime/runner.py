@@ -117,6 +117,7 @@ class FunctionWorker:
         poll_timeout_s: float = 0.5,
         pause_after_s: float = 1.0,
         max_records: int = 500,
+        flush_timeout_s: float = 30.0,
     ):
         self.spec = spec
         self.bus = bus
@@ -126,6 +127,9 @@ class FunctionWorker:
         self.poll_timeout_s = poll_timeout_s
         self.pause_after_s = pause_after_s
         self.max_records = max_records
+        self.flush_timeout_s = flush_timeout_s
+        """How long a batch's outputs may take to be acknowledged before the batch counts as
+        failed (nothing committed; it comes again after the reconnect)."""
         self._types = {t.TYPE: t for t in spec.input_types}
         self._emits = set(spec.emits)
         self._user_inputs = any(not is_builtin(t) for t in spec.input_types)
@@ -301,7 +305,7 @@ class FunctionWorker:
         outbox, self._outbox = self._outbox, []
         for topic, value, key, headers in outbox:
             self._producer.send(topic, value, key=key, headers=headers)
-        self._producer.flush()
+        self._producer.flush(self.flush_timeout_s)
 
     def _checkpoint(self) -> None:
         """The function saves its state; the handlers are idle (the batch is done)."""
@@ -522,6 +526,7 @@ class Runner:
         poll_timeout_s: float = 0.5,
         pause_after_s: float = 1.0,
         max_records: int = 500,
+        flush_timeout_s: float = 30.0,
     ):
         self.bus = bus
         self.codec = codec or Codec()
@@ -533,7 +538,10 @@ class Runner:
             store=store, settings=settings, registry=registry, capabilities=capabilities
         )
         self._opts = dict(
-            poll_timeout_s=poll_timeout_s, pause_after_s=pause_after_s, max_records=max_records
+            poll_timeout_s=poll_timeout_s,
+            pause_after_s=pause_after_s,
+            max_records=max_records,
+            flush_timeout_s=flush_timeout_s,
         )
         self.workers: dict[str, FunctionWorker] = {}
         self._retired: dict[str, FunctionStats] = {}

@@ -114,7 +114,8 @@ def test_the_runner_survives_the_broker_going_away(tmp_path: Path, bus_kind: str
         bus = make_bus_of_kind(bus_kind, broker.bootstrap)
         topics = ["score.requested", "score.completed", "score.requested.dlq"]
         bus.create_topics(topics)
-        runner = Runner(bus, [echo], poll_timeout_s=0.2)
+        # a flush that waits 5 s, not 30, for the broker: the outage is the point, not the wait
+        runner = Runner(bus, [echo], poll_timeout_s=0.2, flush_timeout_s=5.0)
         runner.start()
         publish(bus, [request("before")])
         wait_for(lambda: runner.stats["echo"].succeeded >= 1, timeout_s=30)
