@@ -94,6 +94,11 @@ class ModelTrained(Event):
     train_end: Timestamp | None = Field(default=None, description="Last event time trained on.")
     rows: int = Field(default=0, description="Training rows.")
     trainer: str = Field(default="", description="Estimator and device that trained it.")
+    train_seconds: float = Field(
+        default=0.0,
+        description="Wall seconds the run spent training (every window and trial it tried, "
+        "the ONNX export and its check): its compute cost. 0: not measured.",
+    )
     input_signature: list[str] = Field(default_factory=list, description="Feature names, in order.")
     trials: list[str] = Field(
         default_factory=list,

@@ -93,6 +93,7 @@ def retrain(
         train_end=result.train_end,
         rows=result.n_rows,
         trainer=result.trainer,
+        train_seconds=round(result.seconds, 3),
         input_signature=spec.feature_names,
         trials=result.trials,
     )

@@ -37,6 +37,7 @@ EXAMPLES: dict[str, m.Event] = {
             train_start=T0,
             train_end=T1,
             rows=600,
+            train_seconds=1.25,
             input_signature=["hr", "temp"],
             trials=["HistGradientBoostingRegressor() on the trailing window: mae 40.1  <- chosen"],
         ),

@@ -50,6 +50,7 @@ def test_retrain_stores_a_verified_onnx_with_lineage(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     trained = _trained(ctx)
     assert trained.trigger == "initial" and trained.rows > 200
+    assert 0 < trained.train_seconds < 120, "the run says what its training cost"
     assert ctx.store.exists(trained.artifact_key) and ctx.store.exists(trained.reference_key)
     assert trained.metrics["mae"] < 1.0  # the synthetic relation is linear: Ridge learns it
     assert trained.input_signature == ["x1", "x2", "x3"]

@@ -58,6 +58,7 @@ def model(entry: ModelEntry, history: History | None) -> dict[str, Any]:
         "versions": [_version(v, entry) for v in versions[:SHOW_VERSIONS]],
         "versions_total": len(versions),
         "runs": runs(entry, history)[:SHOW_RUNS],
+        "cost": cost(_of(history, ModelTrained, entry.name)),
         "reports": [w for w in reversed(windows(history, entry.name)) if w.report_key][
             :SHOW_HISTORY
         ],
@@ -89,6 +90,30 @@ def runs(entry: ModelEntry, history: History | None) -> list[dict[str, Any]]:
         }
         for t in reversed(trained.values())
     ]
+
+
+WEEK_S = 7 * 86_400.0
+
+
+def cost(trained: list[ModelTrained]) -> dict[str, Any] | None:
+    """Compute seconds of the model's training runs seen (a redelivered run once), and what
+    retraining every week over the same span of event time would have cost at the same mean
+    seconds per run (the alternative a scheduled pipeline offers). None: no run measured."""
+    timed = [t for t in {t.run_id: t for t in trained}.values() if t.train_seconds > 0]
+    if not timed:
+        return None
+    seconds = sum(t.train_seconds for t in timed)
+    ends = [t.train_end for t in timed if t.train_end is not None]
+    weeks = (max(ends) - min(ends)).total_seconds() / WEEK_S if len(ends) > 1 else 0.0
+    per_run = seconds / len(timed)
+    return {
+        "runs": len(timed),
+        "seconds": seconds,
+        "per_run": per_run,
+        "weeks": weeks,
+        "weekly_runs": int(weeks) + 1,
+        "weekly_seconds": (int(weeks) + 1) * per_run,
+    }
 
 
 def _of(history: History | None, kind: type[E], name: str) -> list[E]:

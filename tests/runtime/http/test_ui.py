@@ -22,7 +22,7 @@ from driftline.events import (
 )
 from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.http.app import create_app
-from driftline.runtime.http.ui import charts, plotly_js
+from driftline.runtime.http.ui import charts, plotly_js, views
 from driftline.runtime.platform import Platform
 from driftline.runtime.settings import Settings
 from tests.conftest import wait_for
@@ -94,7 +94,9 @@ REJECTED = ModelRejected(
 def _trained(registered: Event) -> ModelTrained:
     """The model.trained a registered version came from (the helpers keep only the latter)."""
     fields = registered.model_dump(include=set(ModelTrained.model_fields))
-    return ModelTrained(**fields, holdout_key="holdout.parquet", trainer="Ridge on the CPU")
+    return ModelTrained(
+        **fields, holdout_key="holdout.parquet", trainer="Ridge on the CPU", train_seconds=1.5
+    )
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +284,32 @@ def test_a_promote_button_per_version_needs_the_token_and_moves_production(
     done = c.post(actions[0], headers={"Authorization": f"Bearer {TOKEN}"})
     assert done.status_code == 202 and done.json()["version"] == other
     wait_for(lambda: f'<b id="production">v{other}</b>' in _get(c, f"/ui/models/{MODEL}"))
+
+
+def test_the_model_page_says_what_training_cost_against_a_weekly_schedule(
+    client: tuple[TestClient, Platform],
+) -> None:
+    page = _get(client[0], f"/ui/models/{MODEL}")
+    assert '<td class="seconds">1.50</td>' in page, "each run's compute seconds"
+    assert re.search(r'id="cost">Compute: <b>3.0 s</b> over 2 training run\(s\)', page)
+
+
+def test_cost_counts_each_run_once_and_prices_a_weekly_schedule() -> None:
+    def run(run_id: str, seconds: float, day: int) -> ModelTrained:
+        return LOST.model_copy(
+            update={
+                "run_id": run_id,
+                "train_seconds": seconds,
+                "train_end": START + timedelta(days=day),
+            }
+        )
+
+    runs = [run("a", 2.0, 0), run("b", 4.0, 21), run("b", 4.0, 21), run("c", 0.0, 30)]
+    c = views.cost(runs)
+    assert c is not None
+    assert (c["runs"], c["seconds"], c["per_run"]) == (2, 6.0, 3.0), "b once, c unmeasured"
+    assert (c["weeks"], c["weekly_runs"], c["weekly_seconds"]) == (3.0, 4, 12.0)
+    assert views.cost([run("x", 0.0, 0)]) is None
 
 
 def test_a_long_deploy_history_draws_every_deploy_and_names_the_newest() -> None:
