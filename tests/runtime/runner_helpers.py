@@ -69,3 +69,19 @@ def read_all(bus: Bus, topic: str, want: int, timeout_s: float = 20.0) -> list[R
         got.extend(consumer.poll(0.1))
     consumer.close()
     return got
+
+
+def read_keyed(
+    bus: Bus, topic: str, key: bytes, want: int, timeout_s: float = 30.0
+) -> list[Record]:
+    """The records of ``topic`` with ``key``, read from the start until ``want`` are found (or
+    the timeout): on the session's shared broker a topic holds other tests' records too."""
+    reader, got = bus.reader([topic]), []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < want and time.monotonic() < deadline:
+        got.extend(r for r in reader.poll(0.3, 2000) if r.key == key)
+    extra = time.monotonic() + 0.5
+    while time.monotonic() < extra:  # anything beyond what we wanted is a bug
+        got.extend(r for r in reader.poll(0.1, 2000) if r.key == key)
+    reader.close()
+    return got

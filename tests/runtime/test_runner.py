@@ -16,7 +16,7 @@ from driftline.runtime.context import Context
 from driftline.runtime.function import RetryPolicy, function
 from driftline.runtime.runner import Runner, output_id
 from tests.conftest import wait_for
-from tests.runtime.runner_helpers import echo, publish, read_all, request
+from tests.runtime.runner_helpers import echo, publish, read_all, read_keyed, request
 
 codec = Codec()
 _DRAINED: set[str] = set()
@@ -71,7 +71,7 @@ def test_outputs_carry_ids_derived_from_the_input(bus: Bus) -> None:
     ids = publish(bus, [request(f"r{i}", model) for i in range(20)])
     wait_for(lambda: runner.stats["echo"].succeeded >= 20)
     runner.stop()
-    out = [r for r in read_all(bus, "score.completed", 20) if r.key == model.encode()]
+    out = read_keyed(bus, "score.completed", model.encode(), 20)
     envelopes = [codec.decode(r.value, r.headers) for r in out]
     assert sorted(e.id for e in envelopes) == sorted(output_id(i, "echo", 0) for i in ids)
     assert all(e.data.predictions == [3.0] for e in envelopes)
@@ -88,13 +88,13 @@ def test_poison_goes_to_the_dlq_and_the_rest_flows(every_bus: Bus) -> None:
         lambda: runner.stats["echo"].succeeded >= 10 and runner.stats["echo"].dead_lettered >= 1
     )
     runner.stop()
-    dlq = [r for r in read_all(bus, "score.requested.dlq", 1) if r.key == model.encode()]
+    dlq = read_keyed(bus, "score.requested.dlq", model.encode(), 1)
     assert len(dlq) == 1
     assert dlq[0].header("dlq_error_type") == b"PermanentError"
     assert b"cannot score poison-1" in (dlq[0].header("dlq_error") or b"")
     assert dlq[0].header("dlq_attempts") == b"1"
     assert codec.decode(dlq[0].value, dlq[0].headers).data.request_id == "poison-1"
-    done = [r for r in read_all(bus, "score.completed", 10) if r.key == model.encode()]
+    done = read_keyed(bus, "score.completed", model.encode(), 10)
     assert len(done) == 10
 
 
@@ -121,7 +121,7 @@ def test_undecodable_bytes_are_dead_lettered_with_where_and_why(every_bus: Bus) 
     producer.close()
     wait_for(lambda: runner.stats["echo"].dead_lettered >= 1)
     runner.stop()
-    dlq = [r for r in read_all(bus, "score.requested.dlq", 1) if r.key == b"junk"]
+    dlq = read_keyed(bus, "score.requested.dlq", b"junk", 1)
     assert dlq and dlq[0].value == b"garbage"
     assert dlq[0].header("dlq_error_type") == b"DecodeError"
     assert b"score.requested[" in (dlq[0].header("dlq_error") or b"")
@@ -134,7 +134,7 @@ def test_a_redelivered_input_is_dropped_as_a_duplicate(bus: Bus) -> None:
     wait_for(lambda: runner.stats["echo"].duplicates >= 1)
     runner.stop()
     assert runner.stats["echo"].succeeded == 1
-    assert len([r for r in read_all(bus, "score.completed", 1) if r.key == model.encode()]) == 1
+    assert len(read_keyed(bus, "score.completed", model.encode(), 1)) == 1
 
 
 _release = threading.Event()
@@ -199,7 +199,7 @@ def test_restart_resumes_after_the_last_commit(bus: Bus) -> None:
     time.sleep(0.5)
     again.stop()
     assert again.stats["echo"].consumed == 5, "committed work is not redone"
-    out = [r for r in read_all(bus, "score.completed", 10) if r.key == model.encode()]
+    out = read_keyed(bus, "score.completed", model.encode(), 10)
     assert len(out) == 10
 
 
