@@ -195,6 +195,13 @@ def _models(registry: Registry, publisher: Publisher, store: Any, auth: list[Any
             )
         return found
 
+    def registered(e: Any, version: int) -> None:
+        if version not in e.versions:
+            raise not_found(
+                f"model {e.name} has no version {version}; registered: {sorted(e.versions)}",
+                Reason.UNKNOWN_VERSION,
+            )
+
     @api.get("/v1/models", response_model=list[ModelSummary])
     def list_models() -> list[ModelSummary]:
         """Every model with its aliases and versions."""
@@ -254,11 +261,7 @@ def _models(registry: Registry, publisher: Publisher, store: Any, auth: list[Any
         """Publish model.deployed (reason promotion) for a chosen registered version: every
         scorer swaps to it, and drift-check judges it from then on."""
         e = entry(name)
-        if version not in e.versions:
-            raise not_found(
-                f"model {name} has no version {version}; registered: {sorted(e.versions)}",
-                Reason.UNKNOWN_VERSION,
-            )
+        registered(e, version)
         if version == e.production:
             raise conflict(
                 f"model {name}: v{version} is production already", Reason.ALREADY_PRODUCTION
@@ -278,11 +281,8 @@ def _models(registry: Registry, publisher: Publisher, store: Any, auth: list[Any
         """Publish batch.requested: the batch function scores the file in chunks, writes the
         predictions as Parquet and batch.completed's figures as JSON beside them."""
         e = entry(name)
-        if body.version is not None and body.version not in e.versions:
-            raise not_found(
-                f"model {name} has no version {body.version}; registered: {sorted(e.versions)}",
-                Reason.UNKNOWN_VERSION,
-            )
+        if body.version is not None:
+            registered(e, body.version)
         if not store.exists(body.key):
             raise not_found(f"no object {body.key!r} in {store.uri('')}", Reason.NOT_FOUND)
         event = BatchRequested(
