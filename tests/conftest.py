@@ -59,3 +59,14 @@ def drain(consumer: Consumer, want: int, timeout_s: float = 20.0) -> list[Record
     while len(got) < want and time.monotonic() < deadline:
         got.extend(consumer.poll(0.5))
     return got
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers (``--dist loadgroup``). Every test on the
+    session's broker or S3 server goes to one of them, run one at a time as before: they share
+    topics and consumer groups, and the fault tests stop brokers. The rest spread over both."""
+    services = {"kafka_bootstrap", "s3_endpoint"}
+    for item in items:
+        marked = item.get_closest_marker("kafka") or item.get_closest_marker("s3")
+        if marked or services & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("services"))

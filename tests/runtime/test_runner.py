@@ -13,7 +13,7 @@ import pytest
 from driftline.events import Codec, ScoreCompleted, ScoreRequested
 from driftline.runtime.bus.base import Bus
 from driftline.runtime.context import Context
-from driftline.runtime.function import RetryPolicy, function
+from driftline.runtime.function import RetryPolicy, function, spec_of
 from driftline.runtime.runner import Runner, output_id
 from tests.conftest import wait_for
 from tests.runtime.runner_helpers import echo, publish, read_all, read_keyed, request
@@ -32,7 +32,7 @@ def _echo_group_at_the_end(request: pytest.FixtureRequest) -> None:
     name = "bus" if "bus" in params else "every_bus"
     if params.get(name) not in ("kafka", "confluent") or "kafka" in _DRAINED:
         return
-    _drain(request.getfixturevalue(name), "echo", "score.requested")
+    _drain(request.getfixturevalue(name), spec_of(echo).group, "score.requested")
     _DRAINED.add("kafka")  # one broker for both clients: one group to move
 
 
@@ -69,9 +69,8 @@ def test_outputs_carry_ids_derived_from_the_input(bus: Bus) -> None:
     model = _model()
     runner = _run(bus, echo)
     ids = publish(bus, [request(f"r{i}", model) for i in range(20)])
-    wait_for(lambda: runner.stats["echo"].succeeded >= 20)
+    out = read_keyed(bus, "score.completed", model.encode(), 20, timeout_s=60)
     runner.stop()
-    out = read_keyed(bus, "score.completed", model.encode(), 20)
     envelopes = [codec.decode(r.value, r.headers) for r in out]
     assert sorted(e.id for e in envelopes) == sorted(output_id(i, "echo", 0) for i in ids)
     assert all(e.data.predictions == [3.0] for e in envelopes)
@@ -84,17 +83,14 @@ def test_poison_goes_to_the_dlq_and_the_rest_flows(every_bus: Bus) -> None:
     events = [request(f"ok{i}", model) for i in range(5)] + [request("poison-1", model)]
     events += [request(f"ok{i}", model) for i in range(5, 10)]
     publish(bus, events)
-    wait_for(
-        lambda: runner.stats["echo"].succeeded >= 10 and runner.stats["echo"].dead_lettered >= 1
-    )
+    done = read_keyed(bus, "score.completed", model.encode(), 10, timeout_s=60)
+    dlq = read_keyed(bus, "score.requested.dlq", model.encode(), 1, timeout_s=60)
     runner.stop()
-    dlq = read_keyed(bus, "score.requested.dlq", model.encode(), 1)
     assert len(dlq) == 1
     assert dlq[0].header("dlq_error_type") == b"PermanentError"
     assert b"cannot score poison-1" in (dlq[0].header("dlq_error") or b"")
     assert dlq[0].header("dlq_attempts") == b"1"
     assert codec.decode(dlq[0].value, dlq[0].headers).data.request_id == "poison-1"
-    done = read_keyed(bus, "score.completed", model.encode(), 10)
     assert len(done) == 10
 
 
