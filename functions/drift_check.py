@@ -13,21 +13,21 @@ the scored rows waiting for labels and the feedback not written yet. The runner 
 :func:`save_changed` after each batch, once its outputs are sent and before its offsets are
 committed, so a restarted runner (or a replica that takes the partition over) finds every
 committed input in the saved state; inputs after it come again and are deduplicated by
-request id. The cost is one JSON write per changed model per batch, the size of what is
-waiting (a window's rows and the rows whose labels have not arrived). Each write is
-conditional on the state being the one this process read or last wrote (fencing): a
-replica that stalled while another took its partitions over cannot overwrite the newer
-state; its save fails, it commits nothing and rejoins.
+request id. A batch of scored rows and labels is saved as a journal of those inputs, whose
+size is the batch's; the whole state is saved when a window closes, on a detection, deploy
+or rejection, and when the journal outgrows it (:mod:`.drift_state`). Each write takes the
+next number of the model's journal only if it is still free (fencing): a replica that
+stalled while another took its partitions over cannot overwrite the newer state; its save
+fails, it commits nothing and rejoins.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -41,12 +41,14 @@ from driftline.events import (
     ModelRejected,
     ScoreCompleted,
 )
+from driftline.functions import drift_state
+from driftline.functions.drift_state import Labeled, Log, Record, Scored
 from driftline.functions.ml.drift_stats import html_report
 from driftline.functions.ml.layout import get_table, load_spec, put_table
 from driftline.functions.ml.monitor import Detection, DriftMonitor, WindowResult
 from driftline.functions.ml.spec import TIME, ModelSpec
 from driftline.runtime.context import Context
-from driftline.runtime.errors import ObjectNotFoundError, RetryableError
+from driftline.runtime.errors import RetryableError
 from driftline.runtime.function import function
 
 _MAX_UNLABELED = 200_000
@@ -62,8 +64,37 @@ class _Model:
     early: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
     """Labels that arrived before their scored rows."""
     feedback: list[dict[str, Any]] = field(default_factory=list)
+    log: Log | None = None
+    """Where the saved state stands (None: not saved or read yet)."""
+    journal: list[Record] = field(default_factory=list)
+    """Inputs applied since the last save, in order."""
+    whole: bool = False
+    """Whether the next save must be the whole state (a change the journal cannot redo)."""
     changed: bool = False
     """Whether anything above changed since the last save."""
+
+    def apply(self, record: Record) -> list[WindowResult]:
+        """Apply a scored request or labels, and journal it. A record that fails half-way
+        leaves a state its replay might not rebuild: the next save is whole."""
+        self.journal.append(record)
+        try:
+            return self.replay(record)
+        except BaseException:
+            self.whole = True
+            raise
+
+    def replay(self, record: Record) -> list[WindowResult]:
+        """Apply a record (live, or from the journal after a restart)."""
+        if isinstance(record, Labeled):
+            results = self.monitor.label(record.request_id, record.labels)
+            _join_labels(self, record)
+            return results
+        at, rows = cast(Any, record.at), cast(Any, record.rows)  # a Matrix iterates by rows
+        results = self.monitor.observe(
+            record.request_id, record.version, at, rows, record.predictions
+        )
+        _remember(self, record)
+        return results
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -103,22 +134,26 @@ class Monitors:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.models: dict[str, _Model] = {}
-        self.etags: dict[str, str | None] = {}
-        """The etag of each model's saved state as this process last read or wrote it."""
 
     def get(self, model: str) -> _Model:
         if model not in self.models:
-            spec = load_spec(self.ctx.store, model)
-            key = state_key(model)
-            loader = lambda v: self._reference(model, v)  # noqa: E731
-            try:
-                data, self.etags[model] = self.ctx.store.get_versioned(key)
-            except ObjectNotFoundError:
-                self.models[model] = _Model(spec, DriftMonitor(spec, reference_loader=loader))
-                self.etags[model] = None
-            else:
-                self.models[model] = _Model.from_state(spec, json.loads(data), loader)
+            self.models[model] = self._restore(model)
         return self.models[model]
+
+    def _restore(self, model: str) -> _Model:
+        """The newest snapshot, with the journal after it replayed."""
+        spec = load_spec(self.ctx.store, model)
+        loader = lambda v: self._reference(model, v)  # noqa: E731
+        saved = drift_state.load(self.ctx.store, model)
+        m = (
+            _Model(spec, DriftMonitor(spec, reference_loader=loader))
+            if saved.state is None
+            else _Model.from_state(spec, saved.state, loader)
+        )
+        for record in saved.records:
+            m.replay(record)
+        m.log = saved.log
+        return m
 
     def _reference(self, model: str, version: int) -> pd.DataFrame | None:
         registered = (
@@ -127,31 +162,31 @@ class Monitors:
         return None if registered is None else get_table(self.ctx.store, registered.reference_key)
 
 
-def state_key(model: str) -> str:
-    return f"state/{model}/drift.json"
-
-
 def _monitors(ctx: Context) -> Monitors:
     return Monitors(ctx)
 
 
 def save_changed(ctx: Context) -> None:
-    """The checkpoint: save the state of every model a batch changed, each only if nobody
-    saved it since this process read it (fencing): a replica that stalled past its group's
-    timeouts, while another took its partitions over and moved the state on, gets
-    :class:`StaleWriteError` instead of overwriting the new owner's state. The runner then
-    commits nothing, drops this process's state and rejoins (see ``Runner``)."""
+    """The checkpoint: save what a batch changed, per model: its journal of inputs, or the
+    whole state when one is due. Each write takes the model's next journal number only if
+    nobody took it since this process read or wrote the one before (fencing): a replica that
+    stalled past its group's timeouts, while another took its partitions over and moved the
+    state on, gets :class:`StaleWriteError` instead of overwriting the new owner's state.
+    The runner then commits nothing, drops this process's state and rejoins (see
+    ``Runner``)."""
     monitors: Monitors = ctx.state
-    for name, m in monitors.models.items():
+    for m in monitors.models.values():
         if m.changed:
-            info = ctx.store.put_if(
-                state_key(name),
-                json.dumps(m.to_state()).encode(),
-                monitors.etags.get(name),
-                "application/json",
-            )
-            monitors.etags[name] = info.etag
-            m.changed = False
+            _save(ctx, m)
+
+
+def _save(ctx: Context, m: _Model) -> None:
+    log = m.log or Log(m.spec.name)
+    if m.whole or log.snapshot_due():
+        log.write_snapshot(ctx.store, m.to_state())
+    else:
+        log.write_delta(ctx.store, m.journal)
+    m.log, m.journal, m.whole, m.changed = log, [], False, False
 
 
 @function(
@@ -166,32 +201,36 @@ def drift_check(
 ) -> list[Event]:
     m = ctx.state.get(event.model)
     m.changed = True
-    if isinstance(event, ModelDeployed):
-        _deployed(ctx, m, event)
+    if isinstance(event, ModelDeployed | ModelRejected):
+        m.whole = True
+        if isinstance(event, ModelDeployed):
+            _deployed(ctx, m, event)
+        else:
+            m.monitor.rejected()
         return []
-    if isinstance(event, ModelRejected):
-        m.monitor.rejected()
-        return []
-    if isinstance(event, ScoreCompleted):
-        results = m.monitor.observe(
-            event.request_id,
-            event.version,
-            event.event_time or ctx.event_time,
-            event.rows,
-            event.predictions,
-        )
-        _remember(m, event)
-    else:
-        results = m.monitor.label(event.request_id, event.labels)
-        _join_labels(m, event)
+    results = m.apply(_record(event, ctx))
     detections = m.monitor.take_detections()
-    if results or detections:  # a retrain reads the feedback: write it before it is asked for
-        _write_feedback(ctx, m)
+    if results or detections:
+        m.whole = True  # windows closed or a detection: the journal cannot redo the outputs
+        _write_feedback(ctx, m)  # a retrain reads the feedback: write it before it is asked for
     out: list[Event] = []
     for result in results:
         out.extend(_verdict(ctx, m, result))
     out.extend(_detected(m, d) for d in detections)
     return out
+
+
+def _record(event: ScoreCompleted | LabelsReceived, ctx: Context) -> Record:
+    if isinstance(event, LabelsReceived):
+        return Labeled(event.request_id, event.labels)
+    return Scored(
+        event.request_id,
+        event.version,
+        event.event_time or ctx.event_time,
+        event.event_time,
+        event.rows,
+        event.predictions,
+    )
 
 
 def _deployed(ctx: Context, m: _Model, event: ModelDeployed) -> None:
@@ -219,7 +258,7 @@ def _deployed(ctx: Context, m: _Model, event: ModelDeployed) -> None:
     )
 
 
-def _remember(m: _Model, event: ScoreCompleted) -> None:
+def _remember(m: _Model, event: Scored) -> None:
     labels = m.early.pop(event.request_id, None)
     if labels is not None:
         _add_feedback(m, event.event_time, event.rows, labels)
@@ -229,7 +268,7 @@ def _remember(m: _Model, event: ScoreCompleted) -> None:
         m.scored.popitem(last=False)
 
 
-def _join_labels(m: _Model, event: LabelsReceived) -> None:
+def _join_labels(m: _Model, event: Labeled) -> None:
     found = m.scored.pop(event.request_id, None)
     if found is None:  # the label overtook its scored rows: hold it (bounded)
         m.early[event.request_id] = event.labels

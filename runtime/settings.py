@@ -116,13 +116,12 @@ class Settings(BaseSettings):
         description="Largest request body the gateway reads; bigger ones get 413.",
     )
     capture_rate: float = Field(
-        default=0.0,
+        default=1.0,
         ge=0,
         le=1,
         description="Share of /v2 inference requests published as score.completed, so "
-        "drift-check monitors HTTP traffic like bus traffic (1: all). Off by default for now: "
-        "drift-check in the same process rewrites its whole state per batch, and at full "
-        "load capture cuts /v2 throughput about eightfold (tests/bench/inference_http.py).",
+        "drift-check monitors HTTP traffic like bus traffic (1, the default: all; below 1 "
+        "samples; 0: off). Capture runs off the request path (see capture_queue).",
     )
     capture_queue: int = Field(
         default=10_000,

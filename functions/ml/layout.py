@@ -8,7 +8,7 @@ models/<model>/<run>/model.onnx            a trained candidate
 models/<model>/<run>/reference.parquet     its reference sample (for data drift)
 models/<model>/<run>/holdout.parquet       its most recent labeled rows (for the gate)
 reports/<model>/v<version>/<window>.html   Evidently report of a drifted window
-state/<model>/drift.json                   drift-check's state (saved after each batch)
+state/<model>/drift/<n>.json               drift-check's state: snapshots and journal deltas (drift_state)
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from driftline.events import LabelsReceived, Matrix, ScoreCompleted
-from driftline.functions.drift_check import Monitors, drift_check, save_changed, state_key
+from driftline.functions.drift_check import Monitors, drift_check, save_changed
 from driftline.functions.ml.layout import get_table
 from driftline.functions.ml.spec import TIME
 from driftline.runtime.errors import StaleWriteError
@@ -29,6 +29,11 @@ def _scored(i: int) -> ScoreCompleted:
     )
 
 
+def _saved(seq: int) -> str:
+    """The key of the model's ``seq``-th saved object (a snapshot or a journal delta)."""
+    return f"state/synth/drift/{seq:012d}.json"
+
+
 def test_a_restarted_drift_check_has_every_row_and_label_of_the_saved_batches(
     tmp_path: Path,
 ) -> None:
@@ -39,7 +44,7 @@ def test_a_restarted_drift_check_has_every_row_and_label_of_the_saved_batches(
     for i in range(4):  # labels for the first four rows, before the restart
         drift_check(LabelsReceived(model="synth", request_id=f"r{i}", labels=[20.0 + i]), ctx)
     save_changed(ctx)  # what the runner calls before committing the batch
-    assert ctx.store.exists(state_key("synth"))
+    assert ctx.store.exists(_saved(1))
     before = ctx.state.models["synth"]
 
     restarted = context(tmp_path, registry=ctx.registry)  # the same store, a new process
@@ -78,12 +83,11 @@ def test_save_changed_writes_only_models_a_batch_changed(tmp_path: Path) -> None
     ctx.store.put_if = lambda key, *a, **k: writes.append(key) or put_if(key, *a, **k)  # type: ignore[method-assign]
     drift_check(_scored(0), ctx)
     save_changed(ctx)
-    first = ctx.store.get(state_key("synth"))
     save_changed(ctx)  # nothing changed since
-    assert writes == [state_key("synth")]
+    assert writes == [_saved(1)]
     drift_check(_scored(1), ctx)
     save_changed(ctx)
-    assert len(writes) == 2 and ctx.store.get(state_key("synth")) != first
+    assert writes == [_saved(1), _saved(2)]
 
 
 def test_a_stalled_owner_cannot_overwrite_the_new_owners_state(tmp_path: Path) -> None:

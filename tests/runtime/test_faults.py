@@ -3,7 +3,6 @@ kafka-python and on confluent-kafka (``bus_kind``)."""
 
 from __future__ import annotations
 
-import json
 import select
 import signal
 import subprocess
@@ -17,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from driftline.events import Codec, Matrix, ScoreCompleted
-from driftline.functions.drift_check import state_key
+from driftline.functions.drift_check import Monitors
 from driftline.functions.ml.layout import spec_key
+from driftline.runtime.context import Context
 from driftline.runtime.runner import Runner, output_id
 from driftline.runtime.store import LocalStore
 from tests.conftest import wait_for
@@ -155,10 +155,10 @@ def _scored(request_id: str, hour: int) -> ScoreCompleted:
 
 
 def _saved_rows(store: LocalStore) -> list[str]:
-    """Request ids in drift-check's saved state for ``synth`` (rows waiting for labels)."""
-    if not store.exists(state_key("synth")):
-        return []
-    return [rid for rid, _, _ in json.loads(store.get(state_key("synth")))["scored"]]
+    """Request ids in drift-check's saved state for ``synth`` (rows waiting for labels), as
+    a process starting now would restore it."""
+    reader = Context(function="drift-check", store=store)
+    return list(Monitors(reader).get("synth").scored)
 
 
 def _start_replica(

@@ -1,0 +1,160 @@
+"""drift-check's saved state: snapshots, a journal of inputs between them, the old format."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from driftline.events import LabelsReceived, Matrix, ScoreCompleted
+from driftline.functions import drift_state
+from driftline.functions.drift_check import Monitors, drift_check, save_changed
+from driftline.runtime.context import Context
+from tests.functions.synthetic import context
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+OLD_STATE = Path(__file__).parent / "fixtures" / "drift_state_d61ddbd.json"
+"""What drift-check saved whole after each batch before the journal (commit d61ddbd): ten
+rows of v1, four labeled, a label before its row, a NaN feature."""
+
+
+def _scored(i: int, rows: int = 1) -> ScoreCompleted:
+    rng = np.random.default_rng(i)
+    return ScoreCompleted(
+        model="synth",
+        request_id=f"r{i}",
+        version=1,
+        predictions=[10.0 + i + k for k in range(rows)],
+        columns=["x1", "x2", "x3"],
+        rows=Matrix(rng.normal(size=(rows, 3))),
+        event_time=START + timedelta(hours=i),
+    )
+
+
+def _labels(i: int, rows: int = 1) -> LabelsReceived:
+    return LabelsReceived(
+        model="synth", request_id=f"r{i}", labels=[12.0 + i + k for k in range(rows)]
+    )
+
+
+def _start(ctx: Context) -> Context:
+    ctx.state = Monitors(ctx)
+    m = ctx.state.get("synth")
+    m.monitor.deployed(1, at=START, metrics={m.spec.metric_name: 2.0})
+    m.changed = m.whole = True
+    return ctx
+
+
+def _restarted(ctx: Context) -> Context:
+    again = context(Path(ctx.store.root).parent, registry=ctx.registry)
+    again.state = Monitors(again)
+    return again
+
+
+def _kinds(ctx: Context) -> list[str]:
+    return [
+        json.loads(ctx.store.get(info.key))["kind"] for info in ctx.store.list("state/synth/drift/")
+    ]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, NaN equal to NaN (a NaN feature stays NaN through a save)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def test_a_restore_from_snapshot_and_journal_is_the_uninterrupted_state(tmp_path: Path) -> None:
+    """Batches of rows and late labels over several windows, saved after each batch as the
+    runner does: snapshots where windows closed, deltas between. A process restarted after
+    any batch rebuilds exactly the state of the one that went on."""
+    ctx = _start(context(tmp_path))
+    outputs = []
+    for batch in range(40):
+        for i in range(batch * 6, batch * 6 + 6):
+            outputs += drift_check(_scored(i, rows=3), ctx)
+            if i >= 24:  # labels a day late, one request unlabeled now and then
+                if i % 7:
+                    outputs += drift_check(_labels(i - 24, rows=3), ctx)
+        if batch == 20:  # a redelivered request and labels change nothing, before or after
+            outputs += drift_check(_scored(100, rows=3), ctx)
+            outputs += drift_check(_labels(90, rows=3), ctx)
+        save_changed(ctx)
+        live = ctx.state.get("synth").to_state()
+        restored = _restarted(ctx).state.get("synth")
+        assert _same(restored.to_state(), live), f"after batch {batch}"
+        assert list(restored.scored) == list(ctx.state.get("synth").scored)
+    kinds = _kinds(ctx)
+    assert "delta" in kinds and "snapshot" in kinds
+    assert any(e.TYPE == "drift.checked" for e in outputs), "windows closed on the way"
+
+
+def test_a_restored_process_goes_on_as_the_uninterrupted_one(tmp_path: Path) -> None:
+    """The same inputs after a restart give the same outputs and the same state."""
+    a = _start(context(tmp_path / "a"))
+    b = _start(context(tmp_path / "b"))
+    for i in range(200):
+        events = [_scored(i, rows=2)] + ([_labels(i - 24, rows=2)] if i >= 24 else [])
+        out_a = [e for ev in events for e in drift_check(ev, a)]
+        out_b = [e for ev in events for e in drift_check(ev, b)]
+        assert [e.model_dump() for e in out_a] == [e.model_dump() for e in out_b]
+        save_changed(a)
+        save_changed(b)
+        if i % 13 == 5:
+            b = _restarted(b)
+    assert _same(a.state.get("synth").to_state(), b.state.get("synth").to_state())
+
+
+def test_a_delta_costs_the_batch_not_the_window(tmp_path: Path) -> None:
+    ctx = _start(context(tmp_path))
+    for i in range(60):
+        drift_check(_scored(i, rows=20), ctx)
+    save_changed(ctx)  # the first save is whole: 1,200 rows waiting for labels
+    drift_check(_scored(60), ctx)
+    save_changed(ctx)
+    sizes = [info.size for info in ctx.store.list("state/synth/drift/")]
+    assert _kinds(ctx) == ["snapshot", "delta"]
+    assert sizes[0] > 100_000 and sizes[1] < 500
+
+
+def test_the_journal_is_compacted_and_old_objects_go(tmp_path: Path) -> None:
+    """A snapshot once the deltas outweigh the last one; objects before the previous
+    snapshot are deleted, so the journal stays short."""
+    ctx = _start(context(tmp_path))
+    for i in range(3 * drift_state.MAX_DELTAS):
+        drift_check(_scored(i % 48, rows=1), ctx)  # redelivered rows: a delta each, no growth
+        save_changed(ctx)
+    kinds = _kinds(ctx)
+    assert kinds.count("snapshot") == 2 and kinds[0] == "snapshot"
+    assert len(kinds) <= 2 * drift_state.MAX_DELTAS + 1
+    assert _same(_restarted(ctx).state.get("synth").to_state(), ctx.state.get("synth").to_state())
+
+
+def test_a_state_saved_whole_before_the_journal_still_loads(tmp_path: Path) -> None:
+    """Upgrade: the old whole-state object is read, then replaced by the first snapshot."""
+    ctx = context(tmp_path)
+    ctx.store.put(drift_state.legacy_key("synth"), OLD_STATE.read_bytes())
+    ctx.state = Monitors(ctx)
+    m = ctx.state.get("synth")
+    assert m.monitor.version == 1 and list(m.scored) == [f"r{i}" for i in range(4, 10)]
+    assert sum(len(rows) for rows in m.monitor.windows.values()) == 10
+    assert [row["y"] for row in m.feedback] == [20.0, 21.0, 22.0, 23.0]
+    assert m.monitor.detector is not None and len(m.monitor.detector.history) == 4
+    assert list(m.early) == ["early"] and m.monitor.orphans == {"early": [1.0]}
+    assert _same(m.to_state(), json.loads(OLD_STATE.read_bytes()))
+
+    drift_check(LabelsReceived(model="synth", request_id="r5", labels=[25.0]), ctx)
+    save_changed(ctx)
+    assert not ctx.store.exists(drift_state.legacy_key("synth"))
+    assert _kinds(ctx) == ["snapshot"]
+    again = _restarted(ctx).state.get("synth")
+    assert [row["y"] for row in again.feedback] == [20.0, 21.0, 22.0, 23.0, 25.0]
+    assert _same(again.to_state(), m.to_state())
