@@ -105,6 +105,12 @@ class ModelTrained(Event):
         description="What the run tried (training windows, search trials) and each one's "
         "validation figure; the chosen one is marked.",
     )
+    feature_importance: dict[str, float] = Field(
+        default_factory=dict,
+        description="Permutation importance of each feature on the holdout (of the fit that "
+        "had not seen it): how much the gate metric worsens, in its units, when the feature "
+        "is shuffled (mean of a few shuffles). Empty: not computed.",
+    )
 
 
 class ModelRegistered(Event):

@@ -54,6 +54,7 @@ def test_retrain_stores_a_verified_onnx_with_lineage(tmp_path: Path) -> None:
     assert ctx.store.exists(trained.artifact_key) and ctx.store.exists(trained.reference_key)
     assert trained.metrics["mae"] < 1.0  # the synthetic relation is linear: Ridge learns it
     assert trained.input_signature == ["x1", "x2", "x3"]
+    assert trained.feature_importance["x1"] > trained.feature_importance["x3"]
 
 
 def test_the_same_trigger_gives_the_same_run(tmp_path: Path) -> None:
