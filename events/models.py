@@ -283,6 +283,16 @@ class DriftChecked(Event):
         "compares it with the version it replaced and rolls back when it does clearly worse.",
     )
     reason: str = Field(default="", description="What the drift check decided, in words.")
+    drifted_features: list[str] = Field(
+        default_factory=list,
+        description="Features whose distribution drifted, when judged one by one (windows "
+        "whose data drifted; see feature_drift).",
+    )
+    feature_drift: dict[str, float] = Field(
+        default_factory=dict,
+        description="Evidently's drift score of each feature, when judged one by one: a "
+        "p-value (drifted below its threshold) or a distance (drifted at or above it).",
+    )
 
 
 class DriftDetected(Event):

@@ -312,6 +312,7 @@ def _verdict(ctx: Context, m: _Model, r: WindowResult) -> list[Event]:
         detector=r.detector,
         probation=r.probation,
         reason=r.reason,
+        **_feature_drift(r.drift),
     )
     ctx.log.info("%s window %s: %s", m.spec.name, r.window, r.reason)
     return [checked] if r.detection is None else [checked, _detected(m, r.detection)]
@@ -330,6 +331,16 @@ def _detected(m: _Model, d: Detection) -> DriftDetected:
         change_point=d.change_point,
         detector=d.by,
     )
+
+
+def _feature_drift(drift: Any) -> dict[str, Any]:
+    """Which features drifted and each one's score, where the drift check judged them one by
+    one (windows whose data drifted); a score that is not a number is left out."""
+    per = getattr(drift, "per_column", None) or {}
+    return {
+        "drifted_features": [c for c, d in per.items() if d.drifted],
+        "feature_drift": {c: d.score for c, d in per.items() if math.isfinite(d.score)},
+    }
 
 
 def _finite(value: float) -> float | None:

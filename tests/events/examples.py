@@ -109,6 +109,8 @@ EXAMPLES: dict[str, m.Event] = {
             detector="adwin width 160, mean 0.17, alarms 1",
             probation=True,
             reason="performance drift: retrain",
+            drifted_features=["temp"],
+            feature_drift={"hr": 0.5, "temp": 0.001},
         ),
         m.DriftDetected(
             model="bike",
