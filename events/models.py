@@ -192,6 +192,11 @@ class ScoreCompleted(Event):
         default_factory=lambda: Matrix([]), description="The scored features (for drift)."
     )
     event_time: Timestamp | None = None
+    seconds: float = Field(
+        default=0.0,
+        description="Wall seconds the score handler spent on the request (aligning the "
+        "columns and predicting): its compute cost. 0: not measured.",
+    )
 
 
 class BatchRequested(Event):

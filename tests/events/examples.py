@@ -84,6 +84,7 @@ EXAMPLES: dict[str, m.Event] = {
             columns=["hr", "temp"],
             rows=[[5.0, 0.3]],
             event_time=T1,
+            seconds=0.0025,
         ),
         m.LabelsReceived(model="bike", request_id="req-1", labels=[20.0], event_time=T1),
         m.DriftChecked(

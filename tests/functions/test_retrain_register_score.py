@@ -154,6 +154,7 @@ def test_score_uses_production_and_swaps_on_deploy(tmp_path: Path) -> None:
     done = score(request, ctx)
     assert done is not None and done.version == 1 and done.columns == ["x1", "x2", "x3"]
     assert math.isclose(done.predictions[0], 3.0 + 0.5 + 10, abs_tol=0.5)
+    assert 0 < done.seconds < 5, "the handler says what the request cost"
     deployed = v1[1].model_copy(update={"version": 7})
     assert score(deployed, ctx) is None
     assert score(request, ctx).version == 7
