@@ -132,3 +132,53 @@ def _deploy_label(d: ModelDeployed) -> dict[str, Any]:
         "showarrow": False,
         "font": {"size": 10, "color": DEPLOY_COLOR.get(d.reason, "#27ae60")},
     }
+
+
+def features(
+    window: DriftChecked | None, version: int | None, importance: dict[str, float], metric: str
+) -> dict[str, Any]:
+    """Per feature, its permutation importance to ``version`` (bars, most important on top),
+    red where ``window`` found it drifted; Evidently's score of each in the hover text."""
+    import plotly.graph_objects as go
+
+    names = sorted(importance, key=lambda f: importance[f]) or sorted(
+        window.feature_drift if window is not None else []
+    )
+    drifted = set(window.drifted_features) if window is not None else set()
+    scores = window.feature_drift if window is not None else {}
+    bars = go.Bar(
+        x=[importance.get(f, 0.0) for f in names],
+        y=names,
+        orientation="h",
+        name=f"importance to v{version}",
+        marker={"color": [DRIFTED_COLOR if f in drifted else STEADY_COLOR for f in names]},
+        text=["drifted" if f in drifted else "" for f in names],
+        textposition="auto",
+        hovertext=[_drift_note(f, drifted, scores) for f in names],
+    )
+    if window is not None:
+        title = f"window ending {window.window_end:%Y-%m-%d %H:%M}: drifted features in red"
+    else:
+        title = "no window judged feature by feature yet"
+    fig = go.Figure(data=[bars])
+    fig.update_layout(
+        title=title if importance else f"{title}; v{version} has no importance recorded",
+        xaxis={"title": f"permutation importance to v{version} ({metric} worse when shuffled)"},
+        yaxis={"automargin": True},
+        margin={"l": 60, "r": 30, "t": 50, "b": 50},
+        height=max(220, 60 + 28 * len(names)),
+        showlegend=False,
+    )
+    data: dict[str, Any] = json.loads(fig.to_json())
+    return data
+
+
+DRIFTED_COLOR = "#c0392b"
+STEADY_COLOR = "#95a5a6"
+
+
+def _drift_note(name: str, drifted: set[str], scores: dict[str, float]) -> str:
+    if name not in scores:
+        return f"{name}: not judged in this window"
+    verdict = "drifted" if name in drifted else "no drift"
+    return f"{name}: {verdict} (Evidently score {scores[name]:.3g})"
