@@ -290,8 +290,8 @@ class DriftChecked(Event):
     reason: str = Field(default="", description="What the drift check decided, in words.")
     drifted_features: list[str] = Field(
         default_factory=list,
-        description="Features whose distribution drifted, when judged one by one (windows "
-        "whose data drifted; see feature_drift).",
+        description="Features whose distribution drifted, when judged one by one (drifted "
+        "windows: on their data, or on their performance; see feature_drift).",
     )
     feature_drift: dict[str, float] = Field(
         default_factory=dict,

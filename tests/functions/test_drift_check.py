@@ -112,19 +112,16 @@ def test_a_stalled_owner_cannot_overwrite_the_new_owners_state(tmp_path: Path) -
 
 
 def test_a_window_judged_feature_by_feature_says_which_features_drifted() -> None:
-    from driftline.functions.drift_check import _feature_drift
-    from driftline.functions.ml.drift_stats import ColumnDrift, DriftResult
+    from driftline.functions.drift_check import feature_drift
+    from driftline.functions.ml.drift_stats import ColumnDrift
 
     per = {
         "x1": ColumnDrift("K-S p_value", 0.001, 0.05, True),
         "x2": ColumnDrift("K-S p_value", 0.6, 0.05, False),
         "x3": ColumnDrift("K-S p_value", float("nan"), 0.05, False),
     }
-    drift = DriftResult(share=1 / 3, count=1, n_columns=3, drifted=True, per_column=per)
-    assert _feature_drift(drift) == {
+    assert feature_drift(per) == {
         "drifted_features": ["x1"],
         "feature_drift": {"x1": 0.001, "x2": 0.6},
     }
-    judged_as_a_whole = DriftResult(share=0.0, count=0, n_columns=3, drifted=False)
-    assert _feature_drift(judged_as_a_whole) == {"drifted_features": [], "feature_drift": {}}
-    assert _feature_drift(None) == {"drifted_features": [], "feature_drift": {}}
+    assert feature_drift({}) == {"drifted_features": [], "feature_drift": {}}
