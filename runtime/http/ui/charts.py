@@ -159,7 +159,7 @@ def features(
     if window is not None:
         title = f"window ending {window.window_end:%Y-%m-%d %H:%M}: drifted features in red"
     else:
-        title = "no window judged feature by feature yet"
+        title = f"importance to v{version}; no window judged feature by feature yet"
     fig = go.Figure(data=[bars])
     fig.update_layout(
         title=title if importance else f"{title}; v{version} has no importance recorded",

@@ -177,6 +177,11 @@ def test_the_model_page_lists_the_versions_and_draws_the_monitoring_chart(page: 
     legend = tab.locator("#monitoring .legendtext").all_text_contents()
     assert "drift.detected" in legend and "drift share" in legend, legend
     assert tab.locator("#monitoring .scatterlayer .trace .point").count() >= 5, "windows, detection"
+    tab.wait_for_selector("#features .main-svg", timeout=WAIT_MS)
+    bars = tab.locator("#features .barlayer .point")
+    assert bars.count() == 3, "one bar per feature: its importance to the version"
+    assert "importance to v" in (tab.locator("#features .xtitle").text_content() or "")
+    assert "per 1,000 predictions" in tab.locator("#scoring").inner_text()
     page.shot("model")
     assert page.errors == []
 
