@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -326,7 +327,7 @@ def test_cost_counts_each_run_once_and_prices_a_weekly_schedule() -> None:
     assert views.cost([run("x", 0.0, 0)]) is None
 
 
-def test_a_long_deploy_history_draws_every_deploy_and_names_the_newest() -> None:
+def test_a_long_deploy_history_draws_every_deploy_and_names_the_newest_spaced_out() -> None:
     deploys = [
         ModelDeployed(
             model=MODEL,
@@ -341,7 +342,8 @@ def test_a_long_deploy_history_draws_every_deploy_and_names_the_newest() -> None
     figure = charts.monitoring(MODEL, WINDOWS, [], [*deploys, rollback])
     assert len(figure["layout"]["shapes"]) == 30, "a deploy without event time is not placed"
     labels = [a["text"] for a in figure["layout"]["annotations"]]
-    assert labels == [f"v{v} promotion" for v in range(11, 31)]
+    # named from the newest back, at least 1/12 of the 30 days apart: their names do not overlap
+    assert labels == [f"v{v} promotion" for v in range(3, 31, 3)]
 
 
 def test_drifted_windows_name_their_drifted_features_beside_their_importance(
@@ -377,13 +379,12 @@ def test_the_model_page_says_what_1000_predictions_cost(
     assert "<b>0.500 s per 1,000 predictions</b> (0.01 s over 20 predictions in 5" in page
 
 
-def test_a_year_of_windows_and_hundreds_of_versions_keep_the_model_page_bounded() -> None:
-    """5,000 hourly windows and 300 versions: the tables list a bounded number of rows and
-    the chart at most the history's newest windows."""
+def a_year_app() -> Any:
+    """A dashboard over 5,000 hourly windows (every tenth drifted) and 300 versions, one
+    deployed every 16 hours (also drawn by the browser test)."""
     from fastapi import FastAPI
 
     from driftline.events import ModelRegistered
-    from driftline.runtime.http import history as history_module
     from driftline.runtime.http.history import History
     from driftline.runtime.http.ui import router
     from driftline.runtime.registry import Registry
@@ -399,7 +400,7 @@ def test_a_year_of_windows_and_hundreds_of_versions_keep_the_model_page_bounded(
             holdout_key="h",
             metrics={"mae": 1.0},
             train_seconds=0.5,
-            train_end=START + timedelta(days=v),
+            train_end=START + timedelta(hours=16 * v),
             feature_importance=IMPORTANCE,
         )
         kept.keep(run)
@@ -428,12 +429,40 @@ def test_a_year_of_windows_and_hundreds_of_versions_keep_the_model_page_bounded(
         )
     app = FastAPI()
     app.include_router(router(registry, kept, None, None, None, None, token=False))  # type: ignore[arg-type]
-    page = _get(TestClient(app), f"/ui/models/{MODEL}")
+    return app
+
+
+def test_a_year_of_windows_and_hundreds_of_versions_keep_the_model_page_bounded() -> None:
+    """5,000 hourly windows and 300 versions: the tables list a bounded number of rows and
+    the chart at most the history's newest windows, summarised."""
+    from driftline.runtime.http import history as history_module
+
+    page = _get(TestClient(a_year_app()), f"/ui/models/{MODEL}")
     assert page.count('class="version-row"') == views.SHOW_VERSIONS
     assert "the newest 50 of 300 versions" in page
     assert page.count('class="run-row"') == views.SHOW_RUNS
     assert page.count('class="drifted-row"') == views.SHOW_HISTORY
     figure = _figure(page)
-    assert len(figure["data"][1]["x"]) == history_module.KEEP, "the newest windows kept"
+    metric = figure["data"][1]
+    assert len(metric["x"]) == charts.MAX_POINTS and metric["mode"] == "lines", "summarised"
+    assert (
+        figure["layout"]["title"]["text"] == "synth: mae, mean of every 4 windows (2,000 windows)"
+    )
+    first_kept = START + timedelta(hours=5_000 - history_module.KEEP)
+    assert figure["layout"]["xaxis"]["range"][0] == first_kept.isoformat(), "older deploys off"
+    assert 1 < len(figure["layout"]["annotations"]) <= charts.LABEL_GAPS + 1
     assert "Only the newest 2,000 windows are kept" in page
     assert len(page) < 2_000_000, f"{len(page):,} bytes"
+
+
+def test_a_summarised_point_is_the_mean_of_its_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(charts, "MAX_POINTS", 2)
+    points, size = charts.summarise(WINDOWS)
+    assert size == 2 and len(points) == 2
+    first = points[0]
+    assert (first.window_start, first.window_end) == (
+        WINDOWS[0].window_start,
+        WINDOWS[1].window_end,
+    )
+    assert first.metric_value == 2.0 and first.drift_share == 0.0 and first.rows == 48
+    assert points[1] == WINDOWS[2], "a group of one is the window itself"
