@@ -105,6 +105,12 @@ class ModelTrained(Event):
         description="What the run tried (training windows, search trials) and each one's "
         "validation figure; the chosen one is marked.",
     )
+    feature_importance: dict[str, float] = Field(
+        default_factory=dict,
+        description="Permutation importance of each feature on the holdout (of the fit that "
+        "had not seen it): how much the gate metric worsens, in its units, when the feature "
+        "is shuffled (mean of a few shuffles). Empty: not computed.",
+    )
 
 
 class ModelRegistered(Event):
@@ -186,6 +192,11 @@ class ScoreCompleted(Event):
         default_factory=lambda: Matrix([]), description="The scored features (for drift)."
     )
     event_time: Timestamp | None = None
+    seconds: float = Field(
+        default=0.0,
+        description="Wall seconds the score handler spent on the request (aligning the "
+        "columns and predicting): its compute cost. 0: not measured.",
+    )
 
 
 class BatchRequested(Event):
@@ -277,6 +288,16 @@ class DriftChecked(Event):
         "compares it with the version it replaced and rolls back when it does clearly worse.",
     )
     reason: str = Field(default="", description="What the drift check decided, in words.")
+    drifted_features: list[str] = Field(
+        default_factory=list,
+        description="Features whose distribution drifted, when judged one by one (drifted "
+        "windows: on their data, or on their performance; see feature_drift).",
+    )
+    feature_drift: dict[str, float] = Field(
+        default_factory=dict,
+        description="Evidently's drift score of each feature, when judged one by one: a "
+        "p-value (drifted below its threshold) or a distance (drifted at or above it).",
+    )
 
 
 class DriftDetected(Event):

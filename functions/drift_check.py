@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -43,7 +44,7 @@ from driftline.events import (
 )
 from driftline.functions import drift_state
 from driftline.functions.drift_state import Labeled, Log, Record, Scored
-from driftline.functions.ml.drift_stats import html_report
+from driftline.functions.ml.drift_stats import ColumnDrift, column_drift, html_report
 from driftline.functions.ml.layout import get_table, load_spec, put_table
 from driftline.functions.ml.monitor import Detection, DriftMonitor, WindowResult
 from driftline.functions.ml.spec import TIME, ModelSpec
@@ -351,6 +352,7 @@ def _verdict(ctx: Context, m: _Model, r: WindowResult) -> list[Event]:
         detector=r.detector,
         probation=r.probation,
         reason=r.reason,
+        **_features(ctx, m, r),
     )
     ctx.log.info("%s window %s: %s", m.spec.name, r.window, r.reason)
     return [checked] if r.detection is None else [checked, _detected(m, r.detection)]
@@ -369,6 +371,33 @@ def _detected(m: _Model, d: Detection) -> DriftDetected:
         change_point=d.change_point,
         detector=d.by,
     )
+
+
+def _features(ctx: Context, m: _Model, r: WindowResult) -> dict[str, Any]:
+    """The window's drift feature by feature: from the data drift check when it judged them
+    (the data drifted), else judged here for a window that drifted on its performance."""
+    per = getattr(r.drift, "per_column", None) or {}
+    if not per and r.drifted and r.current is not None and r.version is not None:
+        reference = ctx.state._reference(m.spec.name, r.version)
+        if reference is not None:
+            p = m.spec.drift
+            per = column_drift(
+                reference,
+                r.current,
+                m.spec.feature_names,
+                method=p.stattest,
+                threshold=p.stattest_threshold,
+            )
+    return feature_drift(per)
+
+
+def feature_drift(per: Mapping[str, ColumnDrift]) -> dict[str, Any]:
+    """``drift.checked``'s drifted features and each feature's score (a score that is not a
+    number is left out)."""
+    return {
+        "drifted_features": [c for c, d in per.items() if d.drifted],
+        "feature_drift": {c: d.score for c, d in per.items() if math.isfinite(d.score)},
+    }
 
 
 def _finite(value: float) -> float | None:

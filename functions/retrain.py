@@ -96,4 +96,5 @@ def retrain(
         train_seconds=round(result.seconds, 3),
         input_signature=spec.feature_names,
         trials=result.trials,
+        feature_importance=result.importance,
     )

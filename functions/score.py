@@ -8,6 +8,8 @@ never sees a half-loaded model.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from driftline.events import Matrix, ModelDeployed, ScoreCompleted, ScoreRequested
@@ -34,6 +36,7 @@ def score(event: ScoreRequested | ModelDeployed, ctx: Context) -> ScoreCompleted
     if isinstance(event, ModelDeployed):
         server.deploy(event.model, event.version, event.artifact_key, event.sha256)
         return None
+    started = time.perf_counter()
     served = server.production(event.model)
     x = align(served.spec, event.columns, event.rows.array)
     predictions = predict(served.session, served.spec, x) if len(x) else np.zeros(0)
@@ -45,4 +48,5 @@ def score(event: ScoreRequested | ModelDeployed, ctx: Context) -> ScoreCompleted
         columns=served.spec.feature_names,
         rows=Matrix(x),
         event_time=event.event_time,
+        seconds=round(time.perf_counter() - started, 6),
     )

@@ -31,6 +31,7 @@ from onnx import ModelProto
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
+from driftline.functions.ml.importance import permutation
 from driftline.functions.ml.performance import loss_figures, paired_z
 from driftline.functions.ml.spec import (
     METRICS,
@@ -84,6 +85,8 @@ class TrainResult:
     """How close ONNX came to scikit-learn on the holdout (max_abs_diff or mismatches)."""
     trials: list[str] = field(default_factory=list)
     """What was tried (training windows, ``[training.search]`` trials) and its figure."""
+    importance: dict[str, float] = field(default_factory=dict)
+    """Permutation importance per feature on the holdout, of the fit that had not seen it."""
 
 
 def signature(spec: ModelSpec) -> dict[str, Any]:
@@ -238,6 +241,7 @@ def train(
     if len(trials) > 1:
         trials[chosen] += "  <- chosen"
     heldout = estimator.predict(x_hold)
+    importance = permutation(spec, estimator, x_hold, y_hold)
     used = pd.concat([fit_rows, holdout])
     if spec.training.refit:
         final = _fit(spec.model_copy(update={"estimator": step}), trainer, used)
@@ -265,6 +269,7 @@ def train(
         seconds=time.perf_counter() - started,
         parity=parity,
         trials=trials,
+        importance=importance,
     )
 
 

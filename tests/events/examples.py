@@ -40,6 +40,7 @@ EXAMPLES: dict[str, m.Event] = {
             train_seconds=1.25,
             input_signature=["hr", "temp"],
             trials=["HistGradientBoostingRegressor() on the trailing window: mae 40.1  <- chosen"],
+            feature_importance={"hr": 52.5, "temp": 3.25},
         ),
         m.ModelRegistered(
             model="bike",
@@ -83,6 +84,7 @@ EXAMPLES: dict[str, m.Event] = {
             columns=["hr", "temp"],
             rows=[[5.0, 0.3]],
             event_time=T1,
+            seconds=0.0025,
         ),
         m.LabelsReceived(model="bike", request_id="req-1", labels=[20.0], event_time=T1),
         m.DriftChecked(
@@ -108,6 +110,8 @@ EXAMPLES: dict[str, m.Event] = {
             detector="adwin width 160, mean 0.17, alarms 1",
             probation=True,
             reason="performance drift: retrain",
+            drifted_features=["temp"],
+            feature_drift={"hr": 0.5, "temp": 0.001},
         ),
         m.DriftDetected(
             model="bike",

@@ -113,3 +113,19 @@ def test_a_stalled_owner_cannot_overwrite_the_new_owners_state(tmp_path: Path) -
     kept = again.state.get("synth")
     assert list(kept.scored) == [f"r{i}" for i in range(6)], "B's rows, none lost"
     assert sum(len(rows) for rows in kept.monitor.windows.values()) == 6
+
+
+def test_a_window_judged_feature_by_feature_says_which_features_drifted() -> None:
+    from driftline.functions.drift_check import feature_drift
+    from driftline.functions.ml.drift_stats import ColumnDrift
+
+    per = {
+        "x1": ColumnDrift("K-S p_value", 0.001, 0.05, True),
+        "x2": ColumnDrift("K-S p_value", 0.6, 0.05, False),
+        "x3": ColumnDrift("K-S p_value", float("nan"), 0.05, False),
+    }
+    assert feature_drift(per) == {
+        "drifted_features": ["x1"],
+        "feature_drift": {"x1": 0.001, "x2": 0.6},
+    }
+    assert feature_drift({}) == {"drifted_features": [], "feature_drift": {}}

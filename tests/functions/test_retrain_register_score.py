@@ -54,6 +54,7 @@ def test_retrain_stores_a_verified_onnx_with_lineage(tmp_path: Path) -> None:
     assert ctx.store.exists(trained.artifact_key) and ctx.store.exists(trained.reference_key)
     assert trained.metrics["mae"] < 1.0  # the synthetic relation is linear: Ridge learns it
     assert trained.input_signature == ["x1", "x2", "x3"]
+    assert trained.feature_importance["x1"] > trained.feature_importance["x3"]
 
 
 def test_the_same_trigger_gives_the_same_run(tmp_path: Path) -> None:
@@ -153,6 +154,7 @@ def test_score_uses_production_and_swaps_on_deploy(tmp_path: Path) -> None:
     done = score(request, ctx)
     assert done is not None and done.version == 1 and done.columns == ["x1", "x2", "x3"]
     assert math.isclose(done.predictions[0], 3.0 + 0.5 + 10, abs_tol=0.5)
+    assert 0 < done.seconds < 5, "the handler says what the request cost"
     deployed = v1[1].model_copy(update={"version": 7})
     assert score(deployed, ctx) is None
     assert score(request, ctx).version == 7

@@ -9,12 +9,15 @@ and rollbacks as vertical lines at theirs.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from driftline.events.models import DriftChecked, DriftDetected, ModelDeployed
+from driftline.runtime.http.history import KEEP
 
 
 def plotly_js() -> Path:
@@ -28,7 +31,15 @@ def plotly_js() -> Path:
 DEPLOY_COLOR = {"rollback": "#c0392b"}
 """Line colour per deploy reason (other reasons: green)."""
 LABELS = 20
-"""Deploys named on the chart (the newest; older ones are lines only)."""
+"""Deploys named on the chart at most (the newest, spaced so their names do not overlap)."""
+LABEL_GAPS = 12
+"""Named deploys are at least 1/LABEL_GAPS of the chart's time span apart."""
+MAX_POINTS = 500
+"""Windows drawn at most: beyond that, consecutive windows are averaged in equal groups."""
+MARKERS = 200
+"""Points drawn with markers at most (more: a line only)."""
+DENSE = 60
+"""Deploys from which their lines are drawn thinner and fainter."""
 
 
 def monitoring(
@@ -37,15 +48,21 @@ def monitoring(
     detections: Sequence[DriftDetected],
     deploys: Sequence[ModelDeployed],
 ) -> dict[str, Any]:
-    """The monitoring figure of ``model`` (an empty one says so in its title)."""
+    """The monitoring figure of ``model`` (an empty one says so in its title). A long
+    history is summarised (:func:`summarise`) and drawn over the windows' span."""
     import plotly.graph_objects as go
 
     metric = next((w.metric for w in reversed(windows) if w.metric), "metric")
     placed = [d for d in deploys if d.effective_time is not None]
-    fig = go.Figure(data=[*_traces(go, windows, metric), _detections(go, windows, detections)])
+    points, size = summarise(windows)
+    span, hold = _span(windows, placed)
+    title = f"{model}: {metric} per window" if windows else f"{model}: no window checked yet"
+    if size > 1:
+        title = f"{model}: {metric}, mean of every {size} windows ({len(windows):,} windows)"
+    fig = go.Figure(data=[*_traces(go, points, metric), _detections(go, points, detections)])
     fig.update_layout(
-        title=f"{model}: {metric} per window" if windows else f"{model}: no window checked yet",
-        xaxis={"title": "window end (event time, UTC)"},
+        title=title,
+        xaxis={"title": "window end (event time, UTC)", **({"range": span} if hold else {})},
         yaxis={"title": metric, "rangemode": "tozero"},
         yaxis2={
             "title": "drifted share of features",
@@ -57,11 +74,68 @@ def monitoring(
         legend={"orientation": "h", "y": -0.25},
         margin={"l": 60, "r": 60, "t": 50, "b": 40},
         height=380,
-        shapes=[_deploy_line(d) for d in placed],
-        annotations=[_deploy_label(d) for d in placed[-LABELS:]],
+        shapes=[_deploy_line(d, dense=len(placed) >= DENSE) for d in placed],
+        annotations=[_deploy_label(d) for d in _named(placed, span)],
     )
     data: dict[str, Any] = json.loads(fig.to_json())
     return data
+
+
+def summarise(windows: Sequence[DriftChecked]) -> tuple[list[DriftChecked], int]:
+    """At most :data:`MAX_POINTS` points: the windows, or the means of equal groups of
+    consecutive ones (metric and drift share averaged, rows summed; the group's last window
+    names its version and end). Also returns the group size (1: not summarised)."""
+    if len(windows) <= MAX_POINTS:
+        return list(windows), 1
+    size = math.ceil(len(windows) / MAX_POINTS)
+    return [_mean(windows[i : i + size]) for i in range(0, len(windows), size)], size
+
+
+def _mean(group: Sequence[DriftChecked]) -> DriftChecked:
+    def avg(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) / len(known) if known else None
+
+    return group[-1].model_copy(
+        update={
+            "window_start": group[0].window_start,
+            "rows": sum(w.rows for w in group),
+            "labeled_rows": sum(w.labeled_rows for w in group),
+            "metric_value": avg([w.metric_value for w in group]),
+            "drift_share": avg([w.drift_share for w in group]),
+        }
+    )
+
+
+def _span(
+    windows: Sequence[DriftChecked], placed: Sequence[ModelDeployed]
+) -> tuple[list[datetime] | None, bool]:
+    """The chart's time span and whether to hold the x axis to it: when the history was
+    cut (:data:`KEEP` windows), from the first window kept, so older deploys fall off the
+    left; else from the first window or deploy (plotly's own range). None: nothing placed."""
+    times = [d.effective_time for d in placed if d.effective_time is not None]
+    if not windows:
+        return ([min(times), max(times)] if times else None), False
+    cut = len(windows) >= KEEP
+    first = windows[0].window_start if cut else min([windows[0].window_start, *times])
+    return [first, max([windows[-1].window_end, *times])], cut
+
+
+def _named(placed: Sequence[ModelDeployed], span: list[datetime] | None) -> list[ModelDeployed]:
+    """The deploys whose names fit: the newest first, each at least 1/LABEL_GAPS of the
+    span before the last one named, none left of the span, at most LABELS."""
+    if span is None:
+        return []
+    lo, hi = span
+    gap = (hi - lo) / LABEL_GAPS
+    named: list[ModelDeployed] = []
+    for d in reversed(placed):
+        when = d.effective_time
+        if when is None or when < lo or len(named) == LABELS:
+            break
+        if not named or named[-1].effective_time - when >= gap:  # type: ignore[operator]
+            named.append(d)
+    return named[::-1]
 
 
 def _traces(go: Any, windows: Sequence[DriftChecked], metric: str) -> list[Any]:
@@ -78,7 +152,7 @@ def _traces(go: Any, windows: Sequence[DriftChecked], metric: str) -> list[Any]:
             x=ends,
             y=[w.metric_value for w in windows],
             name=f"{metric} (served version)",
-            mode="lines+markers",
+            mode="lines+markers" if len(windows) <= MARKERS else "lines",
             line={"color": "#2471a3"},
             text=[f"v{w.version}, {w.labeled_rows} labeled rows" for w in windows],
         ),
@@ -108,7 +182,7 @@ def _detections(
     )
 
 
-def _deploy_line(d: ModelDeployed) -> dict[str, Any]:
+def _deploy_line(d: ModelDeployed, *, dense: bool = False) -> dict[str, Any]:
     return {
         "type": "line",
         "xref": "x",
@@ -117,7 +191,12 @@ def _deploy_line(d: ModelDeployed) -> dict[str, Any]:
         "x1": d.effective_time,
         "y0": 0,
         "y1": 1,
-        "line": {"color": DEPLOY_COLOR.get(d.reason, "#27ae60"), "dash": "dot", "width": 1.5},
+        "line": {
+            "color": DEPLOY_COLOR.get(d.reason, "#27ae60"),
+            "dash": "dot",
+            "width": 0.75 if dense else 1.5,
+        },
+        "opacity": 0.5 if dense else 1.0,
     }
 
 
@@ -132,3 +211,53 @@ def _deploy_label(d: ModelDeployed) -> dict[str, Any]:
         "showarrow": False,
         "font": {"size": 10, "color": DEPLOY_COLOR.get(d.reason, "#27ae60")},
     }
+
+
+def features(
+    window: DriftChecked | None, version: int | None, importance: dict[str, float], metric: str
+) -> dict[str, Any]:
+    """Per feature, its permutation importance to ``version`` (bars, most important on top),
+    red where ``window`` found it drifted; Evidently's score of each in the hover text."""
+    import plotly.graph_objects as go
+
+    names = sorted(importance, key=lambda f: importance[f]) or sorted(
+        window.feature_drift if window is not None else []
+    )
+    drifted = set(window.drifted_features) if window is not None else set()
+    scores = window.feature_drift if window is not None else {}
+    bars = go.Bar(
+        x=[importance.get(f, 0.0) for f in names],
+        y=names,
+        orientation="h",
+        name=f"importance to v{version}",
+        marker={"color": [DRIFTED_COLOR if f in drifted else STEADY_COLOR for f in names]},
+        text=["drifted" if f in drifted else "" for f in names],
+        textposition="auto",
+        hovertext=[_drift_note(f, drifted, scores) for f in names],
+    )
+    if window is not None:
+        title = f"window ending {window.window_end:%Y-%m-%d %H:%M}: drifted features in red"
+    else:
+        title = f"importance to v{version}; no window judged feature by feature yet"
+    fig = go.Figure(data=[bars])
+    fig.update_layout(
+        title=title if importance else f"{title}; v{version} has no importance recorded",
+        xaxis={"title": f"permutation importance to v{version} ({metric} worse when shuffled)"},
+        yaxis={"automargin": True},
+        margin={"l": 60, "r": 30, "t": 50, "b": 50},
+        height=max(220, 60 + 28 * len(names)),
+        showlegend=False,
+    )
+    data: dict[str, Any] = json.loads(fig.to_json())
+    return data
+
+
+DRIFTED_COLOR = "#c0392b"
+STEADY_COLOR = "#95a5a6"
+
+
+def _drift_note(name: str, drifted: set[str], scores: dict[str, float]) -> str:
+    if name not in scores:
+        return f"{name}: not judged in this window"
+    verdict = "drifted" if name in drifted else "no drift"
+    return f"{name}: {verdict} (Evidently score {scores[name]:.3g})"

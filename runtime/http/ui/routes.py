@@ -25,7 +25,7 @@ from fastapi.templating import Jinja2Templates
 
 from driftline.runtime.dlq import dead_letters
 from driftline.runtime.errors import ObjectNotFoundError
-from driftline.runtime.http.history import History
+from driftline.runtime.http.history import KEEP, History
 from driftline.runtime.http.problems import Reason, not_found
 from driftline.runtime.http.ui import charts, views
 from driftline.runtime.registry import Registry
@@ -77,11 +77,21 @@ def router(
             raise not_found(
                 f"no model named {name!r}; known: {registry.models()}", Reason.UNKNOWN_MODEL
             )
+        checked = views.windows(history, name)
         figure = charts.monitoring(
-            name, views.windows(history, name), views.detections(history, name), entry.deployments
+            name, checked, views.detections(history, name), entry.deployments
         )
+        metric = next((w.metric for w in reversed(checked) if w.metric), "metric")
+        weights = views.importance(entry, history)
+        drift = charts.features(*views.features(checked, weights, entry.production), metric)
         return page(
-            request, "model.html", model=views.model(entry, history), figure=figure, tab="models"
+            request,
+            "model.html",
+            model=views.model(entry, history),
+            figure=figure,
+            features=drift if weights or any(w.feature_drift for w in checked) else None,
+            keep=KEEP,
+            tab="models",
         )
 
     @api.get("/ui/platform")

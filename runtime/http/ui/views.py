@@ -13,7 +13,7 @@ from driftline.events.models import (
     ModelRegistered,
     ModelTrained,
 )
-from driftline.runtime.http.history import E, History
+from driftline.runtime.http.history import KEEP, E, History, Scoring
 from driftline.runtime.registry import ModelEntry, Registry
 
 SHOW_VERSIONS = 50
@@ -47,8 +47,10 @@ def models(registry: Registry, history: History | None) -> list[dict[str, Any]]:
 
 def model(entry: ModelEntry, history: History | None) -> dict[str, Any]:
     """A model page: aliases, last window, versions and training runs (newest first),
-    deploys, rejections."""
+    drifted windows with their features, costs, deploys, rejections."""
     versions = [entry.versions[v] for v in sorted(entry.versions, reverse=True)]
+    weights = importance(entry, history)
+    checked = windows(history, entry.name)
     return {
         "name": entry.name,
         "production": entry.production,
@@ -59,9 +61,9 @@ def model(entry: ModelEntry, history: History | None) -> dict[str, Any]:
         "versions_total": len(versions),
         "runs": runs(entry, history)[:SHOW_RUNS],
         "cost": cost(_of(history, ModelTrained, entry.name)),
-        "reports": [w for w in reversed(windows(history, entry.name)) if w.report_key][
-            :SHOW_HISTORY
-        ],
+        "scoring": scoring(history.scoring.get(entry.name) if history is not None else None),
+        "drifted": drifted(checked, weights),
+        "windows_capped": len(checked) >= KEEP,
         "deployments": list(reversed(entry.deployments))[:SHOW_HISTORY],
         "rejections": list(reversed(entry.rejections))[:SHOW_HISTORY],
     }
@@ -90,6 +92,56 @@ def runs(entry: ModelEntry, history: History | None) -> list[dict[str, Any]]:
         }
         for t in reversed(trained.values())
     ]
+
+
+def importance(entry: ModelEntry, history: History | None) -> dict[int, dict[str, float]]:
+    """Each version's permutation importance, from the ``model.trained`` of its run (versions
+    whose run is not in the history, or trained before it was measured, have none)."""
+    by_run = {
+        t.run_id: t.feature_importance
+        for t in _of(history, ModelTrained, entry.name)
+        if t.feature_importance
+    }
+    return {v: by_run[r.run_id] for v, r in entry.versions.items() if r.run_id in by_run}
+
+
+def drifted(
+    checked: list[DriftChecked], weights: dict[int, dict[str, float]]
+) -> list[dict[str, Any]]:
+    """The newest drifted windows (or with a report), each with its drifted features beside
+    their importance to the version that served the window, most important first."""
+    rows: list[dict[str, Any]] = []
+    for w in reversed(checked):
+        if not (w.drifted or w.report_key):
+            continue
+        imp = weights.get(w.version, {})
+        names = sorted(w.drifted_features, key=lambda f: -imp.get(f, float("-inf")))
+        rows.append({"window": w, "features": [(f, imp.get(f)) for f in names]})
+        if len(rows) == SHOW_HISTORY:
+            break
+    return rows
+
+
+def features(
+    checked: list[DriftChecked], weights: dict[int, dict[str, float]], production: int | None
+) -> tuple[DriftChecked | None, int | None, dict[str, float]]:
+    """What the features chart draws: the newest window judged feature by feature, with the
+    importance of the version that served it; without one, production's importance alone."""
+    window = next((w for w in reversed(checked) if w.feature_drift), None)
+    version = window.version if window is not None else production
+    return window, version, weights.get(version, {}) if version is not None else {}
+
+
+def scoring(s: Scoring | None) -> dict[str, Any] | None:
+    """The score function's handler seconds per 1,000 predictions (None: none measured)."""
+    if s is None or s.predictions == 0:
+        return None
+    return {
+        "requests": s.requests,
+        "predictions": s.predictions,
+        "seconds": s.seconds,
+        "per_1000": 1000 * s.seconds / s.predictions,
+    }
 
 
 WEEK_S = 7 * 86_400.0

@@ -54,3 +54,18 @@ def test_it_keeps_the_newest_events_of_each_model_and_type_and_reads_again_on_re
         assert len(kept.of(DriftDetected, "a")) == 1
     finally:
         kept.stop()
+
+
+def test_scored_requests_are_summed_not_kept() -> None:
+    from driftline.events import ScoreCompleted
+
+    kept = History(None)  # type: ignore[arg-type]  # never started: keep() only
+    for seconds in (0.25, 0.5, 0.0):  # the last one not measured (a /v2 request)
+        kept.keep(
+            ScoreCompleted(
+                model="a", request_id="r", version=1, predictions=[1.0, 2.0], seconds=seconds
+            )
+        )
+    s = kept.scoring["a"]
+    assert (s.requests, s.predictions, s.seconds) == (2, 4, 0.75)
+    assert kept.of(ScoreCompleted, "a") == []

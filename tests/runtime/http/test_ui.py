@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,6 +20,7 @@ from driftline.events import (
     ModelDeployed,
     ModelRejected,
     ModelTrained,
+    ScoreCompleted,
 )
 from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.http.app import create_app
@@ -55,6 +57,8 @@ def _window(i: int, mae: float, *, detected: bool = False) -> DriftChecked:
         detected=detected,
         cause="performance" if detected else None,
         report_key=REPORT_KEY if detected else None,
+        drifted_features=["x2", "x1"] if detected else [],
+        feature_drift={"x1": 0.001, "x2": 0.02, "x3": 0.4} if detected else {},
     )
 
 
@@ -95,15 +99,26 @@ def _trained(registered: Event) -> ModelTrained:
     """The model.trained a registered version came from (the helpers keep only the latter)."""
     fields = registered.model_dump(include=set(ModelTrained.model_fields))
     return ModelTrained(
-        **fields, holdout_key="holdout.parquet", trainer="Ridge on the CPU", train_seconds=1.5
+        **fields,
+        holdout_key="holdout.parquet",
+        trainer="Ridge on the CPU",
+        train_seconds=1.5,
+        feature_importance=IMPORTANCE,
     )
+
+
+IMPORTANCE = {"x1": 2.5, "x2": 1.25, "x3": 0.0}
+SCORED = [
+    ScoreCompleted(model=MODEL, request_id=f"r{i}", version=2, predictions=[1.0] * 4, seconds=0.002)
+    for i in range(5)
+] + [ScoreCompleted(model=MODEL, request_id="v2-endpoint", version=2, predictions=[1.0])]
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Platform]]:
     model = trained(tmp_path_factory)
     runs = [_trained(model.v1[0]), _trained(model.v2[0]), LOST]
-    events: list[Event] = [*model.v1, *model.v2, *WINDOWS, DETECTED, *runs, REJECTED]
+    events: list[Event] = [*model.v1, *model.v2, *WINDOWS, DETECTED, *runs, REJECTED, *SCORED]
     home = new_home(model, tmp_path_factory.mktemp("ui") / "home", events)
     platform = Platform.open(Settings(home=home, api_token=TOKEN))
     platform.store.put(REPORT_KEY, REPORT, "text/html")
@@ -312,7 +327,7 @@ def test_cost_counts_each_run_once_and_prices_a_weekly_schedule() -> None:
     assert views.cost([run("x", 0.0, 0)]) is None
 
 
-def test_a_long_deploy_history_draws_every_deploy_and_names_the_newest() -> None:
+def test_a_long_deploy_history_draws_every_deploy_and_names_the_newest_spaced_out() -> None:
     deploys = [
         ModelDeployed(
             model=MODEL,
@@ -327,4 +342,127 @@ def test_a_long_deploy_history_draws_every_deploy_and_names_the_newest() -> None
     figure = charts.monitoring(MODEL, WINDOWS, [], [*deploys, rollback])
     assert len(figure["layout"]["shapes"]) == 30, "a deploy without event time is not placed"
     labels = [a["text"] for a in figure["layout"]["annotations"]]
-    assert labels == [f"v{v} promotion" for v in range(11, 31)]
+    # named from the newest back, at least 1/12 of the 30 days apart: their names do not overlap
+    assert labels == [f"v{v} promotion" for v in range(3, 31, 3)]
+
+
+def test_drifted_windows_name_their_drifted_features_beside_their_importance(
+    client: tuple[TestClient, Platform],
+) -> None:
+    c, _ = client
+    page = _get(c, f"/ui/models/{MODEL}")
+    row = re.search(r'<tr class="drifted-row">(.*?)</tr>', page, re.S)
+    assert row, "the drifted window is listed"
+    cell = re.search(r'<td class="features">(.*?)</td>', row.group(1), re.S)
+    assert cell and re.sub(r"<[^>]+>", "", cell.group(1)) == "x1 2.5, x2 1.25", (
+        "most important first, with v2's importance"
+    )
+    found = re.search(r"""id="features" class="chart" data-live data-figure='([^']*)'""", page)
+    assert found, "the features chart is on the page"
+    figure = json.loads(found.group(1))
+    bars = figure["data"][0]
+    assert bars["y"] == ["x3", "x2", "x1"] and bars["x"] == [0.0, 1.25, 2.5], "biggest on top"
+    assert bars["marker"]["color"] == [charts.STEADY_COLOR] + [charts.DRIFTED_COLOR] * 2
+    assert "no drift (Evidently score 0.4)" in bars["hovertext"][0]
+    assert (
+        "importance to v2 (mae worse when shuffled)" in figure["layout"]["xaxis"]["title"]["text"]
+    )
+
+
+def test_the_model_page_says_what_1000_predictions_cost(
+    client: tuple[TestClient, Platform],
+) -> None:
+    c, _ = client
+    wait_for(lambda: 'id="scoring"' in _get(c, f"/ui/models/{MODEL}"), timeout_s=10)
+    page = _get(c, f"/ui/models/{MODEL}")
+    # five measured requests of 4 predictions, 2 ms each; the /v2 one carries no seconds
+    assert "<b>0.500 s per 1,000 predictions</b> (0.01 s over 20 predictions in 5" in page
+
+
+def a_year_app() -> Any:
+    """A dashboard over 5,000 hourly windows (every tenth drifted) and 300 versions, one
+    deployed every 16 hours (also drawn by the browser test)."""
+    from fastapi import FastAPI
+
+    from driftline.events import ModelRegistered
+    from driftline.runtime.http.history import History
+    from driftline.runtime.http.ui import router
+    from driftline.runtime.registry import Registry
+
+    registry, kept = Registry(), History(None)  # type: ignore[arg-type]  # never started
+    for v in range(1, 301):
+        run = ModelTrained(
+            model=MODEL,
+            run_id=f"run-{v}",
+            artifact_key=f"v{v}.onnx",
+            sha256="0" * 64,
+            reference_key="r",
+            holdout_key="h",
+            metrics={"mae": 1.0},
+            train_seconds=0.5,
+            train_end=START + timedelta(hours=16 * v),
+            feature_importance=IMPORTANCE,
+        )
+        kept.keep(run)
+        fields = run.model_dump(include=set(ModelRegistered.model_fields))
+        registry.apply(ModelRegistered(**fields, version=v))
+        registry.apply(
+            ModelDeployed(
+                model=MODEL,
+                version=v,
+                artifact_key=run.artifact_key,
+                sha256=run.sha256,
+                effective_time=run.train_end,
+            )
+        )
+    for i in range(5_000):
+        start = START + timedelta(hours=i)
+        kept.keep(
+            _window(0, 1.0 + i % 7, detected=i % 10 == 0).model_copy(
+                update={
+                    "version": 1 + i * 300 // 5_000,
+                    "window": start.isoformat(),
+                    "window_start": start,
+                    "window_end": start + timedelta(hours=1),
+                }
+            )
+        )
+    app = FastAPI()
+    app.include_router(router(registry, kept, None, None, None, None, token=False))  # type: ignore[arg-type]
+    return app
+
+
+def test_a_year_of_windows_and_hundreds_of_versions_keep_the_model_page_bounded() -> None:
+    """5,000 hourly windows and 300 versions: the tables list a bounded number of rows and
+    the chart at most the history's newest windows, summarised."""
+    from driftline.runtime.http import history as history_module
+
+    page = _get(TestClient(a_year_app()), f"/ui/models/{MODEL}")
+    assert page.count('class="version-row"') == views.SHOW_VERSIONS
+    assert "the newest 50 of 300 versions" in page
+    assert page.count('class="run-row"') == views.SHOW_RUNS
+    assert page.count('class="drifted-row"') == views.SHOW_HISTORY
+    figure = _figure(page)
+    metric = figure["data"][1]
+    assert len(metric["x"]) == charts.MAX_POINTS and metric["mode"] == "lines", "summarised"
+    assert (
+        figure["layout"]["title"]["text"] == "synth: mae, mean of every 4 windows (2,000 windows)"
+    )
+    first_kept = START + timedelta(hours=5_000 - history_module.KEEP)
+    assert figure["layout"]["xaxis"]["range"][0] == first_kept.isoformat(), "older deploys off"
+    assert 1 < len(figure["layout"]["annotations"]) <= charts.LABEL_GAPS + 1
+    assert "Only the newest 2,000 windows are kept" in page
+    assert len(page) < 2_000_000, f"{len(page):,} bytes"
+
+
+def test_a_summarised_point_is_the_mean_of_its_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(charts, "MAX_POINTS", 2)
+    points, size = charts.summarise(WINDOWS)
+    assert size == 2 and len(points) == 2
+    first = points[0]
+    assert (first.window_start, first.window_end) == (
+        WINDOWS[0].window_start,
+        WINDOWS[1].window_end,
+    )
+    assert first.metric_value == 2.0 and first.drift_share == 0.0 and first.rows == 48
+    assert points[1] == WINDOWS[2], "a group of one is the window itself"

@@ -177,6 +177,11 @@ def test_the_model_page_lists_the_versions_and_draws_the_monitoring_chart(page: 
     legend = tab.locator("#monitoring .legendtext").all_text_contents()
     assert "drift.detected" in legend and "drift share" in legend, legend
     assert tab.locator("#monitoring .scatterlayer .trace .point").count() >= 5, "windows, detection"
+    tab.wait_for_selector("#features .main-svg", timeout=WAIT_MS)
+    bars = tab.locator("#features .barlayer .point")
+    assert bars.count() == 3, "one bar per feature: its importance to the version"
+    assert "importance to v" in (tab.locator("#features .xtitle").text_content() or "")
+    assert "per 1,000 predictions" in tab.locator("#scoring").inner_text()
     page.shot("model")
     assert page.errors == []
 
@@ -234,3 +239,29 @@ def test_rollback_is_refused_without_the_token_and_moves_production_with_it(page
     assert tab.get_by_role("button", name="Roll back to v2").is_visible()
     page.shot("model-after-rollback")
     assert page.errors == []
+
+
+def test_a_year_of_windows_and_300_versions_draw_a_readable_chart(browser: Any) -> None:
+    """The model page over 5,000 windows and 300 versions (test_ui's a_year_app): the chart
+    is drawn summarised, its deploy names do not overlap, and nothing fails."""
+    from tests.runtime.http.helpers import live
+    from tests.runtime.http.test_ui import a_year_app
+
+    with live(a_year_app()) as base:
+        page = Page(browser, base)
+        tab = page.open(f"/ui/models/{MODEL}")
+        tab.wait_for_selector("#monitoring .main-svg", timeout=WAIT_MS)
+        tab.wait_for_selector("#features .main-svg", timeout=WAIT_MS)
+        assert tab.locator("tr.drifted-row").count() == 20
+        boxes = [
+            b
+            for b in tab.locator("#monitoring .annotation").evaluate_all(
+                "as => as.map(a => { const r = a.getBoundingClientRect(); return [r.left, r.right]; })"
+            )
+        ]
+        assert len(boxes) > 1
+        boxes.sort()
+        assert all(a[1] <= b[0] for a, b in zip(boxes, boxes[1:], strict=False)), boxes
+        page.shot("model-a-year")
+        assert page.errors == []
+        page.tab.close()
