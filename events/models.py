@@ -105,6 +105,16 @@ class ModelTrained(Event):
         description="What the run tried (training windows, search trials) and each one's "
         "validation figure; the chosen one is marked.",
     )
+    promote: bool = Field(
+        default=True,
+        description="Deploy the version when it passes the gate (false: register it only; "
+        "``driftline models register`` without --promote).",
+    )
+    force: bool = Field(
+        default=False,
+        description="Register without the gate: a model trained elsewhere that its user "
+        "vouches for (``--force``).",
+    )
 
 
 class ModelRegistered(Event):
@@ -303,6 +313,15 @@ class DriftDetected(Event):
     )
 
 
+class RetrainRequested(Event):
+    """Someone asked for a retrain (``driftline retrain``, the API, the dashboard): the
+    retrain function trains on every labeled row, recorded as ``trigger="manual"``."""
+
+    TYPE: ClassVar[str] = "retrain.requested"
+    reason: str = Field(default="", description="Why, in the requester's words.")
+    requested_by: str = Field(default="", description="Who or what asked (cli, api, ui).")
+
+
 EVENT_MODELS: tuple[type[Event], ...] = (
     DatasetUploaded,
     DatasetIngested,
@@ -315,6 +334,7 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     LabelsReceived,
     DriftChecked,
     DriftDetected,
+    RetrainRequested,
     BatchRequested,
     BatchCompleted,
 )

@@ -40,6 +40,8 @@ EXAMPLES: dict[str, m.Event] = {
             train_seconds=1.25,
             input_signature=["hr", "temp"],
             trials=["HistGradientBoostingRegressor() on the trailing window: mae 40.1  <- chosen"],
+            promote=False,
+            force=True,
         ),
         m.ModelRegistered(
             model="bike",
@@ -121,6 +123,7 @@ EXAMPLES: dict[str, m.Event] = {
             change_point=T0,
             detector="online",
         ),
+        m.RetrainRequested(model="bike", reason="new features upstream", requested_by="cli"),
         m.BatchRequested(
             model="bike", batch_id="b-1", key="batches/bike/b-1/input.csv", chunk_rows=1000
         ),
