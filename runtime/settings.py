@@ -115,6 +115,11 @@ class Settings(BaseSettings):
         default=1_048_576,
         description="Largest request body the gateway reads; bigger ones get 413.",
     )
+    max_upload_bytes: int = Field(
+        default=268_435_456,
+        description="Largest data file or ONNX model the gateway takes on the lifecycle "
+        "endpoints (uploads, external versions); bigger ones get 413.",
+    )
     capture_rate: float = Field(
         default=0.0,
         ge=0,

@@ -5,7 +5,8 @@ One module per command group; each adds its subcommands with ``add_parsers``:
 - ``replay``: demo, replay
 - ``run``: runner, up
 - ``status``: status
-- ``models``: models
+- ``models``: models (its create and register are ``lifecycle``'s)
+- ``lifecycle``: upload, retrain
 - ``score``: score
 - ``events``: publish, events
 - ``dlq``: dlq
@@ -18,12 +19,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from driftline.runtime.cli import dlq, events, models, replay, run, score, status
+from driftline.runtime.cli import dlq, events, lifecycle, models, replay, run, score, status
 from driftline.runtime.errors import DriftlineError
 
 __all__ = ["build_parser", "main"]
 
-GROUPS = (replay, run, status, models, events, score, dlq)
+GROUPS = (replay, run, status, models, lifecycle, events, score, dlq)
 
 
 def build_parser() -> argparse.ArgumentParser:

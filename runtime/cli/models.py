@@ -1,4 +1,5 @@
-"""``driftline models``: the registry (list, show, promote, rollback)."""
+"""``driftline models``: the registry (list, show, promote, rollback) and the lifecycle's
+``create`` and ``register`` (:mod:`driftline.runtime.cli.lifecycle`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import sys
 from typing import Any
 
+from driftline.runtime.cli import lifecycle
+from driftline.runtime.cli.lifecycle import add_models_options
 from driftline.runtime.cli.shared import (
     add_common,
     add_url,
@@ -20,11 +23,22 @@ from driftline.runtime.cli.shared import (
 
 def add_parsers(sub: Any) -> None:
     """The ``models`` commands."""
-    models = sub.add_parser("models", help="the registry: list, show, rollback, promote")
-    models.add_argument("action", choices=["list", "show", "rollback", "promote"])
-    models.add_argument("name", nargs="?", help="model name (show, rollback, promote)")
-    models.add_argument("version", nargs="?", type=int, help="version (promote)")
+    models = sub.add_parser(
+        "models",
+        help="the registry: list, show, rollback, promote; create SPEC.toml; register NAME "
+        "model.onnx",
+    )
+    models.add_argument(
+        "action", choices=["list", "show", "rollback", "promote", "create", "register"]
+    )
+    models.add_argument(
+        "name", nargs="?", help="model name (show, rollback, promote, register); create: SPEC.toml"
+    )
+    models.add_argument(
+        "target", nargs="?", metavar="VERSION|FILE", help="promote: version; register: model.onnx"
+    )
     models.add_argument("--json", action="store_true")
+    add_models_options(models)
     add_common(models)
     add_url(models)
     models.set_defaults(func=_cmd_models)
@@ -33,9 +47,19 @@ def add_parsers(sub: Any) -> None:
 def _cmd_models(args: argparse.Namespace) -> int:
     from driftline.runtime.platform import Platform
 
-    if args.action == "promote" and args.version is None:
-        print("driftline models promote NAME VERSION: say which version", file=sys.stderr)
-        return 2
+    if args.action == "create":
+        return lifecycle.create(args)
+    if args.action == "register":
+        if args.target is None:
+            print("driftline models register NAME model.onnx: say which file", file=sys.stderr)
+            return 2
+        return lifecycle.register(args)
+    args.version = None
+    if args.action == "promote":
+        if args.target is None or not args.target.isdigit():
+            print("driftline models promote NAME VERSION: say which version", file=sys.stderr)
+            return 2
+        args.version = int(args.target)
     url = gateway_url(args)
     if url is not None:
         return _models_via(url, args)

@@ -71,7 +71,7 @@ def test_generated_calls_get_documented_answers(app: FastAPI) -> None:
     # attribute), so each operation's strategy is run with hypothesis directly
     api = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) == 21
+    assert len(operations) == 25
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
