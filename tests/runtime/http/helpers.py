@@ -146,7 +146,27 @@ def start_up(
     """``driftline up`` on ``home`` in a subprocess, once it has written its address (its
     output to ``log`` when given, else a pipe; ``env`` added to the environment)."""
     out = log.open("w") if log is not None else subprocess.PIPE
-    up = subprocess.Popen(
+    try:
+        up = _popen_up(home, functions, out, env)
+    finally:
+        if log is not None:
+            out.close()  # type: ignore[union-attr]  # the child holds its own copy
+    deadline = time.monotonic() + 60
+    try:
+        while not (home / ADDRESS_FILE).exists():
+            assert up.poll() is None and time.monotonic() < deadline, "up did not start"
+            time.sleep(0.2)
+    except BaseException:
+        up.kill()
+        up.wait()
+        raise
+    return up
+
+
+def _popen_up(
+    home: Path, functions: str, out: Any, env: dict[str, str] | None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -165,16 +185,6 @@ def start_up(
         text=True,
         env={**os.environ, **(env or {})},
     )
-    deadline = time.monotonic() + 60
-    try:
-        while not (home / ADDRESS_FILE).exists():
-            assert up.poll() is None and time.monotonic() < deadline, "up did not start"
-            time.sleep(0.2)
-    except BaseException:
-        up.kill()
-        up.wait()
-        raise
-    return up
 
 
 def stop_up(up: subprocess.Popen[str]) -> None:
