@@ -34,11 +34,19 @@ def add_parsers(sub: Any) -> None:
 
     ev = sub.add_parser(
         "events",
-        help="users' event types: the schemas registered on the bus",
-        description="List every version of every user event type registered on the bus "
-        "(by the runners that host functions reading or writing them).",
+        help="events: tail them as they pass (decoded), or list users' event schemas",
+        description="tail [TYPE...]: print events as they pass, decoded, one JSON object a "
+        "line, until Ctrl-C (or --max / --seconds). schemas: list every version of every user "
+        "event type registered on the bus (by the runners that host functions reading or "
+        "writing them).",
     )
-    ev.add_argument("action", choices=["schemas"])
+    ev.add_argument("action", choices=["schemas", "tail"])
+    ev.add_argument("types", nargs="*", metavar="TYPE", help="tail: the types (default: all)")
+    ev.add_argument("--max", type=int, default=None, help="tail: stop after N events")
+    ev.add_argument("--seconds", type=float, default=None, help="tail: stop after S seconds")
+    ev.add_argument(
+        "--from-beginning", action="store_true", help="tail: from each topic's first event"
+    )
     ev.add_argument("--json", action="store_true")
     add_common(ev)
     add_url(ev)
@@ -94,8 +102,56 @@ def _event_types(settings: Settings) -> dict[str, Any]:
     return types
 
 
+def _cmd_tail(args: argparse.Namespace) -> int:
+    """``events tail``: JSON lines until Ctrl-C (exit 0), --max or --seconds."""
+    from driftline.runtime.platform import open_bus
+    from driftline.runtime.tail import as_line, tail
+
+    if args.max is not None and args.max < 1:
+        print("driftline events tail: --max must be at least 1", file=sys.stderr)
+        return 2
+    url = gateway_url(args)
+    try:
+        if url is not None:
+            return _tail_via(url, args)
+        bus = open_bus(settings_of(args))
+        try:
+            for event in tail(
+                bus,
+                args.types,
+                from_beginning=args.from_beginning,
+                max_events=args.max,
+                seconds=args.seconds,
+            ):
+                if event is not None:
+                    print(as_line(event), flush=True)
+        finally:
+            bus.close()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _tail_via(url: str, args: argparse.Namespace) -> int:
+    import httpx
+
+    params: dict[str, Any] = {"type": args.types, "from_beginning": args.from_beginning}
+    params.update({k: v for k, v in (("max", args.max), ("seconds", args.seconds)) if v})
+    with httpx.stream("GET", f"{url}/v1/events/tail", params=params, timeout=None) as answer:
+        if answer.is_error:
+            print(f"{url}: {answer.status_code}: {answer.read().decode()}", file=sys.stderr)
+            return 2 if answer.status_code in (400, 422) else 1
+        for line in answer.iter_lines():
+            if line.strip():
+                print(line, flush=True)
+    return 0
+
+
 def _cmd_events(args: argparse.Namespace) -> int:
-    """``events schemas``: the user event types' schemas registered on the bus."""
+    """``events schemas``: the user event types' schemas registered on the bus; ``events
+    tail``: events as they pass."""
+    if args.action == "tail":
+        return _cmd_tail(args)
     from driftline.runtime.platform import open_bus
     from driftline.runtime.schemas import SchemaRegistry, listing
 

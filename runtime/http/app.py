@@ -1,6 +1,7 @@
 """The HTTP gateway: how people and other systems reach a running Driftline.
 
     POST /v1/events/{type}           publish an event (CloudEvents binary or structured, or plain JSON)
+    GET  /v1/events/tail             events as they pass, decoded, as JSON lines (runtime.http.tail)
     POST /v1/hooks/{name}            a signed webhook trigger (runtime.http.webhooks)
     POST /v1/notifications/s3        MinIO / S3 bucket notifications (runtime.triggers.notifications)
     GET  /v1/models[/{name}]         registry state: versions, aliases, lineage
@@ -45,7 +46,15 @@ from driftline.functions.batch import output_key, summary_key
 from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.dlq import dead_letters, replay_dead_letters
 from driftline.runtime.function import spec_of
-from driftline.runtime.http import cloudevents, inference, lifecycle, schemas, ui, webhooks
+from driftline.runtime.http import (
+    cloudevents,
+    inference,
+    lifecycle,
+    schemas,
+    tail,
+    ui,
+    webhooks,
+)
 from driftline.runtime.http.capture import Capture
 from driftline.runtime.http.metrics import Metrics
 from driftline.runtime.http.oip import InferenceRequest
@@ -475,6 +484,7 @@ def create_app(
     )
     app.include_router(_dlq(platform.bus, auth))
     app.include_router(schemas.router(platform.bus))
+    app.include_router(tail.router(platform.bus))
     app.include_router(
         inference.router(
             server,
