@@ -20,6 +20,7 @@ from driftline.events.models import (
     ModelRegistered,
     ModelRejected,
     ModelTrained,
+    RetrainRequested,
     ScoreCompleted,
     ScoreRequested,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "ModelRegistered",
     "ModelRejected",
     "ModelTrained",
+    "RetrainRequested",
     "SchemaError",
     "ScoreCompleted",
     "ScoreRequested",

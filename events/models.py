@@ -111,6 +111,16 @@ class ModelTrained(Event):
         "had not seen it): how much the gate metric worsens, in its units, when the feature "
         "is shuffled (mean of a few shuffles). Empty: not computed.",
     )
+    promote: bool = Field(
+        default=True,
+        description="Deploy the version when it passes the gate (false: register it only; "
+        "``driftline models register`` without --promote).",
+    )
+    force: bool = Field(
+        default=False,
+        description="Register without the gate: a model trained elsewhere that its user "
+        "vouches for (``--force``).",
+    )
 
 
 class ModelRegistered(Event):
@@ -324,6 +334,15 @@ class DriftDetected(Event):
     )
 
 
+class RetrainRequested(Event):
+    """Someone asked for a retrain (``driftline retrain``, the API, the dashboard): the
+    retrain function trains on every labeled row, recorded as ``trigger="manual"``."""
+
+    TYPE: ClassVar[str] = "retrain.requested"
+    reason: str = Field(default="", description="Why, in the requester's words.")
+    requested_by: str = Field(default="", description="Who or what asked (cli, api, ui).")
+
+
 EVENT_MODELS: tuple[type[Event], ...] = (
     DatasetUploaded,
     DatasetIngested,
@@ -336,6 +355,7 @@ EVENT_MODELS: tuple[type[Event], ...] = (
     LabelsReceived,
     DriftChecked,
     DriftDetected,
+    RetrainRequested,
     BatchRequested,
     BatchCompleted,
 )

@@ -3,6 +3,8 @@
 Rows that fail validation go to a quarantine object with the reason; a file that cannot be
 used at all (unreadable, a required column missing) is refused whole with an error naming
 what was wrong, and the runner dead-letters the event. Nothing accepted before is touched.
+A ``feedback`` upload (labeled production rows) is kept with the scoring feedback, where the
+gate and the probation look for the most recent labeled data.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def ingest(event: DatasetUploaded, ctx: Context) -> DatasetIngested:
     good, bad = validate_frame(
         spec, read_upload(data, event.key), source=f"dataset {ctx.store.uri(event.key)}"
     )
-    key = f"datasets/{event.model}/{version}.parquet"
+    folder = "feedback" if event.kind == "feedback" else "datasets"
+    key = f"{folder}/{event.model}/{version}.parquet"
     put_table(ctx.store, key, good.reset_index(drop=True))
     quarantine_key = None
     if len(bad):

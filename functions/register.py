@@ -11,7 +11,9 @@ concept that returned), that version is deployed again (``reason="redeploy"``) a
 candidate is rejected; otherwise ``model.rejected`` says why. A refresh or a scheduled
 challenge (production was not found wanting) must beat production by more than the
 tolerance and beyond chance (a paired test on the same rows). A corrupt or mismatched
-artifact is rejected the same way, with the reason.
+artifact is rejected the same way, with the reason. A candidate marked ``force`` (a model
+registered from outside with ``--force``) skips the comparison, not the artifact checks; one
+marked ``promote=False`` is registered without becoming production.
 
 On ``drift.checked`` windows marked ``probation`` (a promoted version's first judged
 window) the new version and the one it replaced are scored on that window's labeled rows
@@ -25,6 +27,7 @@ numbers are assigned by a single writer per model.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 from driftline.events import (
@@ -82,6 +85,10 @@ def register(event: ModelTrained | DriftChecked, ctx: Context) -> list[Event]:
     decision = gate(
         spec, y, candidate_pred, champion_pred, earlier, challenger=event.trigger in CHALLENGERS
     )
+    if event.force:
+        decision = replace(
+            decision, passed=True, redeploy=None, reason=f"forced ({decision.reason})"
+        )
     if not decision.passed:
         rejected = ModelRejected(
             model=event.model,
@@ -124,10 +131,11 @@ def register(event: ModelTrained | DriftChecked, ctx: Context) -> list[Event]:
         previous_version=champion.version if champion else None,
         effective_time=event.train_end,
     )
+    outputs: list[Event] = [registered, deployed] if event.promote else [registered]
     if registry is not None:  # our own next decision must see this one at once
-        registry.apply(registered)
-        registry.apply(deployed)
-    return [registered, deployed]
+        for output in outputs:
+            registry.apply(output)
+    return outputs
 
 
 def _earlier_predictions(

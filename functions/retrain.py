@@ -1,7 +1,8 @@
 """retrain: a candidate from the training window, exported to ONNX and verified.
 
-Triggered by new labeled data (``dataset.ingested``) and by drift (``drift.detected``,
-which also carries refreshes and scheduled challenges: trigger ``refresh`` or ``challenge``).
+Triggered by new labeled data (``dataset.ingested``), by drift (``drift.detected``,
+which also carries refreshes and scheduled challenges: trigger ``refresh`` or ``challenge``)
+and by a person (``retrain.requested``: trigger ``manual``, up to the latest labeled row).
 Trains on every labeled row the model has (ingested datasets and scoring feedback) inside
 the spec's training window ending at the trigger's event time. A drift with a known
 change point trains only on rows after it (at least ``training.min_rows``), so a retrain
@@ -14,7 +15,13 @@ from __future__ import annotations
 
 import uuid
 
-from driftline.events import DatasetIngested, DriftDetected, ModelRejected, ModelTrained
+from driftline.events import (
+    DatasetIngested,
+    DriftDetected,
+    ModelRejected,
+    ModelTrained,
+    RetrainRequested,
+)
 from driftline.functions.ml.gpu_training import train_for
 from driftline.functions.ml.layout import labeled_rows, load_spec, put_table
 from driftline.functions.ml.spec import TIME
@@ -26,35 +33,38 @@ RUN_NAMESPACE = uuid.UUID("0b6a3f0e-9d1e-4d56-8f3c-2f1f6c7d9a20")
 
 
 @function(
-    subscribes=("dataset.ingested", "drift.detected"),
+    subscribes=("dataset.ingested", "drift.detected", "retrain.requested"),
     emits=("model.trained", "model.rejected"),
     gpu="preferred",
     timeout_s=1800,
     retry=RetryPolicy(attempts=3, initial_backoff_s=1.0),
 )
 def retrain(
-    event: DatasetIngested | DriftDetected, ctx: Context
+    event: DatasetIngested | DriftDetected | RetrainRequested, ctx: Context
 ) -> ModelTrained | ModelRejected | None:
     spec = load_spec(ctx.store, event.model)
     if isinstance(event, DatasetIngested):
         if event.rows == 0:
             return None
         until, since, trigger = event.time_max, None, "data"
+    elif isinstance(event, RetrainRequested):
+        until, since, trigger = None, None, "manual"
     else:
         until, since = event.window_end, event.change_point
         trigger = f"drift:{event.cause}"
         if event.cause == "refresh":  # a refresh, or a scheduled challenge
             trigger = "challenge" if event.detector == "schedule" else "refresh"
     production = ctx.registry.production(event.model) if ctx.registry is not None else None
-    if production is None:
+    if production is None and trigger != "manual":
         trigger = "initial"
+    run_id = str(uuid.uuid5(RUN_NAMESPACE, ctx.event_id))
     rows = labeled_rows(ctx.store, event.model)
     if rows.empty:
-        raise ValidationError(
-            f"model {event.model}: no labeled rows to train on (upload a dataset first)"
-        )
+        why = f"model {event.model}: no labeled rows to train on (upload a dataset first)"
+        if trigger == "manual":  # the person who asked reads the rejection
+            return ModelRejected(model=event.model, run_id=run_id, reason=why)
+        raise ValidationError(why)
     rows = rows.drop_duplicates(subset=[TIME, *spec.feature_names, spec.target])
-    run_id = str(uuid.uuid5(RUN_NAMESPACE, ctx.event_id))
     try:
         result = train_for(spec, rows, now=until, since=since, capabilities=ctx.capabilities)
     except ValidationError as exc:

@@ -6,6 +6,7 @@
   :class:`RetryPolicy` for its retries;
 - :class:`Context` is what a handler sees besides its event;
 - :class:`Settings` are Driftline's settings (``DRIFTLINE_*``);
+- :class:`Client` drives a running gateway over HTTP (the model lifecycle, the registry);
 - the errors a handler raises or catches, under one root, :class:`DriftlineError`
   (the tree is drawn in :mod:`driftline.runtime.errors`).
 
@@ -21,6 +22,7 @@ package imports only the core modules named above, never ``driftline.functions``
 
 from __future__ import annotations
 
+from driftline.runtime.client import Client, ClientError
 from driftline.runtime.context import Context
 from driftline.runtime.errors import (
     BusError,
@@ -41,6 +43,8 @@ from driftline.runtime.settings import Settings
 
 __all__ = [
     "BusError",
+    "Client",
+    "ClientError",
     "ConfigError",
     "Context",
     "DecodeError",

@@ -22,6 +22,8 @@
     ├── BusError                     the bus failed (broker unreachable, topic missing)
     ├── ProblemError                 an HTTP endpoint answers a status and a Problem body
     │                                [runtime.http.problems]
+    ├── ClientError                  the gateway answered the client an error status
+    │                                [runtime.client]
     └── WebhookRefusedError          a webhook call failed verification [runtime.http.webhooks]
 
 A name in brackets is the module defining an error that does not live here. The root and

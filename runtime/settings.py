@@ -31,6 +31,10 @@ class HookSettings(BaseModel):
         return value
 
 
+NOTIFY_EVENTS = ("drift.detected", "model.deployed", "model.rejected")
+"""The events the notify function can send (it subscribes to these)."""
+
+
 class Settings(BaseSettings):
     """Where state lives and how to reach the bus and the store. Frozen once built."""
 
@@ -114,6 +118,37 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576,
         description="Largest request body the gateway reads; bigger ones get 413.",
+    )
+    notify_urls: list[str] = Field(
+        default_factory=list,
+        description="Where the notify function sends its webhooks, as a JSON list: "
+        '["https://hooks.example.com/driftline"]; empty (the default): notify does nothing.',
+    )
+    notify_secret: SecretStr | None = Field(
+        default=None,
+        description="Standard Webhooks signing secret of the notifications (whsec_<base64 "
+        "key>); the receivers verify with it. Needed when notify_urls is set.",
+    )
+    notify_events: list[str] = Field(
+        default_factory=lambda: list(NOTIFY_EVENTS),
+        description=f"Which events notify sends, among {', '.join(NOTIFY_EVENTS)}.",
+    )
+    notify_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long one webhook call may take."
+    )
+
+    @field_validator("notify_events")
+    @classmethod
+    def _notifiable(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in NOTIFY_EVENTS]
+        if unknown:
+            raise ValueError(f"notify cannot send {unknown}; it sends {list(NOTIFY_EVENTS)}")
+        return value
+
+    max_upload_bytes: int = Field(
+        default=268_435_456,
+        description="Largest data file or ONNX model the gateway takes on the lifecycle "
+        "endpoints (uploads, external versions); bigger ones get 413.",
     )
     capture_rate: float = Field(
         default=1.0,

@@ -1,16 +1,18 @@
 """The HTTP gateway: how people and other systems reach a running Driftline.
 
     POST /v1/events/{type}           publish an event (CloudEvents binary or structured, or plain JSON)
+    GET  /v1/events/tail             events as they pass, decoded, as JSON lines (runtime.http.tail)
     POST /v1/hooks/{name}            a signed webhook trigger (runtime.http.webhooks)
     POST /v1/notifications/s3        MinIO / S3 bucket notifications (runtime.triggers.notifications)
     GET  /v1/models[/{name}]         registry state: versions, aliases, lineage
     POST /v1/models/{name}/rollback  production back to the previous version
     POST /v1/models/{name}/versions/{version}/promote  a chosen version to production
+    POST /v1/models[/{name}/uploads|retrain|versions]  the lifecycle (runtime.http.lifecycle)
     /v2/...                          Open Inference Protocol scoring (runtime.http.inference)
     GET  /metrics                    Prometheus metrics (runtime.http.metrics)
     GET  /ui                         the dashboard (runtime.http.ui)
 
-Write endpoints (events, notifications, rollback, promote) need ``Authorization: Bearer <token>``
+Write endpoints (events, notifications, rollback, promote, the lifecycle) need ``Authorization: Bearer <token>``
 when ``api_token`` is set; hooks carry their own signatures. Errors are answered as a
 :class:`~driftline.runtime.http.problems.Problem`.
 """
@@ -44,7 +46,15 @@ from driftline.functions.batch import output_key, summary_key
 from driftline.functions.ml.serving import ModelServer
 from driftline.runtime.dlq import dead_letters, replay_dead_letters
 from driftline.runtime.function import spec_of
-from driftline.runtime.http import cloudevents, inference, schemas, ui, webhooks
+from driftline.runtime.http import (
+    cloudevents,
+    inference,
+    lifecycle,
+    schemas,
+    tail,
+    ui,
+    webhooks,
+)
 from driftline.runtime.http.capture import Capture
 from driftline.runtime.http.metrics import Metrics
 from driftline.runtime.http.oip import InferenceRequest
@@ -462,8 +472,19 @@ def create_app(
         )
     )
     app.include_router(_models(registry, publisher, platform.store, auth))
+    app.include_router(
+        lifecycle.router(
+            platform.store,
+            registry,
+            publisher,
+            auth,
+            max_body_bytes=limit,
+            max_upload_bytes=settings.max_upload_bytes,
+        )
+    )
     app.include_router(_dlq(platform.bus, auth))
     app.include_router(schemas.router(platform.bus))
+    app.include_router(tail.router(platform.bus))
     app.include_router(
         inference.router(
             server,

@@ -1,7 +1,8 @@
 """Triggers that turn the outside world into events: object-store uploads, for now.
 
 An upload under ``uploads/<model>/<file>.csv|.parquet`` becomes ``dataset.uploaded`` for
-``<model>``. :class:`UploadWatcher` polls a store that cannot notify (a local folder, an
+``<model>``; one under ``uploads/<model>/feedback/`` is labeled production data (kind
+``feedback``). :class:`UploadWatcher` polls a store that cannot notify (a local folder, an
 S3 server without notifications) with a saved checkpoint, so a restart neither misses nor
 repeats an upload.
 """
@@ -19,6 +20,7 @@ from driftline.runtime.store import ObjectInfo, ObjectStore
 from driftline.runtime.triggers.watcher import BucketWatcher, checkpoint_key
 
 UPLOAD_PREFIX = "uploads/"
+FEEDBACK_DIR = "feedback"
 DATA_SUFFIXES = (".csv", ".parquet", ".pq")
 log = logging.getLogger("driftline.triggers")
 
@@ -32,7 +34,14 @@ def dataset_uploaded_for(info: ObjectInfo) -> DatasetUploaded | None:
         or not info.key.lower().endswith(DATA_SUFFIXES)
     ):
         return None
-    return DatasetUploaded(model=parts[1], key=info.key, size=info.size, etag=info.etag)
+    feedback = len(parts) > 3 and parts[2] == FEEDBACK_DIR
+    return DatasetUploaded(
+        model=parts[1],
+        key=info.key,
+        size=info.size,
+        etag=info.etag,
+        kind="feedback" if feedback else "training",
+    )
 
 
 class UploadWatcher:

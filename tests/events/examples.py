@@ -41,6 +41,8 @@ EXAMPLES: dict[str, m.Event] = {
             input_signature=["hr", "temp"],
             trials=["HistGradientBoostingRegressor() on the trailing window: mae 40.1  <- chosen"],
             feature_importance={"hr": 52.5, "temp": 3.25},
+            promote=False,
+            force=True,
         ),
         m.ModelRegistered(
             model="bike",
@@ -125,6 +127,7 @@ EXAMPLES: dict[str, m.Event] = {
             change_point=T0,
             detector="online",
         ),
+        m.RetrainRequested(model="bike", reason="new features upstream", requested_by="cli"),
         m.BatchRequested(
             model="bike", batch_id="b-1", key="batches/bike/b-1/input.csv", chunk_rows=1000
         ),

@@ -18,6 +18,7 @@ from driftline.events import (
     ModelRegistered,
     ModelRejected,
     ModelTrained,
+    RetrainRequested,
     ScoreRequested,
 )
 from driftline.functions.ingest import ingest
@@ -212,6 +213,41 @@ def _register_weak(ctx, trained: ModelTrained, run: str) -> list:  # type: ignor
         }
     )
     return register(event, ctx)
+
+
+def test_a_forced_candidate_skips_the_gate_but_not_the_checks(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    trained = _trained(ctx)
+    register(trained, ctx)
+    weak = trained.model_copy(update={"force": True})
+    out = _register_weak(ctx, weak, "forced")
+    assert [type(e) for e in out] == [ModelRegistered, ModelDeployed]
+    assert out[0].gate.startswith("forced (") and ctx.registry.production("synth").version == 2
+    corrupt = trained.model_copy(update={"force": True, "run_id": "c", "sha256": "11" * 32})
+    assert [type(e) for e in register(corrupt, ctx)] == [ModelRejected]
+
+
+def test_a_candidate_not_to_promote_is_registered_only(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    out = register(_trained(ctx).model_copy(update={"promote": False}), ctx)
+    assert [type(e) for e in out] == [ModelRegistered]
+    assert ctx.registry.production("synth") is None and ctx.registry.entry("synth").versions
+
+
+def test_a_manual_retrain_trains_on_every_labeled_row(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    register(_trained(ctx), ctx)
+    ctx.begin("manual-1", "retrain.requested", None, None)
+    trained = retrain(RetrainRequested(model="synth", requested_by="test"), ctx)
+    assert isinstance(trained, ModelTrained) and trained.trigger == "manual"
+    assert trained.parent_version == 1 and trained.rows > 200
+
+
+def test_a_manual_retrain_without_data_is_rejected_with_why(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    ctx.begin("manual-2", "retrain.requested", None, None)
+    out = retrain(RetrainRequested(model="synth"), ctx)
+    assert isinstance(out, ModelRejected) and "no labeled rows" in out.reason
 
 
 def test_an_earlier_version_that_fits_best_is_deployed_again(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ K8S = INFRA / "k8s"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SPECS = {f.spec.name: f.spec for f in FUNCTIONS}  # type: ignore[attr-defined]
 KUBERNETES_VERSION = "1.31"
-MAY_SCALE_TO_ZERO = {"ingest", "retrain", "register", "batch"}
+MAY_SCALE_TO_ZERO = {"ingest", "retrain", "register", "batch", "notify"}
 """score keeps one replica for latency; drift-check keeps its open windows in memory."""
 
 

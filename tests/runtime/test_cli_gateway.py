@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,51 +15,18 @@ import pytest
 
 from driftline.runtime.cli import main
 from driftline.runtime.http.gateway import ADDRESS_FILE
-from tests.fixtures.kafka import free_port
 from tests.functions.synthetic import frame
-from tests.runtime.http.helpers import FEATURES, MODEL, new_home, trained
+from tests.runtime.http.helpers import FEATURES, MODEL, new_home, start_up, trained
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _start_up(home: Path, functions: str) -> subprocess.Popen[str]:
-    """``driftline up`` on ``home`` in a subprocess, once it has written its address."""
-    up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "driftline.runtime.cli",
-            "up",
-            "--home",
-            str(home),
-            "--port",
-            str(free_port()),
-            "--functions",
-            functions,
-        ],  # fmt: skip
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    try:
-        while not (home / ADDRESS_FILE).exists():
-            assert up.poll() is None and time.monotonic() < deadline, "up did not start"
-            time.sleep(0.2)
-    except BaseException:
-        up.kill()
-        up.wait()
-        raise
-    return up
 
 
 def test_models_publish_status_and_dlq_go_through_a_running_up(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home = tmp_path / "home"
-    up = _start_up(home, "none")
+    up = start_up(home, "none")
     try:
         assert main(["models", "list", "--home", str(home), "--json"]) == 0
         assert json.loads(capsys.readouterr().out) == []
@@ -103,7 +67,7 @@ def test_driftline_score_through_a_running_up_and_on_its_own(
     home = new_home(model, tmp_path / "home", model.v1)
     data = tmp_path / "rows.csv"
     frame(200, seed=11)[FEATURES].to_csv(data, index=False)
-    up = _start_up(home, "batch")
+    up = start_up(home, "batch")
     try:
         via = tmp_path / "via-up.parquet"
         args = ["score", MODEL, str(data), "--out", str(via), "--home", str(home)]

@@ -8,8 +8,12 @@ publishes the chosen registry events onto that home's embedded bus.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -30,6 +34,7 @@ from driftline.functions.retrain import retrain
 from driftline.runtime.bus.base import Bus
 from driftline.runtime.bus.embedded import EmbeddedBus
 from driftline.runtime.context import Context
+from driftline.runtime.http.gateway import ADDRESS_FILE
 from driftline.runtime.registry import Registry
 from driftline.runtime.store import LocalStore
 from tests.functions.synthetic import SPEC_TOML, frame
@@ -130,3 +135,61 @@ def live(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def start_up(
+    home: Path, functions: str, *, log: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``driftline up`` on ``home`` in a subprocess, once it has written its address (its
+    output to ``log`` when given, else a pipe; ``env`` added to the environment)."""
+    out = log.open("w") if log is not None else subprocess.PIPE
+    try:
+        up = _popen_up(home, functions, out, env)
+    finally:
+        if log is not None:
+            out.close()  # type: ignore[union-attr]  # the child holds its own copy
+    deadline = time.monotonic() + 60
+    try:
+        while not (home / ADDRESS_FILE).exists():
+            assert up.poll() is None and time.monotonic() < deadline, "up did not start"
+            time.sleep(0.2)
+    except BaseException:
+        up.kill()
+        up.wait()
+        raise
+    return up
+
+
+def _popen_up(
+    home: Path, functions: str, out: Any, env: dict[str, str] | None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "driftline.runtime.cli",
+            "up",
+            "--home",
+            str(home),
+            "--port",
+            str(free_port()),
+            "--functions",
+            functions,
+        ],  # fmt: skip
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def stop_up(up: subprocess.Popen[str]) -> None:
+    """SIGTERM, and wait for the clean stop."""
+    up.send_signal(signal.SIGTERM)
+    up.wait(timeout=30)
+    if up.stdout is not None:
+        up.stdout.close()

@@ -273,6 +273,24 @@ def test_the_rollback_button_needs_the_token_and_then_moves_production(
     wait_for(lambda: '<b id="production">v1</b>' in _get(c, f"/ui/models/{MODEL}"))
 
 
+def test_the_retrain_button_needs_the_token_and_then_asks_for_a_manual_retrain(
+    client: tuple[TestClient, Platform],
+) -> None:
+    c, platform = client
+    page = _get(c, f"/ui/models/{MODEL}")
+    action = re.search(r'data-action="([^"]*/retrain)"', page)
+    assert action and action.group(1) == f"/v1/models/{MODEL}/retrain"
+    assert c.post(action.group(1)).status_code == 401
+    done = c.post(action.group(1), headers={"Authorization": f"Bearer {TOKEN}"})
+    assert done.status_code == 202 and done.json()["model"] == MODEL
+    reader = platform.bus.reader(["retrain.requested"])
+    try:
+        found = reader.poll(2.0, 100)
+    finally:
+        reader.close()
+    assert [r.key for r in found] == [MODEL.encode()]
+
+
 def test_drifted_windows_link_their_evidently_report_served_from_the_store(
     client: tuple[TestClient, Platform],
 ) -> None:

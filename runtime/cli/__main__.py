@@ -1,0 +1,7 @@
+"""``python -m driftline.runtime.cli``: the ``driftline`` command."""
+
+import sys
+
+from driftline.runtime.cli import main
+
+sys.exit(main())
