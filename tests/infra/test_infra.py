@@ -249,3 +249,25 @@ def test_the_gpu_image_has_python_and_cuda_that_fit() -> None:
         base.startswith("nvidia/cuda:12.") and "cudnn" in base
     )  # onnxruntime-gpu: CUDA 12, cuDNN 9
     assert "ubuntu24.04" in base  # its python3 is 3.12, which the parametrised test above checks
+
+
+def test_the_user_functions_example_validates_and_its_mounted_file_loads(tmp_path: Path) -> None:
+    """infra/k8s/examples/user-functions.yaml: a ConfigMap with a user's file, mounted where
+    DRIFTLINE_FUNCTIONS points; the file loads as a runner would load it."""
+    from driftline.runtime.loader import load_functions
+
+    docs = [d for d in yaml.safe_load_all((K8S / "examples" / "user-functions.yaml").read_text())]
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    runner = pod["containers"][0]
+    target = next(e["value"] for e in runner["env"] if e["name"] == "DRIFTLINE_FUNCTIONS")
+    mount = runner["volumeMounts"][0]
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == config["metadata"]["name"]
+    folder, _, name = target.rpartition("/")
+    assert folder == mount["mountPath"] and name in config["data"]
+    (tmp_path / name).write_text(config["data"][name])
+    selected = load_functions(str(tmp_path / name))
+    assert [s.spec.name for s in selected] == ["tag"]
