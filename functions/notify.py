@@ -13,8 +13,7 @@ from typing import Any
 from driftline.events import DriftDetected, ModelDeployed, ModelRejected
 from driftline.runtime.context import Context
 from driftline.runtime.function import RetryPolicy, function
-from driftline.runtime.notify import WebhookSender
-from driftline.runtime.settings import NOTIFY_EVENTS
+from driftline.runtime.notify import NOTIFY_EVENTS, WebhookSender
 
 
 def _sender(ctx: Context) -> WebhookSender | None:

@@ -22,6 +22,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from driftline.runtime.errors import ConfigError, PermanentError, RetryableError
+from driftline.runtime.settings import NOTIFY_EVENTS as NOTIFY_EVENTS  # for functions/notify.py
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 _KEEP = 10_000

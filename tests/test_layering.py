@@ -26,9 +26,13 @@ HANDLER_INTERFACE = (
     "driftline.runtime.context",
     "driftline.runtime.errors",
     "driftline.runtime.function",
+    # the outgoing-webhook sender the built-in notify function hands its events to (httpx
+    # and standardwebhooks stay out of functions/)
+    "driftline.runtime.notify",
 )
-CORE = ("context", "errors", "function", "settings")
-"""The only runtime modules ``runtime/__init__.py`` may import (the functions import it)."""
+CORE = ("client", "context", "errors", "function", "settings")
+"""The only runtime modules ``runtime/__init__.py`` may import (the functions import it);
+``client`` is the public HTTP client, which imports only httpx and the errors."""
 
 
 def imports(source: str, package: str) -> Iterator[tuple[int, str]]:
