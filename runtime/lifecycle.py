@@ -15,6 +15,7 @@ both call these, so the checks and the errors are the same on both paths:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -72,6 +73,22 @@ def spec_of(store: Any, model: str) -> ModelSpec:
             "create it first with `driftline models create SPEC.toml`"
         )
     return load_spec(store, model)
+
+
+def metrics_of(text: str | None, name: str = "metrics") -> dict[str, float]:
+    """The figures a user gives with an external model (``{"r2": 0.9}``); ``name`` says
+    where they came from in the error."""
+    if not text:
+        return {}
+    try:
+        found = json.loads(text)
+        if not isinstance(found, dict):
+            raise ValueError("not a JSON object")
+        return {str(k): float(v) for k, v in found.items()}
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(
+            f"{name} {text[:80]!r}: expected a JSON object of numbers ({exc})"
+        ) from None
 
 
 def upload_key(store: Any, model: str, filename: str, kind: Kind = "training") -> str:

@@ -176,8 +176,10 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 def register(args: argparse.Namespace) -> int:
     """``models register NAME model.onnx``: exit 0 registered, 1 rejected by the gate."""
     path = Path(args.target)
+    from driftline.runtime.lifecycle import metrics_of
+
     _readable(path)
-    metrics = _metrics(args.metrics)
+    metrics = metrics_of(args.metrics, "--metrics")
     url = gateway_url(args)
     if url is None:
         return _register_here(args, path, metrics)
@@ -226,15 +228,3 @@ def _register_here(args: argparse.Namespace, path: Path, metrics: dict[str, floa
         file=sys.stderr,
     )
     return 0
-
-
-def _metrics(text: str | None) -> dict[str, float]:
-    if not text:
-        return {}
-    try:
-        found = json.loads(text)
-        if not isinstance(found, dict):
-            raise ValueError("not a JSON object")
-        return {str(k): float(v) for k, v in found.items()}
-    except (ValueError, TypeError) as exc:
-        raise ValidationError(f"--metrics {text!r}: a JSON object of numbers ({exc})") from None

@@ -10,7 +10,6 @@ All are writes: ``Authorization: Bearer <token>`` when ``api_token`` is set.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any, Literal
 
@@ -19,7 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from driftline.runtime import lifecycle
-from driftline.runtime.errors import ConfigError
+from driftline.runtime.errors import ConfigError, ValidationError
 from driftline.runtime.http.problems import ProblemError, Reason, responses
 from driftline.runtime.http.shared import Publisher, read_body
 
@@ -165,7 +164,10 @@ def router(
         spec's features; its sha256 is recorded, its figures measured on the most recent
         labeled rows, and the register function puts it through the promotion gate against
         production (unless ``force``). No pickle: ONNX only."""
-        given = _metrics(metrics)
+        try:
+            given = lifecycle.metrics_of(metrics)
+        except ValidationError as exc:
+            raise _invalid(str(exc)) from None
         onnx = await read_body(request, max_upload_bytes)
         event = await run_in_threadpool(
             lifecycle.external_candidate,
@@ -188,17 +190,3 @@ def router(
         )
 
     return api
-
-
-def _metrics(text: str | None) -> dict[str, float]:
-    if not text:
-        return {}
-    try:
-        found = json.loads(text)
-        if not isinstance(found, dict):
-            raise ValueError("not a JSON object")
-        return {str(k): float(v) for k, v in found.items()}
-    except (ValueError, TypeError) as exc:
-        raise _invalid(
-            f"metrics {text[:80]!r}: expected a JSON object of numbers ({exc})"
-        ) from None
