@@ -45,6 +45,8 @@ def test_the_lifecycle_through_the_python_client(tmp_path: Path) -> None:
             assert outcome["version"] == 3 and outcome["trigger"] == "external"
             assert dl.model("synth")["aliases"]["production"] == 2, "registered, not promoted"
             assert dl.promote("synth", 3)["version"] == 3
+            # the promotion is an event: roll back once the gateway's registry view has it
+            assert dl.wait_for_production("synth", newer_than=2, timeout_s=30) == 3
             assert dl.rollback("synth")["version"] == 2
 
             with pytest.raises(ClientError) as wrong:
