@@ -151,12 +151,11 @@ class Settings(BaseSettings):
         "endpoints (uploads, external versions); bigger ones get 413.",
     )
     capture_rate: float = Field(
-        default=0.0,
+        default=1.0,
         ge=0,
         le=1,
         description="Share of /v2 inference requests published as score.completed, so "
-        "drift-check monitors HTTP traffic like bus traffic (1: all). Off by default for now: "
-        "at full load capture still halves /v2 throughput (tests/bench/inference_http.py).",
+        "drift-check monitors HTTP traffic like bus traffic (1: all; 0: none).",
     )
     capture_queue: int = Field(
         default=10_000,

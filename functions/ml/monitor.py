@@ -51,6 +51,7 @@ them to :meth:`deployed` or give the monitor a ``reference_loader``.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -796,9 +797,7 @@ class DriftMonitor:
         m._detections = [_detection_from(d) for d in state.get("detections", [])]
         for key, rows in state["windows"].items():
             start = float(key)
-            m.windows[start] = [
-                [*r[:6], [math.nan if v is None else v for v in r[6]]] for r in rows
-            ]
+            m.windows[start] = [[*r[:6], _features_from(r[6])] for r in rows]
             for pos, r in enumerate(m.windows[start]):
                 m._pending.setdefault(r[_RID], (start, []))[1].append(pos)
             m._unlabeled[start] = sum(r[_LABEL] is None for r in m.windows[start])
@@ -843,9 +842,15 @@ def _nan_none(value: float | None) -> float | None:
 
 
 def _row_state(row: list[Any]) -> list[Any]:
-    return [
-        *row[:_PRED],
-        _nan_none(row[_PRED]),
-        _nan_none(row[_LABEL]),
-        [_nan_none(v) for v in row[_X]],
-    ]
+    """A window's row as saved: its features as the base64 of their float64 bytes (a
+    snapshot holds every row of the open windows; JSON numbers cost several times more to
+    write and read)."""
+    x = base64.b64encode(np.asarray(row[_X], dtype=np.float64).tobytes()).decode()
+    return [*row[:_PRED], _nan_none(row[_PRED]), _nan_none(row[_LABEL]), x]
+
+
+def _features_from(saved: str | list[float | None]) -> list[float]:
+    """A row's features from :func:`_row_state` (states saved before: a list, NaN as None)."""
+    if isinstance(saved, str):
+        return np.frombuffer(base64.b64decode(saved), dtype=np.float64).tolist()  # type: ignore[no-any-return]
+    return [math.nan if v is None else v for v in saved]

@@ -55,6 +55,7 @@ from driftline.runtime.http import (
     ui,
     webhooks,
 )
+from driftline.runtime.http.capture import SOURCE as CAPTURED
 from driftline.runtime.http.capture import Capture
 from driftline.runtime.http.metrics import Metrics
 from driftline.runtime.http.oip import InferenceRequest
@@ -416,7 +417,7 @@ def create_app(
     sync = inference.ProductionSync(server, registry)
     capture = (
         Capture(
-            Publisher(platform.bus, source="driftline/capture"),
+            Publisher(platform.bus, source=CAPTURED.decode()),
             rate=settings.capture_rate,
             size=settings.capture_queue,
         )
@@ -485,16 +486,11 @@ def create_app(
     app.include_router(_dlq(platform.bus, auth))
     app.include_router(schemas.router(platform.bus))
     app.include_router(tail.router(platform.bus))
-    app.include_router(
-        inference.router(
-            server,
-            registry,
-            sync=sync,
-            observe=metrics.observe,
-            capture=capture,
-            max_body_bytes=limit,
-        )
+    v2 = inference.Endpoints(
+        server, registry, sync=sync, observe=metrics.observe, capture=capture, max_body_bytes=limit
     )
+    app.include_router(inference.router(v2))
+    app.add_middleware(inference.InferLane, endpoints=v2)
     app.include_router(metrics.router())
     if runners is not None:  # a LiveRunners view (driftline up starts one)
         app.include_router(_runners(runners, functions))

@@ -26,6 +26,8 @@ from driftline.runtime.errors import DriftlineError
 log = logging.getLogger("driftline.capture")
 
 _BATCH = 256
+SOURCE = b"driftline/capture"
+"""``ce_source`` of the events published here (the history skips them: no handler seconds)."""
 
 
 class Capture:

@@ -26,6 +26,7 @@ from driftline.events.models import (
 )
 from driftline.runtime.bus.base import Bus
 from driftline.runtime.errors import DecodeError
+from driftline.runtime.http.capture import SOURCE as CAPTURED
 
 log = logging.getLogger("driftline.history")
 
@@ -87,6 +88,8 @@ class History:
                     stop.wait(1.0)
                     continue
                 for r in records:
+                    if r.topic == ScoreCompleted.TYPE and r.header("ce_source") == CAPTURED:
+                        continue  # a /v2 request: carries no handler seconds to sum
                     try:
                         self.keep(self.codec.decode(r.value, r.headers, topic=r.topic).data)
                     except DecodeError:

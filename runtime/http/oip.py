@@ -11,6 +11,7 @@ outputs come back the same way when the request asks for ``binary_data_output`` 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -158,7 +159,7 @@ def _tensor(tensor: RequestInput, body: bytes, offset: int) -> tuple[np.ndarray,
             f"input {tensor.name!r}: shape {tensor.shape} has a negative dimension",
             Reason.BAD_SHAPE,
         )
-    count = int(np.prod(tensor.shape, dtype=np.int64))
+    count = math.prod(tensor.shape)
     nbytes = (tensor.parameters or {}).get("binary_data_size")
     if nbytes is not None:
         if (
