@@ -23,6 +23,7 @@ fails, it commits nothing and rejoins.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -108,15 +109,26 @@ class _Model:
     @classmethod
     def from_state(cls, spec: ModelSpec, state: dict[str, Any], loader: Any) -> _Model:
         m = cls(spec, DriftMonitor.from_state(spec, state, reference_loader=loader))
-        m.scored = OrderedDict((rid, (_time(t), rows)) for rid, t, rows in state.get("scored", []))
+        m.scored = OrderedDict(
+            (rid, (_time(t), _rows_from(rows))) for rid, t, rows in state.get("scored", [])
+        )
         m.early = OrderedDict((rid, labels) for rid, labels in state.get("early", []))
         m.feedback = [{**row, TIME: _time(row[TIME])} for row in state.get("feedback", [])]
         return m
 
 
-def _rows(rows: Any) -> list[list[float | None]]:
-    """A request's rows (a :class:`Matrix` or lists) as JSON-able lists, NaN as None."""
-    return [[None if v != v else float(v) for v in row] for row in rows]
+def _rows(rows: Rows) -> str:
+    """A request's rows (a :class:`Matrix` or lists) as the base64 of their matrix bytes
+    (JSON numbers cost several times more to write and read)."""
+    matrix = rows if isinstance(rows, Matrix) else Matrix(rows)
+    return base64.b64encode(matrix.to_bytes()).decode()
+
+
+def _rows_from(saved: str | list[list[float | None]]) -> Rows:
+    """Rows saved by :func:`_rows` (states saved before: lists, NaN as None)."""
+    if isinstance(saved, str):
+        return Matrix.from_bytes(base64.b64decode(saved))
+    return saved  # type: ignore[return-value]
 
 
 def _iso(value: Any) -> str | None:

@@ -12,6 +12,7 @@ then the runner (batches in hand are finished and committed), then the replicas.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -96,6 +97,11 @@ def serve(
             names += "; in replica processes: " + ", ".join(f"{f} ({n})" for f, n in counts.items())
 
         def started() -> None:
+            # what start-up made (modules, models, functions) lives as long as the process;
+            # frozen, the collector's full passes no longer walk it while holding every
+            # thread up (the tail of /v2 latency under load, tests/bench/inference_http.py)
+            gc.collect()
+            gc.freeze()
             # other commands on this home find the gateway here (the embedded bus is ours)
             write_address(settings.home_dir, host, port)
             stoppers.append(lambda: remove_address(settings.home_dir))

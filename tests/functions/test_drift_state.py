@@ -12,7 +12,7 @@ import numpy as np
 
 from driftline.events import LabelsReceived, Matrix, ScoreCompleted
 from driftline.functions import drift_state
-from driftline.functions.drift_check import Monitors, drift_check, save_changed
+from driftline.functions.drift_check import Monitors, _rows_from, drift_check, save_changed
 from driftline.functions.ml.monitor import _features_from
 from driftline.runtime.context import Context
 from tests.functions.synthetic import context
@@ -74,14 +74,16 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _features_as_lists(state: dict[str, Any]) -> dict[str, Any]:
-    """A state with each window row's features as the old format's list (NaN as None)."""
+    """A state with each window row's features and each scored request's rows as the old
+    format's lists (NaN as None)."""
     windows = {
         start: [
             [*r[:6], [None if math.isnan(v) else v for v in _features_from(r[6])]] for r in rows
         ]
         for start, rows in state["windows"].items()
     }
-    return {**state, "windows": windows}
+    scored = [[rid, t, _rows_from(rows).tolist()] for rid, t, rows in state["scored"]]
+    return {**state, "windows": windows, "scored": scored}
 
 
 def test_a_restore_from_snapshot_and_journal_is_the_uninterrupted_state(tmp_path: Path) -> None:
