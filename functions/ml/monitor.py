@@ -281,7 +281,7 @@ class DriftMonitor:
             if label is not None and math.isnan(label):
                 label = None
             positions.append(len(window))
-            row = [request_id, i, t, version, float(pred), label, [float(v) for v in x]]
+            row = [request_id, i, t, version, float(pred), label, np.array(x, dtype=np.float64)]
             window.append(row)
             self._unlabeled[start] = self._unlabeled.get(start, 0) + (label is None)
             if label is not None:
@@ -500,7 +500,9 @@ class DriftMonitor:
                 idempotency_key=None,
                 reason=why,
             )
-        current = pd.DataFrame([r[_X] for r in rows], columns=self.spec.feature_names)
+        current = pd.DataFrame(
+            np.vstack([r[_X] for r in rows]) if rows else None, columns=self.spec.feature_names
+        )
         labeled = [r for r in rows if r[_LABEL] is not None]
         value = self._metric(labeled)
         test = self._test(labeled)
@@ -849,8 +851,8 @@ def _row_state(row: list[Any]) -> list[Any]:
     return [*row[:_PRED], _nan_none(row[_PRED]), _nan_none(row[_LABEL]), x]
 
 
-def _features_from(saved: str | list[float | None]) -> list[float]:
+def _features_from(saved: str | list[float | None]) -> np.ndarray:
     """A row's features from :func:`_row_state` (states saved before: a list, NaN as None)."""
     if isinstance(saved, str):
-        return np.frombuffer(base64.b64decode(saved), dtype=np.float64).tolist()  # type: ignore[no-any-return]
-    return [math.nan if v is None else v for v in saved]
+        return np.frombuffer(base64.b64decode(saved), dtype=np.float64).copy()
+    return np.array([math.nan if v is None else v for v in saved], dtype=np.float64)

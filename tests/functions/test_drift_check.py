@@ -50,7 +50,9 @@ def test_a_restarted_drift_check_has_every_row_and_label_of_the_saved_batches(
     restarted = context(tmp_path, registry=ctx.registry)  # the same store, a new process
     restarted.state = Monitors(restarted)
     after = restarted.state.get("synth")
-    assert after.monitor.windows == before.monitor.windows, "the open window's rows and labels"
+    assert after.monitor.to_state()["windows"] == before.monitor.to_state()["windows"], (
+        "the open window's rows and labels"
+    )
     assert list(after.scored) == [f"r{i}" for i in range(4, 10)], "rows still waiting for labels"
     assert [row["y"] for row in after.feedback] == [20.0, 21.0, 22.0, 23.0]
     assert after.feedback[0][TIME] == START
