@@ -163,6 +163,15 @@ class Settings(BaseSettings):
         description="Captured requests waiting to be published; when full, more are dropped "
         '(counted in driftline_capture_events{outcome="dropped"}), never the requests.',
     )
+    gil_switch_ms: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="How long `driftline up` lets one thread hold the interpreter before "
+        "another may run (sys.setswitchinterval; Python's own is 5 ms): the HTTP server "
+        "waits at most about this long for the functions' threads, which bounds /v2's tail "
+        "latency under load.",
+    )
     s3_notification_topic: str | None = Field(
         default=None,
         description="Topic where MinIO's Kafka target sends bucket notifications; "

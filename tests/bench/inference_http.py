@@ -131,6 +131,7 @@ def driftline_home(work: Path, result: Any) -> Path:
 
     home = work / "driftline-home"
     shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
     store = LocalStore(home / "store")
     store.put(spec_key(MODEL), SPEC.encode())
     key = f"models/{MODEL}/bench/model.onnx"
@@ -359,6 +360,17 @@ def _servers(args: argparse.Namespace, work: Path, result: Any, estimator: Any) 
             env,
         ),
     }
+    if args.also_gil_switch_ms is not None:
+        # a second driftline up beside the first, on its own home and port, for a side by
+        # side of the interpreter's switch interval (DRIFTLINE_GIL_SWITCH_MS)
+        ports["driftline_alt"] = free_port()
+        servers["driftline_alt"] = (
+            servers["driftline"][0][:-4]
+            + ["--home", str(driftline_home(work / "alt", result)), "--port"]
+            + [str(ports["driftline_alt"])],
+            "/v2/health/ready",
+            {**driftline_env, "DRIFTLINE_GIL_SWITCH_MS": str(args.also_gil_switch_ms)},
+        )
     if not args.skip_mlserver:
         venv = mlserver_venv(work)
         folder = mlserver_models(work, estimator, ports["mlserver"])
@@ -403,6 +415,12 @@ def main() -> int:
         help="DRIFTLINE_CAPTURE_RATE of driftline up: the share of requests captured as "
         "score.completed for drift-check (default 1.0, as deployed)",
     )
+    parser.add_argument(
+        "--also-gil-switch-ms",
+        type=float,
+        help="also measure a second driftline up with this DRIFTLINE_GIL_SWITCH_MS "
+        "(reported as alt_rps, alt_p99_ms)",
+    )
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -440,6 +458,14 @@ def main() -> int:
         "mlserver_p99_ms": round(m["p99_ms"], 2) if m else None,
         "bare_p99_ms": round(b["p99_ms"], 2),
         "driftline_p50_ms": round(d["p50_ms"], 2),
+        **(
+            {
+                "alt_rps": round(results["driftline_alt"]["rps"], 1),
+                "alt_p99_ms": round(results["driftline_alt"]["p99_ms"], 2),
+            }
+            if "driftline_alt" in results
+            else {}
+        ),
         "cpu_us_per_request": {name: round(r["cpu_us"]) for name, r in results.items()},
         "errors": int(sum(r["errors"] for r in results.values())),
     }

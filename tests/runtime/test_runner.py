@@ -14,7 +14,7 @@ from driftline.events import Codec, ScoreCompleted, ScoreRequested
 from driftline.runtime.bus.base import Bus
 from driftline.runtime.context import Context
 from driftline.runtime.function import RetryPolicy, function, spec_of
-from driftline.runtime.runner import Runner, output_id
+from driftline.runtime.runner import ID_NAMESPACE, Runner, output_id
 from tests.conftest import wait_for
 from tests.runtime.runner_helpers import echo, publish, read_all, read_keyed, request
 
@@ -75,6 +75,15 @@ def test_outputs_carry_ids_derived_from_the_input(bus: Bus) -> None:
     assert sorted(e.id for e in envelopes) == sorted(output_id(i, "echo", 0) for i in ids)
     assert all(e.data.predictions == [3.0] for e in envelopes)
     assert all(e.source == "driftline/echo" for e in envelopes)
+
+
+def test_output_ids_are_rfc4122_name_based_uuids() -> None:
+    # ids made before output_id was written out by hand must still match (redelivery)
+    for input_id in ("r1", "0b0e2f7c-1111-4444-8888-123456789abc", "é/ü", ""):
+        for position in (0, 1, 17):
+            expected = uuid.uuid5(ID_NAMESPACE, f"{input_id}/echo/{position}")
+            assert output_id(input_id, "echo", position) == str(expected)
+    assert uuid.UUID(output_id("r1", "echo", 0)).version == 5
 
 
 def test_poison_goes_to_the_dlq_and_the_rest_flows(every_bus: Bus) -> None:
