@@ -320,6 +320,52 @@ def load(port: int, seconds: float, row: list[float]) -> dict[str, float]:
     }
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[%s]]
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '\\n{"requests": %%d, "duration_us": %%d, "errors": %%d, "p50_us": %%d, "p99_us": %%d}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def load_wrk(port: int, seconds: float, row: list[float], work: Path) -> dict[str, float]:
+    """The same closed loop from wrk (C, one thread, CONCURRENCY connections): the load
+    generator then takes a small share of the two cores, where the Python one took about
+    as much as the servers it measured."""
+    body = json.dumps(
+        {"inputs": [{"name": "input", "shape": [1, N_FEATURES], "datatype": "FP32", "data": row}]}
+    )
+    script = work / "wrk_infer.lua"
+    script.write_text(WRK_SCRIPT % body)
+    url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
+
+    def wrk(duration: float) -> dict[str, float]:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{CONCURRENCY}", f"-d{duration:g}s", "-s", str(script), url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+        return result
+
+    warm = wrk(1)
+    run = wrk(seconds)
+    return {
+        "rps": run["requests"] / (run["duration_us"] / 1e6),
+        "requests": warm["requests"] + run["requests"],
+        "p50_ms": run["p50_us"] / 1000,
+        "p99_ms": run["p99_us"] / 1000,
+        "errors": warm["errors"] + run["errors"],
+    }
+
+
 def _servers(args: argparse.Namespace, work: Path, result: Any, estimator: Any) -> dict[str, Any]:
     """name -> (command, port, cwd, env, ready path) of each server to start."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
@@ -421,6 +467,13 @@ def main() -> int:
         help="also measure a second driftline up with this DRIFTLINE_GIL_SWITCH_MS "
         "(reported as alt_rps, alt_p99_ms)",
     )
+    parser.add_argument(
+        "--generator",
+        choices=("wrk", "python"),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="the load generator: wrk (apt-get install wrk; the default where it is "
+        "installed) or this script's asyncio client",
+    )
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -437,7 +490,10 @@ def main() -> int:
         for i in range(args.rounds):
             for name, (_, port, _, _) in servers.items():
                 cpu = cpu_seconds(pids[name])
-                run = load(port, args.seconds / args.rounds, row)
+                if args.generator == "wrk":
+                    run = load_wrk(port, args.seconds / args.rounds, row, work)
+                else:
+                    run = load(port, args.seconds / args.rounds, row)
                 # CPU per request is steadier than requests/s on a machine shared with others
                 run["cpu_us"] = (cpu_seconds(pids[name]) - cpu) / max(run["requests"], 1) * 1e6
                 runs.setdefault(name, []).append(run)
@@ -449,6 +505,7 @@ def main() -> int:
     }
     d, b, m = results["driftline"], results["bare"], results.get("mlserver")
     summary = {
+        "generator": args.generator,
         "driftline_rps": round(d["rps"], 1),
         "mlserver_rps": round(m["rps"], 1) if m else None,
         "bare_rps": round(b["rps"], 1),
