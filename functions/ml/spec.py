@@ -360,6 +360,24 @@ class Gate(BaseModel):
     labeled window; when it does clearly worse, roll back."""
 
 
+class ScheduledBatch(BaseModel):
+    """A stored file scored on a schedule (``[[batch]]``): each period, ``driftline up``
+    asks for a batch job on the file at ``key`` as it is then, with the production version
+    (the cold path beside real-time scoring: a nightly drop of rows to predict)."""
+
+    model_config = _FROZEN
+    key: str = Field(min_length=1)
+    """Object-store key of the CSV or Parquet file to score (replaced between runs, usually)."""
+    every_hours: float = Field(gt=0)
+    """The period. Runs start on its multiples from 1970-01-01 UTC (24: at 00:00 UTC each
+    day), and the first as soon as ``driftline up`` runs within a period not yet scored; a
+    period missed while nothing ran is not made up."""
+    name: str = Field(default="scheduled", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """Names the schedule; each run's batch id is ``<name>-<period start, UTC>``."""
+    chunk_rows: int = Field(default=50_000, gt=0)
+    """Rows read and scored at a time."""
+
+
 class ModelSpec(BaseModel):
     """A model: its data, its estimator, and the policies of its loop."""
 
@@ -382,6 +400,8 @@ class ModelSpec(BaseModel):
     """Drift windows and the guards against retrain storms."""
     gate: Gate = Gate()
     """Promotion gate."""
+    batch: tuple[ScheduledBatch, ...] = ()
+    """Files scored on a schedule (``[[batch]]`` tables), besides batch jobs on demand."""
 
     @field_validator("features", mode="before")
     @classmethod
@@ -395,6 +415,9 @@ class ModelSpec(BaseModel):
         names = self.feature_names
         if len(set(names)) != len(names):
             raise ValueError(f"features: duplicate names in {names}")
+        schedules = [b.name for b in self.batch]
+        if len(set(schedules)) != len(schedules):
+            raise ValueError(f"batch: give each schedule its own name (got {schedules})")
         if self.target in names:
             raise ValueError(f"target {self.target!r} is also listed as a feature")
         if self.time.column in names or self.time.column == self.target:

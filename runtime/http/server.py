@@ -185,15 +185,20 @@ def _gateway_sessions(platform: Any, placement: Any) -> Any:
 def _start_triggers(
     platform: Any, watch_interval_s: float, stoppers: list[Callable[[], Any]]
 ) -> None:
-    """Start the upload watcher and the S3 notification consumer; their stops go on ``stoppers``."""
+    """Start the upload watcher, the batch schedules and the S3 notification consumer; their
+    stops go on ``stoppers``."""
     from driftline.runtime.http.shared import Publisher
     from driftline.runtime.triggers.notifications import NotificationConsumer
+    from driftline.runtime.triggers.schedule import BatchScheduler
     from driftline.runtime.triggers.uploads import UploadWatcher
 
     settings = platform.settings
     watcher = UploadWatcher(platform.store, platform.bus)
     watcher.start(watch_interval_s)
     stoppers.append(watcher.stop)
+    scheduler = BatchScheduler(platform.store, platform.bus)
+    scheduler.start(watch_interval_s)
+    stoppers.append(scheduler.stop)
     if settings.s3_notification_topic:
         publisher = Publisher(platform.bus, source="driftline/s3-notifications")
         stoppers.append(publisher.close)
