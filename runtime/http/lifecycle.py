@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from driftline.runtime import lifecycle
 from driftline.runtime.errors import ConfigError, ValidationError
 from driftline.runtime.http.problems import ProblemError, Reason, responses
-from driftline.runtime.http.shared import Publisher, read_body
+from driftline.runtime.http.shared import Publisher, read_body, spooled_body
 
 ONNX = "application/octet-stream"
 
@@ -126,9 +126,9 @@ def router(
         """Store a data file under uploads/<name>/: ingest validates it, and a model with no
         version yet is trained on it (the upload watcher polls every few seconds)."""
         key = lifecycle.upload_key(store, name, filename, kind)
-        body = await read_body(request, max_upload_bytes)
-        await run_in_threadpool(store.put, key, body)
-        return Uploaded(model=name, key=key, kind=kind, size=len(body))
+        async with spooled_body(request, max_upload_bytes) as (path, size):
+            await run_in_threadpool(store.upload, path, key)
+        return Uploaded(model=name, key=key, kind=kind, size=size)
 
     @api.post(
         "/v1/models/{name}/retrain",
@@ -168,7 +168,7 @@ def router(
             given = lifecycle.metrics_of(metrics)
         except ValidationError as exc:
             raise _invalid(str(exc)) from None
-        onnx = await read_body(request, max_upload_bytes)
+        onnx = await read_body(request, max_upload_bytes, "max_upload_bytes")
         event = await run_in_threadpool(
             lifecycle.external_candidate,
             store,

@@ -6,8 +6,12 @@ Errors are answered as problems (:mod:`driftline.runtime.http.problems`).
 from __future__ import annotations
 
 import hmac
+import tempfile
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -27,25 +31,48 @@ from driftline.runtime.http.problems import (
 )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+async def read_body(request: Request, limit: int, setting: str = "max_body_bytes") -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes (the ``setting``'s
+    value, named in the answer) before reading it all."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():
         if int(declared) > limit:
-            raise _too_large(int(declared), limit)
+            raise _too_large(int(declared), limit, setting)
         return await request.body()  # the server reads no more than Content-Length says
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(size, limit)
+            raise _too_large(size, limit, setting)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _too_large(size: int, limit: int) -> ProblemError:
+@asynccontextmanager
+async def spooled_body(
+    request: Request, limit: int, setting: str = "max_upload_bytes"
+) -> AsyncIterator[tuple[Path, int]]:
+    """The request body in a temporary file (its path and size), written as it arrives, so
+    a large upload never sits in memory whole; over ``limit`` bytes is refused (413) as
+    soon as it shows, from Content-Length or while reading. The file is gone afterwards."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit, setting)
+    with tempfile.TemporaryDirectory(prefix="driftline-upload-") as folder:
+        path, size = Path(folder) / "body", 0
+        with path.open("wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(size, limit, setting)
+                out.write(chunk)
+        yield path, size
+
+
+def _too_large(size: int, limit: int, setting: str) -> ProblemError:
     return too_large(
-        f"request body of {size}+ bytes is over the limit of {limit} bytes (setting max_body_bytes)"
+        f"request body of {size}+ bytes is over the limit of {limit} bytes "
+        f"(setting {setting}, DRIFTLINE_{setting.upper()})"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -283,5 +284,40 @@ def test_rollback_without_a_previous_version_is_409(
         client = TestClient(create_app(platform, ModelServer(platform.store, platform.registry)))
         answer = client.post(f"/v1/models/{MODEL}/rollback")
         assert answer.status_code == 409 and "no previous version" in answer.json()["error"]
+    finally:
+        platform.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_uploads_stream_to_the_store_and_oversized_ones_are_refused_whole(
+    tmp_path_factory: pytest.TempPathFactory, chunked: bool
+) -> None:
+    model = trained(tmp_path_factory)
+    home = new_home(model, tmp_path_factory.mktemp("uploads") / "home", model.v1)
+    limit = 3_000_000
+    platform = Platform.open(Settings(home=home, max_upload_bytes=limit))
+    line = b"2024-01-01T00:00:00,1.0,2.0,3.0,4.0\n"
+    data = b"ts,x1,x2,x3,y\n" + line * (2_500_000 // len(line))  # several chunks, under the limit
+    big = data + line * (1_000_000 // len(line))  # over it
+
+    def body(payload: bytes) -> Any:
+        if not chunked:
+            return payload
+        return (payload[i : i + 65_536] for i in range(0, len(payload), 65_536))
+
+    try:
+        with TestClient(
+            create_app(platform, ModelServer(platform.store, platform.registry))
+        ) as client:
+            url = f"/v1/models/{MODEL}/uploads?filename=rows.csv"
+            ok = client.post(url, content=body(data))
+            assert ok.status_code == 202, ok.text
+            assert ok.json()["size"] == len(data)
+            assert platform.store.get(ok.json()["key"]) == data
+            before = sorted(i.key for i in platform.store.list("uploads/"))
+            refused = client.post(url, content=body(big))
+            assert refused.status_code == 413, refused.text
+            assert f"limit of {limit} bytes (setting max_upload_bytes" in refused.text
+            assert sorted(i.key for i in platform.store.list("uploads/")) == before
     finally:
         platform.close()
