@@ -1,5 +1,5 @@
 """A drift-check replica for the fencing test: ``python -m tests.runtime.fence_runner
-BOOTSTRAP STORE_DIR GROUP``.
+BOOTSTRAP STORE_DIR GROUP KIND`` (KIND: ``kafka`` or ``confluent``, the client it uses).
 
 Hosts drift-check's handler, state and checkpoint (reading ``score.completed`` only) in
 consumer group GROUP on the Kafka bus, with its state in the folder store STORE_DIR,
@@ -20,10 +20,10 @@ from driftline.runtime.context import Context
 from driftline.runtime.function import function
 from driftline.runtime.runner import Runner
 from driftline.runtime.store import LocalStore
-from tests.fixtures.kafka import make_test_bus
+from tests.fixtures.kafka import make_bus_of_kind
 
 
-def main(bootstrap: str, store_dir: str, group: str) -> None:
+def main(bootstrap: str, store_dir: str, group: str, kind: str) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
 
     @function(
@@ -38,7 +38,7 @@ def main(bootstrap: str, store_dir: str, group: str) -> None:
             time.sleep(2.0)
         return drift_check(event, ctx)
 
-    bus = make_test_bus(bootstrap)
+    bus = make_bus_of_kind(kind, bootstrap)
     runner = Runner(bus, [check], store=LocalStore(store_dir), poll_timeout_s=0.2)
     runner.start()
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
@@ -48,4 +48,4 @@ def main(bootstrap: str, store_dir: str, group: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3])
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4])

@@ -1,5 +1,5 @@
-"""Faults on the Kafka bus: a runner killed with SIGKILL, and the broker going away; both on
-kafka-python and on confluent-kafka (``bus_kind``)."""
+"""Faults on the Kafka bus: a runner killed with SIGKILL, the broker going away, and a
+stalled replica fenced; each on kafka-python and on confluent-kafka (``bus_kind``)."""
 
 from __future__ import annotations
 
@@ -142,9 +142,9 @@ def _succeeds(action) -> bool:  # type: ignore[no-untyped-def]
         return False
 
 
-def _scored(request_id: str, hour: int) -> ScoreCompleted:
+def _scored(model: str, request_id: str, hour: int) -> ScoreCompleted:
     return ScoreCompleted(
-        model="synth",
+        model=model,
         request_id=request_id,
         version=1,
         predictions=[1.0],
@@ -154,19 +154,19 @@ def _scored(request_id: str, hour: int) -> ScoreCompleted:
     )
 
 
-def _saved_rows(store: LocalStore) -> list[str]:
-    """Request ids in drift-check's saved state for ``synth`` (rows waiting for labels), as
+def _saved_rows(store: LocalStore, model: str) -> list[str]:
+    """Request ids in drift-check's saved state for ``model`` (rows waiting for labels), as
     a process starting now would restore it."""
     reader = Context(function="drift-check", store=store)
-    return list(Monitors(reader).get("synth").scored)
+    return list(Monitors(reader).get(model).scored)
 
 
 def _start_replica(
-    bootstrap: str, store: Path, name: str
+    bootstrap: str, store: Path, name: str, kind: str
 ) -> tuple[subprocess.Popen[str], list[str]]:
     """A replica process and the lines it prints (read by a thread: never blocks the test)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.runtime.fence_runner", bootstrap, str(store), name],
+        [sys.executable, "-m", "tests.runtime.fence_runner", bootstrap, str(store), name, kind],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -178,36 +178,39 @@ def _start_replica(
 
 
 def test_a_stalled_replica_is_fenced_and_no_row_is_lost_or_counted_twice(
-    kafka_bus, kafka_bootstrap, tmp_path: Path
+    kafka_bus, kafka_bootstrap, tmp_path: Path, bus_kind: str
 ) -> None:  # type: ignore[no-untyped-def]
     """Replica A is frozen (SIGSTOP) in the middle of a batch, past its group's session
     timeout; B takes the partition over, handles that batch again and more rows, and saves.
     When A wakes up it finishes its batch and tries to save its older state: the save is
     refused (fenced), A commits nothing and rejoins, and B's state stays, every row once."""
     name = f"fence-{uuid.uuid4().hex[:6]}"
+    # a model of its own: score.completed keeps the rows of earlier runs on this broker
+    # (the other client's), and those are another model's, which this state never holds
+    model = f"fence{uuid.uuid4().hex[:6]}"
     store = LocalStore(tmp_path / "store")
-    store.put(spec_key("synth"), SPEC_TOML.encode())
+    store.put(spec_key(model), SPEC_TOML.replace('name = "synth"', f'name = "{model}"').encode())
     kafka_bus.create_topics(["score.completed", "score.completed.dlq"])
-    publish(kafka_bus, [_scored(f"r{i}", i) for i in range(20)])
-    a, a_said = _start_replica(kafka_bootstrap, store.root, name)
+    publish(kafka_bus, [_scored(model, f"r{i}", i) for i in range(20)])
+    a, a_said = _start_replica(kafka_bootstrap, store.root, name, bus_kind)
     b = None
     try:
-        wait_for(lambda: len(_saved_rows(store)) == 20, timeout_s=60)
-        publish(kafka_bus, [_scored("stall-1", 20)])
+        wait_for(lambda: len(_saved_rows(store, model)) == 20, timeout_s=60)
+        publish(kafka_bus, [_scored(model, "stall-1", 20)])
         time.sleep(1.0)  # A is in the two-second handler call of stall-1
         a.send_signal(signal.SIGSTOP)
-        b, _ = _start_replica(kafka_bootstrap, store.root, name)
-        publish(kafka_bus, [_scored(f"r{i}", i + 1) for i in range(20, 40)])
-        wait_for(lambda: len(_saved_rows(store)) == 41, timeout_s=90)
+        b, _ = _start_replica(kafka_bootstrap, store.root, name, bus_kind)
+        publish(kafka_bus, [_scored(model, f"r{i}", i + 1) for i in range(20, 40)])
+        wait_for(lambda: len(_saved_rows(store, model)) == 41, timeout_s=90)
         a.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + 30  # A finishes stall-1 and tries to save
         while not any("fenced" in line for line in a_said) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert len(_saved_rows(store)) == 41, "A's older state did not overwrite B's"
+        assert len(_saved_rows(store, model)) == 41, "A's older state did not overwrite B's"
         assert any("fenced" in line for line in a_said), a_said[-5:]
-        publish(kafka_bus, [_scored(f"r{i}", i + 1) for i in range(40, 45)])
-        wait_for(lambda: len(_saved_rows(store)) == 46, timeout_s=90)
-        rows = _saved_rows(store)
+        publish(kafka_bus, [_scored(model, f"r{i}", i + 1) for i in range(40, 45)])
+        wait_for(lambda: len(_saved_rows(store, model)) == 46, timeout_s=90)
+        rows = _saved_rows(store, model)
         assert sorted(rows) == sorted([f"r{i}" for i in range(45)] + ["stall-1"])
     finally:
         a.send_signal(signal.SIGCONT)
