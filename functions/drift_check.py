@@ -219,7 +219,7 @@ def drift_check(
         if isinstance(event, ModelDeployed):
             _deployed(ctx, m, event)
         else:
-            m.monitor.rejected()
+            m.monitor.rejected(event.run_id)
         return []
     results = m.apply(_record(event, ctx))
     detections = m.monitor.take_detections()

@@ -24,6 +24,7 @@ from driftline.events import (
 )
 from driftline.functions.ml.gpu_training import train_for
 from driftline.functions.ml.layout import labeled_rows, load_spec, put_table
+from driftline.functions.ml.monitor import detection_run_id
 from driftline.functions.ml.spec import TIME
 from driftline.runtime.context import Context
 from driftline.runtime.errors import ValidationError
@@ -57,7 +58,10 @@ def retrain(
     production = ctx.registry.production(event.model) if ctx.registry is not None else None
     if production is None and trigger != "manual":
         trigger = "initial"
-    run_id = str(uuid.uuid5(RUN_NAMESPACE, ctx.event_id))
+    if isinstance(event, DriftDetected):  # drift-check knows which run its detection starts
+        run_id = detection_run_id(event.idempotency_key)
+    else:
+        run_id = str(uuid.uuid5(RUN_NAMESPACE, ctx.event_id))
     rows = labeled_rows(ctx.store, event.model)
     if rows.empty:
         why = f"model {event.model}: no labeled rows to train on (upload a dataset first)"

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import base64
 import math
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -82,6 +83,15 @@ _KEEP_KEYS = 64
 _MAX_ORPHANS = 10_000
 # A row: request id, index in the request, event time (epoch s), version, prediction, label, features.
 _RID, _IDX, _T, _VER, _PRED, _LABEL, _X = range(7)
+
+
+DETECTION_RUNS = uuid.UUID("5d2f7c8e-3b1a-4e6f-9c0d-8a7b6e5f4d3c")
+
+
+def detection_run_id(idempotency_key: str) -> str:
+    """The id of the training run a detection starts (the retrain function names its run so):
+    a rejection with another run id is not this detection's, and frees nothing."""
+    return str(uuid.uuid5(DETECTION_RUNS, idempotency_key))
 
 
 @dataclass(frozen=True)
@@ -253,8 +263,14 @@ class DriftMonitor:
         self.probation_due = probation
         self.detector = self._new_detector()
 
-    def rejected(self) -> None:
-        """The retrain in flight ended without a deploy: further detections may go ahead."""
+    def rejected(self, run_id: str | None = None) -> None:
+        """A candidate was rejected. When it was the run of the retrain in flight (``run_id``
+        None: whichever), that retrain ended without a deploy and further detections may go
+        ahead; a rejected candidate from another run (new data, a manual retrain) leaves it
+        in flight."""
+        if self.inflight is not None and run_id is not None:
+            if run_id != detection_run_id(self.inflight["key"]):
+                return
         self.inflight = None
 
     def observe(

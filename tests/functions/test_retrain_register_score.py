@@ -23,6 +23,7 @@ from driftline.events import (
 )
 from driftline.functions.ingest import ingest
 from driftline.functions.ml.layout import labeled_rows, put_table
+from driftline.functions.ml.monitor import detection_run_id
 from driftline.functions.ml.serving import ModelServer
 from driftline.functions.ml.spec import TIME
 from driftline.functions.ml.training import train
@@ -143,6 +144,8 @@ def test_drift_retrain_uses_the_window_ending_at_the_drift(tmp_path: Path) -> No
     )
     assert trained is not None and trained.trigger == "drift:data" and trained.parent_version == 1
     assert trained.train_end <= end and (end - trained.train_start).days <= 14
+    # the run is named after the detection: drift-check knows which rejection is its run's
+    assert trained.run_id == detection_run_id("synth/1/w")
 
 
 def test_score_uses_production_and_swaps_on_deploy(tmp_path: Path) -> None:

@@ -15,7 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftline.functions.ml.monitor import Detection, DriftMonitor, WindowResult
+from driftline.functions.ml.monitor import (
+    Detection,
+    DriftMonitor,
+    WindowResult,
+    detection_run_id,
+)
 from driftline.functions.ml.spec import ModelSpec
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)  # a window boundary (epoch-aligned days)
@@ -179,9 +184,12 @@ def test_one_retrain_in_flight_until_deploy_or_rejection() -> None:
     assert (
         not blocked[0].detect and "retrain already in flight (m:v1:2024-01-01" in blocked[0].reason
     )
-    m.rejected()
+    assert m.inflight is not None
+    m.rejected(run_id=detection_run_id("not-this-detection"))  # another run's candidate lost
+    assert "retrain already in flight" in s.days(1, a=1.0)[0].reason
+    m.rejected(run_id=detection_run_id(m.inflight["key"]))  # the detection's own run lost
     assert [r.detect for r in s.days(1, a=1.0)] == [True]
-    m.deployed(2, at=T0 + timedelta(days=4), validation_metric=1.0, reference=REFERENCE)
+    m.deployed(2, at=T0 + timedelta(days=5), validation_metric=1.0, reference=REFERENCE)
     assert m.inflight is None and m.streak == 0
 
 
