@@ -62,3 +62,21 @@ def context(tmp_path: Any, function: str = "test", registry: Registry | None = N
     store = LocalStore(tmp_path / "store")
     store.put(spec_key("synth"), SPEC_TOML.encode())
     return Context(function=function, store=store, registry=registry or Registry())
+
+
+def with_production(ctx: Context, hours: int = 24 * 14) -> Context:
+    """``ctx`` after the real functions made synth v1 production: an upload of ``hours`` of
+    rows ingested, trained on and registered."""
+    from driftline.events import DatasetUploaded
+    from driftline.functions.ingest import ingest
+    from driftline.functions.register import register
+    from driftline.functions.retrain import retrain
+
+    ctx.store.put("uploads/a.csv", frame(hours).to_csv(index=False).encode())
+    ctx.begin("upload-1", "dataset.uploaded", None, None)
+    ingested = ingest(DatasetUploaded(model="synth", key="uploads/a.csv"), ctx)
+    ctx.begin("ingested-1", "dataset.ingested", None, None)
+    trained = retrain(ingested, ctx)
+    assert trained is not None
+    register(trained, ctx)
+    return ctx

@@ -12,15 +12,12 @@ import pytest
 
 from driftline.events import BatchRequested, ScoreRequested
 from driftline.functions.batch import batch
-from driftline.functions.ingest import ingest
 from driftline.functions.ml.batch import PREDICTION, ROW, VERSION, score_file
 from driftline.functions.ml.serving import ModelServer
-from driftline.functions.register import register
-from driftline.functions.retrain import retrain
 from driftline.functions.score import score
 from driftline.runtime.context import Context
 from driftline.runtime.errors import UnknownModelError, UnknownVersionError, ValidationError
-from tests.functions.synthetic import context, frame
+from tests.functions.synthetic import context, frame, with_production
 
 FEATURES = ["x1", "x2", "x3"]
 
@@ -28,17 +25,7 @@ FEATURES = ["x1", "x2", "x3"]
 @pytest.fixture
 def ctx(tmp_path: Path) -> Context:
     """A store and registry with synth v1 in production."""
-    c = context(tmp_path)
-    c.store.put("uploads/a.csv", frame(24 * 14).to_csv(index=False).encode())
-    c.begin("upload-1", "dataset.uploaded", None, None)
-    from driftline.events import DatasetUploaded
-
-    ingested = ingest(DatasetUploaded(model="synth", key="uploads/a.csv"), c)
-    c.begin("ingested-1", "dataset.ingested", None, None)
-    trained = retrain(ingested, c)
-    assert trained is not None
-    register(trained, c)
-    return c
+    return with_production(context(tmp_path))
 
 
 def _rows(n: int = 1_000) -> pd.DataFrame:

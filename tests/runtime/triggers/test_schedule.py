@@ -10,19 +10,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from driftline.events import BatchRequested, Codec, DatasetUploaded
+from driftline.events import BatchRequested, Codec
 from driftline.functions.batch import batch
-from driftline.functions.ingest import ingest
 from driftline.functions.ml.layout import spec_key
 from driftline.functions.ml.serving import ModelServer
 from driftline.functions.ml.spec import ModelSpec
-from driftline.functions.register import register
-from driftline.functions.retrain import retrain
 from driftline.runtime.bus.embedded import EmbeddedBus
 from driftline.runtime.errors import ConfigError
 from driftline.runtime.store import LocalStore
 from driftline.runtime.triggers.schedule import BatchScheduler, batch_id
-from tests.functions.synthetic import SPEC_TOML, context, frame
+from tests.functions.synthetic import SPEC_TOML, context, frame, with_production
 from tests.runtime.runner_helpers import read_all
 
 SCHEDULES = """
@@ -119,15 +116,8 @@ def test_schedules_need_distinct_names_and_a_positive_period() -> None:
 
 
 def test_a_scheduled_job_scores_the_file_with_the_production_version(tmp_path: Path) -> None:
-    ctx = context(tmp_path)
+    ctx = with_production(context(tmp_path))
     ctx.store.put(spec_key("synth"), (SPEC_TOML + SCHEDULES).encode())
-    ctx.store.put("uploads/a.csv", frame(24 * 14).to_csv(index=False).encode())
-    ctx.begin("upload-1", "dataset.uploaded", None, None)
-    ingested = ingest(DatasetUploaded(model="synth", key="uploads/a.csv"), ctx)
-    ctx.begin("ingested-1", "dataset.ingested", None, None)
-    trained = retrain(ingested, ctx)
-    assert trained is not None
-    register(trained, ctx)
     rows = frame(300, seed=4)
     ctx.store.put("incoming/daily.csv", rows.to_csv(index=False).encode())
 
