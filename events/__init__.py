@@ -24,6 +24,7 @@ from driftline.events.models import (
     ScoreCompleted,
     ScoreRequested,
 )
+from driftline.events.times import RowTimes
 from driftline.events.topics import DLQ_SUFFIX, EVENT_TOPICS, dlq_topic
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "ModelRejected",
     "ModelTrained",
     "RetrainRequested",
+    "RowTimes",
     "SchemaError",
     "ScoreCompleted",
     "ScoreRequested",

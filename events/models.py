@@ -14,9 +14,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from driftline.events.matrix import Matrix
+from driftline.events.times import RowTimes
 
 
 def _utc(value: datetime) -> datetime:
@@ -25,6 +26,13 @@ def _utc(value: datetime) -> datetime:
 
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
 """A point in time, always UTC-aware (naive inputs are taken as UTC)."""
+
+
+def _check_row_times(row_times: RowTimes | None, rows: int) -> None:
+    if row_times is not None and len(row_times) != rows:
+        raise ValueError(
+            f"row_times has {len(row_times)} times for {rows} rows (give one per row, or none)"
+        )
 
 
 class Event(BaseModel):
@@ -188,6 +196,17 @@ class ScoreRequested(Event):
         description="Feature values, one row per list, in ``columns`` order; null: missing."
     )
     event_time: Timestamp | None = Field(default=None, description="Data time of the rows.")
+    row_times: RowTimes | None = Field(
+        default=None,
+        description="Data time of each row, in row order, when the rows have times of their "
+        "own (a batch of a stream's rows); null: every row is at ``event_time``. Packed "
+        "int64 microseconds since the epoch (``events/times.py``).",
+    )
+
+    @model_validator(mode="after")
+    def _row_times_fit(self) -> ScoreRequested:
+        _check_row_times(self.row_times, len(self.rows))
+        return self
 
 
 class ScoreCompleted(Event):
@@ -202,11 +221,21 @@ class ScoreCompleted(Event):
         default_factory=lambda: Matrix([]), description="The scored features (for drift)."
     )
     event_time: Timestamp | None = None
+    row_times: RowTimes | None = Field(
+        default=None,
+        description="The request's time per row (null: every row is at ``event_time``); "
+        "drift-check files each row in the window of its own time.",
+    )
     seconds: float = Field(
         default=0.0,
         description="Wall seconds the score handler spent on the request (aligning the "
         "columns and predicting): its compute cost. 0: not measured.",
     )
+
+    @model_validator(mode="after")
+    def _row_times_fit(self) -> ScoreCompleted:
+        _check_row_times(self.row_times, len(self.predictions))
+        return self
 
 
 class BatchRequested(Event):

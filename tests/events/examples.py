@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from driftline.events import models as m
 
@@ -75,17 +75,19 @@ EXAMPLES: dict[str, m.Event] = {
             model="bike",
             request_id="req-1",
             columns=["hr", "temp"],
-            rows=[[5.0, 0.3]],
+            rows=[[5.0, 0.3], [6.0, 0.4]],
             event_time=T1,
+            row_times=[T1, T1 + timedelta(minutes=5)],
         ),
         m.ScoreCompleted(
             model="bike",
             request_id="req-1",
             version=2,
-            predictions=[17.0],
+            predictions=[17.0, 18.5],
             columns=["hr", "temp"],
-            rows=[[5.0, 0.3]],
+            rows=[[5.0, 0.3], [6.0, 0.4]],
             event_time=T1,
+            row_times=[T1, T1 + timedelta(minutes=5)],
             seconds=0.0025,
         ),
         m.LabelsReceived(model="bike", request_id="req-1", labels=[20.0], event_time=T1),
