@@ -1,6 +1,7 @@
 """drift-check: windows of scored rows per model, judged against the production version.
 
-Feeds a :class:`~driftline.functions.ml.monitor.DriftMonitor` per model with scored rows,
+Feeds a :class:`~driftline.functions.ml.monitor.DriftMonitor` per model with scored rows
+(each at its own time when the request carried ``row_times``, else at its event time),
 late labels, deploys and rejections. Every closed window gives ``drift.checked`` with its
 figures; a window that passes every guard also gives ``drift.detected`` and Evidently's
 HTML report in the store (several megabytes each, so other windows keep only figures).
@@ -41,6 +42,7 @@ from driftline.events import (
     Matrix,
     ModelDeployed,
     ModelRejected,
+    RowTimes,
     ScoreCompleted,
 )
 from driftline.functions import drift_state
@@ -62,10 +64,15 @@ Rows = Matrix | list[list[float]]
 class _Model:
     spec: ModelSpec
     monitor: DriftMonitor
-    scored: OrderedDict[str, tuple[Any, Rows]] = field(default_factory=OrderedDict)
+    scored: OrderedDict[str, tuple[Any, Rows, RowTimes | None]] = field(default_factory=OrderedDict)
+    """Scored requests waiting for labels: event time, rows and each row's time (if any)."""
     early: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
     """Labels that arrived before their scored rows."""
     feedback: list[dict[str, Any]] = field(default_factory=list)
+    held: int = 0
+    """Feedback rows at the end of ``feedback`` that the next write leaves for the one after:
+    rows of a request labeled after the label that closed a window or made a detection
+    (with a request per row, they would have come after that write)."""
     log: Log | None = None
     """Where the saved state stands (None: not saved or read yet)."""
     journal: list[Record] = field(default_factory=list)
@@ -93,7 +100,12 @@ class _Model:
             return results
         at, rows = cast(Any, record.at), cast(Any, record.rows)  # a Matrix iterates by rows
         results = self.monitor.observe(
-            record.request_id, record.version, at, rows, record.predictions
+            record.request_id,
+            record.version,
+            at,
+            rows,
+            record.predictions,
+            row_times=None if record.row_times is None else record.row_times.seconds().tolist(),
         )
         _remember(self, record)
         return results
@@ -101,7 +113,7 @@ class _Model:
     def to_state(self) -> dict[str, Any]:
         return {
             **self.monitor.to_state(),
-            "scored": [[rid, _iso(t), _rows(rows)] for rid, (t, rows) in self.scored.items()],
+            "scored": [_scored_state(rid, *s) for rid, s in self.scored.items()],
             "early": [[rid, labels] for rid, labels in self.early.items()],
             "feedback": [{**row, TIME: _iso(row[TIME])} for row in self.feedback],
         }
@@ -109,9 +121,7 @@ class _Model:
     @classmethod
     def from_state(cls, spec: ModelSpec, state: dict[str, Any], loader: Any) -> _Model:
         m = cls(spec, DriftMonitor.from_state(spec, state, reference_loader=loader))
-        m.scored = OrderedDict(
-            (rid, (_time(t), _rows_from(rows))) for rid, t, rows in state.get("scored", [])
-        )
+        m.scored = OrderedDict((saved[0], _scored_from(saved)) for saved in state.get("scored", []))
         m.early = OrderedDict((rid, labels) for rid, labels in state.get("early", []))
         m.feedback = [{**row, TIME: _time(row[TIME])} for row in state.get("feedback", [])]
         return m
@@ -129,6 +139,19 @@ def _rows_from(saved: str | list[list[float | None]]) -> Rows:
     if isinstance(saved, str):
         return Matrix.from_bytes(base64.b64decode(saved))
     return saved  # type: ignore[return-value]
+
+
+def _scored_state(rid: str, t: Any, rows: Rows, times: RowTimes | None) -> list[Any]:
+    out = [rid, _iso(t), _rows(rows)]
+    if times is not None:
+        out.append(base64.b64encode(times.to_bytes()).decode())
+    return out
+
+
+def _scored_from(saved: list[Any]) -> tuple[Any, Rows, RowTimes | None]:
+    """A scored request from :func:`_scored_state` (states saved before: no row times)."""
+    times = RowTimes.from_bytes(base64.b64decode(saved[3])) if len(saved) > 3 else None
+    return _time(saved[1]), _rows_from(saved[2]), times
 
 
 def _iso(value: Any) -> str | None:
@@ -165,7 +188,7 @@ class Monitors:
         )
         for record in saved.records:
             m.replay(record)
-        m.log = saved.log
+        m.log, m.held = saved.log, 0
         return m
 
     def _reference(self, model: str, version: int) -> pd.DataFrame | None:
@@ -226,6 +249,7 @@ def drift_check(
     if results or detections:
         m.whole = True  # windows closed or a detection: the journal cannot redo the outputs
         _write_feedback(ctx, m)  # a retrain reads the feedback: write it before it is asked for
+    m.held = 0
     out: list[Event] = []
     for result in results:
         out.extend(_verdict(ctx, m, result))
@@ -243,6 +267,7 @@ def _record(event: ScoreCompleted | LabelsReceived, ctx: Context) -> Record:
         event.event_time,
         event.rows,
         event.predictions,
+        event.row_times,
     )
 
 
@@ -274,9 +299,9 @@ def _deployed(ctx: Context, m: _Model, event: ModelDeployed) -> None:
 def _remember(m: _Model, event: Scored) -> None:
     labels = m.early.pop(event.request_id, None)
     if labels is not None:
-        _add_feedback(m, event.event_time, event.rows, labels)
+        _add_feedback(m, event.event_time, event.rows, event.row_times, labels)
         return
-    m.scored[event.request_id] = (event.event_time, event.rows)
+    m.scored[event.request_id] = (event.event_time, event.rows, event.row_times)
     if len(m.scored) > _MAX_UNLABELED:
         m.scored.popitem(last=False)
 
@@ -288,14 +313,22 @@ def _join_labels(m: _Model, event: Labeled) -> None:
         if len(m.early) > _MAX_UNLABELED:
             m.early.popitem(last=False)
         return
-    _add_feedback(m, found[0], found[1], event.labels)
+    added = _add_feedback(m, *found, event.labels)
+    acted = m.monitor.acted_after
+    m.held = 0 if acted is None else max(0, added - (acted + 1))
 
 
-def _add_feedback(m: _Model, when: Any, rows: Rows, labels: list[float]) -> None:
-    for row, label in zip(rows, labels, strict=False):  # a short label list labels fewer rows
+def _add_feedback(
+    m: _Model, when: Any, rows: Rows, times: RowTimes | None, labels: list[float]
+) -> int:
+    """Labeled rows as feedback, each at its own time (else the request's); returns how many."""
+    at = times.datetimes() if times is not None else [when] * len(labels)
+    before = len(m.feedback)
+    for row, label, t in zip(rows, labels, at, strict=False):  # short labels label fewer rows
         m.feedback.append(
-            {**dict(zip(m.spec.feature_names, row, strict=True)), m.spec.target: label, TIME: when}
+            {**dict(zip(m.spec.feature_names, row, strict=True)), m.spec.target: label, TIME: t}
         )
+    return len(m.feedback) - before
 
 
 def _verdict(ctx: Context, m: _Model, r: WindowResult) -> list[Event]:
@@ -417,11 +450,12 @@ def _finite(value: float) -> float | None:
 
 
 def _write_feedback(ctx: Context, m: _Model) -> None:
-    if not m.feedback:
+    ready, m.held = len(m.feedback) - m.held, 0
+    if ready <= 0:
         return
-    frame = pd.DataFrame(m.feedback)
+    frame = pd.DataFrame(m.feedback[:ready])
     first = pd.Timestamp(frame[TIME].min())
     put_table(
         ctx.store, f"feedback/{m.spec.name}/{first:%Y%m%dT%H%M%S}-{len(frame)}.parquet", frame
     )
-    m.feedback = []
+    m.feedback = m.feedback[ready:]

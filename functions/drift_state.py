@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from driftline.events import Matrix
+from driftline.events import Matrix, RowTimes
 from driftline.runtime.errors import ObjectNotFoundError
 
 MAX_DELTAS = 500
@@ -49,6 +49,8 @@ class Scored:
     """The event's own time, kept with rows waiting for labels."""
     rows: Matrix
     predictions: list[float]
+    row_times: RowTimes | None = None
+    """Each row's own time, when the request carried them (else every row is at ``at``)."""
 
 
 @dataclass(frozen=True)
@@ -178,14 +180,18 @@ def _encode(r: Record) -> list[Any]:
     if isinstance(r, Labeled):
         return ["l", r.request_id, r.labels]
     rows = base64.b64encode(r.rows.to_bytes()).decode()
-    return ["s", r.request_id, r.version, _iso(r.at), _iso(r.event_time), rows, r.predictions]
+    out = ["s", r.request_id, r.version, _iso(r.at), _iso(r.event_time), rows, r.predictions]
+    if r.row_times is not None:
+        out.append(base64.b64encode(r.row_times.to_bytes()).decode())
+    return out
 
 
 def _decode(r: list[Any]) -> Record:
     if r[0] == "l":
         return Labeled(r[1], r[2])
     rows = Matrix.from_bytes(base64.b64decode(r[5]))
-    return Scored(r[1], r[2], _time(r[3]), _time(r[4]), rows, r[6])
+    times = RowTimes.from_bytes(base64.b64decode(r[7])) if len(r) > 7 else None
+    return Scored(r[1], r[2], _time(r[3]), _time(r[4]), rows, r[6], times)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -48,5 +48,6 @@ def score(event: ScoreRequested | ModelDeployed, ctx: Context) -> ScoreCompleted
         columns=served.spec.feature_names,
         rows=Matrix(x),
         event_time=event.event_time,
+        row_times=event.row_times,
         seconds=round(time.perf_counter() - started, 6),
     )

@@ -3,7 +3,9 @@
 One :class:`DriftMonitor` watches one model. It is fed scored rows (:meth:`observe`),
 delayed labels (:meth:`label`), deploys (:meth:`deployed`) and rejections
 (:meth:`rejected`); it does no I/O. Rows fall into fixed windows of event time
-(``drift.window_days``, aligned to the Unix epoch). A window closes, in order, once
+(``drift.window_days``, aligned to the Unix epoch), each row by its own time when its
+request carries one per row (``row_times``), so a request of many rows is judged as that
+many requests of one. A window closes, in order, once
 event time has passed its end and every row in it is labeled, or once event time is
 ``drift.label_wait_days`` past its end, whichever comes first; labels for a closed
 window no longer count. Scored rows older than the newest closed window are dropped
@@ -219,9 +221,14 @@ class DriftMonitor:
         self.probation_due = False
         self.deploys: list[str] = []
         """Keys of the deploys seen (version and time): a redelivered one changes nothing."""
-        self._pending: dict[str, tuple[float, list[int]]] = {}
+        self._slots: dict[str, list[tuple[float, int] | None]] = {}
+        """Where each row of a request sits: (window start, position); None once its window
+        closed (or it came late). A request goes once none of its rows is left."""
         self._unlabeled: dict[float, int] = {}
         self._detections: list[Detection] = []
+        self.acted_after: int | None = None
+        """After which of its labels the last :meth:`label` call closed a window or made a
+        detection (None: neither): labels after it came later, with a request per row."""
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -280,53 +287,100 @@ class DriftMonitor:
         event_time: datetime | float,
         rows: Sequence[Sequence[float]],
         predictions: Sequence[float],
+        *,
+        row_times: Sequence[float] | None = None,
     ) -> list[WindowResult]:
-        """Scored rows (features in spec order); returns the windows this closed, in order."""
-        t = _epoch(event_time)
-        if request_id in self._pending:  # a redelivered score.completed
+        """Scored rows (features in spec order), each at its own time when ``row_times``
+        (epoch seconds, one per row) is given, else all at ``event_time``; returns the
+        windows this closed, in order. The rows are taken one by one, as if each were a
+        request of its own: each goes to the window of its time, and a window closes as soon
+        as a row moves event time past it."""
+        if request_id in self._slots:  # a redelivered score.completed
             return []
+        if row_times is None:
+            t = _epoch(event_time)
+            if t < self.closed_through:
+                self.late_rows += len(rows)
+                return []
+            times: Sequence[float] = [t] * len(rows)
+        else:
+            times = row_times
+        labels = self.orphans.pop(request_id, None)
+        slots: list[tuple[float, int] | None] = []
+        self._slots[request_id] = slots
+        closed: list[WindowResult] = []
+        for i, (x, pred, t) in enumerate(zip(rows, predictions, times, strict=True)):
+            label = labels[i] if labels is not None and i < len(labels) else None
+            slots.append(self._add(request_id, i, float(t), version, float(pred), label, x))
+            now = -math.inf if self.watermark is None else self.watermark
+            if now >= min(self.windows, default=math.inf) + self._width:
+                closed.extend(self._close_ready())
+        if any(slot is not None for slot in slots):
+            self._slots[request_id] = slots  # a close on the way may have let it go
+        else:
+            self._slots.pop(request_id, None)
+        if row_times is None:  # a request with no rows moves event time too
+            t = _epoch(event_time)
+            self.watermark = t if self.watermark is None else max(self.watermark, t)
+        return closed + self._close_ready()
+
+    def _add(
+        self,
+        request_id: str,
+        i: int,
+        t: float,
+        version: int,
+        pred: float,
+        label: float | None,
+        x: Sequence[float],
+    ) -> tuple[float, int] | None:
+        """One scored row into the window of its time; returns where it went (None: late)."""
         if t < self.closed_through:
-            self.late_rows += len(rows)
-            return []
+            self.late_rows += 1
+            return None
+        if label is not None and math.isnan(label):
+            label = None
         start = math.floor(t / self._width) * self._width
         window = self.windows.setdefault(start, [])
-        labels = self.orphans.pop(request_id, None)
-        positions = []
-        for i, (x, pred) in enumerate(zip(rows, predictions, strict=True)):
-            label = labels[i] if labels is not None and i < len(labels) else None
-            if label is not None and math.isnan(label):
-                label = None
-            positions.append(len(window))
-            row = [request_id, i, t, version, float(pred), label, np.array(x, dtype=np.float64)]
-            window.append(row)
-            self._unlabeled[start] = self._unlabeled.get(start, 0) + (label is None)
-            if label is not None:
-                self._online(row)
-        self._pending[request_id] = (start, positions)
+        row = [request_id, i, t, version, pred, label, np.array(x, dtype=np.float64)]
+        window.append(row)
+        self._unlabeled[start] = self._unlabeled.get(start, 0) + (label is None)
+        if label is not None:
+            self._online(row)
         self.watermark = t if self.watermark is None else max(self.watermark, t)
-        return self._close_ready()
+        return start, len(window) - 1
 
     def label(self, request_id: str, labels: Sequence[float]) -> list[WindowResult]:
-        """True values for an earlier request, in row order; returns windows this closed."""
-        found = self._pending.get(request_id)
-        if found is None:
+        """True values for an earlier request, in row order; returns windows this closed (a
+        window closes as soon as its last row is labeled, as with a request per row)."""
+        slots = self._slots.get(request_id)
+        if slots is None:
             # Labels before their rows wait here; labels for closed windows never match and
             # age out (bounded).
             if len(self.orphans) >= _MAX_ORPHANS:
                 self.orphans.pop(next(iter(self.orphans)))
             self.orphans[request_id] = [float(v) for v in labels]
             return []
-        start, positions = found
-        window = self.windows[start]
-        for pos, value in zip(positions, labels, strict=False):
-            if math.isnan(value):  # a missing label labels nothing
-                continue
-            row = window[pos]
+        closed: list[WindowResult] = []
+        self.acted_after = None
+        for i, (slot, value) in enumerate(zip(slots, labels, strict=False)):
+            if slot is None or math.isnan(value):  # a missing label labels nothing
+                continue  # (a close empties the later slots of its window's rows)
+            start, pos = slot
+            row = self.windows[start][pos]
             if row[_LABEL] is None:
+                before = (len(closed), len(self._detections))
                 self._unlabeled[start] -= 1
                 row[_LABEL] = float(value)
                 self._online(row)
-        return self._close_ready()
+                if self._unlabeled[start] == 0:
+                    closed.extend(self._close_ready())
+                if (len(closed), len(self._detections)) != before:
+                    self.acted_after = i
+        last = self._close_ready()
+        if last:
+            self.acted_after = len(labels) - 1
+        return closed + last
 
     def flush(self) -> list[WindowResult]:
         """Close every open window now (end of a replay)."""
@@ -478,8 +532,13 @@ class DriftMonitor:
     def _close(self, start: float) -> WindowResult:
         rows = self.windows.pop(start)
         self._unlabeled.pop(start, None)
+        for r in rows:
+            slots = self._slots.get(r[_RID])
+            if slots is not None:
+                slots[r[_IDX]] = None
         for rid in {r[_RID] for r in rows}:
-            self._pending.pop(rid, None)
+            if not any(self._slots.get(rid, ())):
+                self._slots.pop(rid, None)
         self.closed_through = max(self.closed_through, start + self._width)
         result = self._judge(start, [r for r in rows if r[_VER] == self.version])
         self._release_pending()
@@ -817,7 +876,9 @@ class DriftMonitor:
             start = float(key)
             m.windows[start] = [[*r[:6], _features_from(r[6])] for r in rows]
             for pos, r in enumerate(m.windows[start]):
-                m._pending.setdefault(r[_RID], (start, []))[1].append(pos)
+                slots = m._slots.setdefault(r[_RID], [])
+                slots.extend([None] * (r[_IDX] + 1 - len(slots)))
+                slots[r[_IDX]] = (start, pos)
             m._unlabeled[start] = sum(r[_LABEL] is None for r in m.windows[start])
         return m
 

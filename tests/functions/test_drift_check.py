@@ -131,3 +131,44 @@ def test_a_window_judged_feature_by_feature_says_which_features_drifted() -> Non
         "feature_drift": {"x1": 0.001, "x2": 0.6},
     }
     assert feature_drift({}) == {"drifted_features": [], "feature_drift": {}}
+
+
+def test_a_batched_request_s_rows_keep_their_own_times_through_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Rows of one request that carries a time per row go to the windows of their own times
+    (the synth spec's windows are 3 days, from 2023-12-31), and so does their feedback."""
+    ctx = context(tmp_path)
+    ctx.state = Monitors(ctx)
+    times = [START + timedelta(hours=h) for h in (47, 48.5, 49)]
+    scored = ScoreCompleted(
+        model="synth",
+        request_id="batch",
+        version=1,
+        predictions=[10.0, 11.0, 12.0],
+        columns=["x1", "x2", "x3"],
+        rows=Matrix([[1.0, 0.5, 0.25]] * 3),
+        event_time=times[0],
+        row_times=times,
+    )
+    assert drift_check(scored, ctx) == []
+    save_changed(ctx)  # a journal delta with the row times
+
+    restarted = context(tmp_path, registry=ctx.registry)
+    restarted.state = Monitors(restarted)
+    m = restarted.state.get("synth")
+    boundary = datetime(2024, 1, 3, tzinfo=UTC).timestamp()
+    assert {start: [r[2] for r in rows] for start, rows in m.monitor.windows.items()} == {
+        boundary - 3 * 86_400: [times[0].timestamp()],
+        boundary: [times[1].timestamp(), times[2].timestamp()],
+    }
+    labels = LabelsReceived(model="synth", request_id="batch", labels=[1.0, 2.0, 3.0])
+    (checked,) = drift_check(labels, restarted)  # the first window is whole now: it closes
+    assert checked.window_end.timestamp() == boundary
+    assert [r[5] for rows in m.monitor.windows.values() for r in rows] == [2.0, 3.0]
+    # the feedback written at the close holds the rows labeled up to it, as with a request
+    # per row; the later rows wait for the next write; each row at its own time
+    (written,) = restarted.store.list("feedback/synth/")
+    feedback = get_table(restarted.store, written.key)
+    assert [t.to_pydatetime() for t in feedback[TIME]] == times[:1]
+    assert [row[TIME] for row in m.feedback] == times[1:]

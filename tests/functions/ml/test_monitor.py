@@ -517,3 +517,58 @@ def test_a_redelivered_deploy_of_an_earlier_version_changes_nothing() -> None:
     m.deployed(3, at=T0 + timedelta(hours=1), metrics={"mae": 1.0}, reference=REFERENCE)
     m.deployed(2, at=T0, metrics={"mae": 1.0}, reference=REFERENCE)  # the batch came again
     assert m.version == 3
+
+
+def _epochs(*hours: float) -> list[float]:
+    return [(T0 + timedelta(hours=h)).timestamp() for h in hours]
+
+
+def test_a_batched_request_files_each_row_in_the_window_of_its_own_time() -> None:
+    m = monitor()
+    # one request at 22:00 whose rows run past midnight (windows are a day): two windows
+    hours = (22.0, 23.5, 24.5, 25.0)
+    assert m.observe("b", 1, T0 + timedelta(hours=22), [[0.0, 0.0]] * 4, [10.0] * 4,
+                     row_times=_epochs(*hours)) == []  # fmt: skip
+    assert {start: len(rows) for start, rows in m.windows.items()} == {
+        T0.timestamp(): 2,
+        T0.timestamp() + 86_400: 2,
+    }
+    assert m.watermark == _epochs(25.0)[0]
+    (first,) = m.label("b", [11.0, 11.0, 12.0, 12.0])  # the first window is whole: it closes
+    assert (first.window, first.rows, first.labeled_rows) == ("2024-01-01T00:00:00+00:00", 2, 2)
+    (second,) = m.observe("next", 1, T0 + timedelta(hours=49), [[0.0, 0.0]], [10.0])
+    assert (second.window, second.rows, second.labeled_rows) == ("2024-01-02T00:00:00+00:00", 2, 2)
+
+
+def test_a_batched_request_closes_windows_as_requests_of_one_row_would() -> None:
+    def results(rows_per_request: int) -> list[tuple[Any, ...]]:
+        m = monitor()
+        hours = [h / 4 for h in range(24 * 4 * 5)]  # a row every 15 minutes for five days
+        out: list[WindowResult] = []
+        for n in range(0, len(hours), rows_per_request):
+            part = hours[n : n + rows_per_request]
+            moved = [h >= 60 for h in part]  # the inputs move and the error grows at 2.5 days
+            rid = f"r{n}"
+            out += m.observe(rid, 1, T0 + timedelta(hours=part[0]),
+                             [[2.0 * b, 0.0] for b in moved], [10.0] * len(part),
+                             row_times=_epochs(*part))  # fmt: skip
+            out += m.label(rid, [13.0 if b else 11.0 for b in moved])
+        return [(r.window, r.rows, r.labeled_rows, r.metric_value, r.cause, r.detect)
+                for r in out]  # fmt: skip
+
+    single = results(1)
+    assert [w[0][:10] for w in single] == ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]
+    assert results(6) == results(7) == single
+
+
+def test_a_batched_request_across_windows_survives_a_restart() -> None:
+    m = monitor()
+    m.observe("b", 1, T0 + timedelta(hours=22), [[0.0, 0.0]] * 4, [10.0] * 4,
+              row_times=_epochs(22.0, 23.0, 24.5, 25.0))  # fmt: skip
+    state = json.loads(json.dumps(m.to_state(), allow_nan=False))
+    copy = DriftMonitor.from_state(
+        m.spec, state, drift_fn=fake_drift, reference_loader=lambda v: REFERENCE
+    )
+    assert [r.rows for r in copy.label("b", [11.0] * 4)] == [2]
+    assert sum(r[5] is not None for rows in copy.windows.values() for r in rows) == 2
+    assert copy.observe("b", 1, T0, [[0.0, 0.0]] * 4, [10.0] * 4) == [], "redelivered"
