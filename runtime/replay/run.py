@@ -2,10 +2,13 @@
 
 1. save the spec, upload the first training window as a CSV and publish
    ``dataset.uploaded``: ingest → retrain → register gives version 1;
-2. replay every later row as scoring traffic: one ``score.requested`` per row (or, with
-   ``batch_minutes``, the rows of that much event time as one request at the time of its
-   first row: faster, but every row of a request then carries that one time), and its true
-   value as ``labels.received`` once ``label_delay_hours`` of event time passed;
+2. replay every later row as scoring traffic: the rows of ``batch_minutes`` of event time
+   (60 by default; at most :data:`MAX_REQUEST_ROWS`, never across a step) as one
+   ``score.requested`` that carries each row's own time (``row_times``), so drift-check
+   files every row in the window of its time and the results are those of a request per
+   row (``batch_minutes=0``), about 2.3 times as fast on dense data; and the rows' true
+   values as one ``labels.received`` once ``label_delay_hours`` of event time passed (a
+   request's rows are labeled in the same step too);
 3. after each ``step_hours`` of event time, let the loop settle (every function caught up),
    so a retrain triggered by drift is deployed before the next step is scored, as it would
    be in production where real hours pass between the data's hours;
@@ -38,6 +41,7 @@ from driftline.events import (
     ModelDeployed,
     ModelRejected,
     ModelTrained,
+    RowTimes,
     ScoreCompleted,
     ScoreRequested,
 )
@@ -93,7 +97,7 @@ def replay(
     label_delay_hours: float = 24.0,
     progress: bool = True,
     days: float | None = None,
-    batch_minutes: float = 0.0,
+    batch_minutes: float = 60.0,
 ) -> dict[str, Any]:
     """Run the loop over ``data`` (its first ``days`` of event time when given); returns the
     summary (also written to ``out``)."""
@@ -192,18 +196,53 @@ class _Steps:
     """Event time between two settle points."""
     label_delay_hours: float
     batch_minutes: float
-    """Rows within this much event time of a request's first row join that request (0: a
-    request per row)."""
+    """Rows within this much event time of a request's first row, scored and labeled in the
+    same steps, join that request with their own times (0: a request per row)."""
 
 
-def _requests(times: list[Any], minutes: float) -> list[tuple[int, int]]:
+def _since_epoch(times: list[Any], unit: str) -> np.ndarray:
+    """Times as int64 counts of ``unit`` (``ns``, ``us``) since the Unix epoch."""
+    index = pd.DatetimeIndex(times)
+    if index.tz is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    return index.to_numpy(dtype=f"datetime64[{unit}]").astype(np.int64)
+
+
+MAX_REQUEST_ROWS = 1000
+"""Rows in one scoring request at most (1,000 rows of 20 features: 160 kB, well under a
+Kafka broker's default 1 MB message limit)."""
+
+
+def _requests(
+    times: list[Any],
+    minutes: float,
+    *,
+    step: timedelta | None = None,
+    delay: timedelta = timedelta(0),
+    max_rows: int = MAX_REQUEST_ROWS,
+) -> list[tuple[int, int]]:
     """``(start, end)`` row ranges of the scoring requests: consecutive rows within
-    ``minutes`` of the first row of theirs (0: one row each)."""
-    width, out, start = timedelta(minutes=max(minutes, 1e-9)), [], 0
-    for k in range(1, len(times) + 1):
-        if k == len(times) or times[k] - times[start] >= width:
+    ``minutes`` of the first row of theirs (0: one row each), ``max_rows`` at most and, with
+    ``step``, scored in the same step and labeled (``delay`` later) in the same step, so that
+    every row and its label go out in the step they would with a request per row."""
+    if not times:
+        return []
+    ns = _since_epoch(times, "ns")
+    since = ns - ns[0]
+    width = max(int(minutes * 60e9), 1)
+    # rows split where they are scored or labeled in another step than the row before
+    apart = np.zeros(len(ns), dtype=bool)
+    if step is not None:
+        size = max(int(step.total_seconds() * 1e9), 1)
+        scored, labeled = since // size, (since + int(delay.total_seconds() * 1e9)) // size
+        apart[1:] = (scored[1:] != scored[:-1]) | (labeled[1:] != labeled[:-1])
+    at, split = since.tolist(), apart.tolist()
+    out, start = [], 0
+    for k in range(1, len(at)):
+        if split[k] or at[k] - at[start] >= width or k - start >= max_rows:
             out.append((start, k))
             start = k
+    out.append((start, len(at)))
     return out
 
 
@@ -222,11 +261,12 @@ def _replay_stream(
     and position in that request."""
     run = uuid.uuid4().hex[:8]
     times = stream[TIME].to_list()
-    requests = _requests(times, steps.batch_minutes)
+    step, delay = timedelta(hours=steps.step_hours), timedelta(hours=steps.label_delay_hours)
+    requests = _requests(times, steps.batch_minutes, step=step, delay=delay)
     ids = [f"{run}-{n}" for n in range(len(requests))]
     x = stream[spec.feature_names].to_numpy(dtype=np.float64)
     y = stream[spec.target].to_numpy(dtype=np.float64)
-    step, delay = timedelta(hours=steps.step_hours), timedelta(hours=steps.label_delay_hours)
+    micros = _since_epoch(times, "us") if steps.batch_minutes > 0 else None
     next_label, i, clock = 0, 0, times[0] + step
     last_print = times[0]
     while i < len(ids) or next_label < len(ids):
@@ -239,6 +279,7 @@ def _replay_stream(
                     columns=spec.feature_names,
                     rows=Matrix(x[a:b]),
                     event_time=times[a],
+                    row_times=None if micros is None else RowTimes(micros[a:b]),
                 )
             )
             i += 1

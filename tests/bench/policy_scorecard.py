@@ -10,6 +10,7 @@ Everything is computed from the run's ``summary.json`` (detections, deploys) and
     .venv/bin/python -m tests.bench.policy_scorecard --seeds 1 --streams sea-abrupt,sea-stationary
     .venv/bin/python -m tests.bench.policy_scorecard --bike --jobs 2 --out /tmp/scorecard
     .venv/bin/python -m tests.bench.policy_scorecard --bike --from /tmp/scorecard   # rescore, no replay
+    .venv/bin/python -m tests.bench.policy_scorecard --batch-minutes 0   # a scoring request per row
 
 Per run: false alarms (detections on a stationary stream, or in windows ending at or before
 the onset; a ``drift.detected`` with cause ``refresh`` retrains on a change already found
@@ -73,11 +74,16 @@ ABRUPT = ("abrupt", "recurring")
 # --- one run -----------------------------------------------------------------------------
 
 
-def _replay(data: Path, spec: Path, folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+def _replay(
+    data: Path, spec: Path, folder: Path, batch_minutes: float | None = None
+) -> tuple[dict[str, Any], pd.DataFrame]:
     from driftline.runtime.replay.run import replay
     from driftline.runtime.settings import Settings
 
-    summary = replay(data, spec, Settings(home=folder / "home"), out=folder / "out", progress=False)
+    batching = {} if batch_minutes is None else {"batch_minutes": batch_minutes}
+    summary = replay(
+        data, spec, Settings(home=folder / "home"), out=folder / "out", progress=False, **batching
+    )
     return summary, pd.read_parquet(folder / "out" / "predictions.parquet")
 
 
@@ -86,13 +92,15 @@ def _keep(folder: Path, keep: Path | None, name: str) -> None:
         shutil.copytree(folder / "out", keep / name, dirs_exist_ok=True)
 
 
-def run_stream(name: str, seed: int, keep: Path | None = None) -> dict[str, Any]:
+def run_stream(
+    name: str, seed: int, keep: Path | None = None, batch_minutes: float | None = None
+) -> dict[str, Any]:
     """Generate, replay and score one stream; runs in a worker process."""
     stream = make(name, seed)
     with tempfile.TemporaryDirectory(prefix=f"scorecard-{name}-{seed}-") as tmp:
         folder = Path(tmp)
         data, spec = stream.write(folder)
-        summary, table = _replay(data, spec, folder)
+        summary, table = _replay(data, spec, folder, batch_minutes)
         _keep(folder, keep, f"{name}-s{seed}")
     return stream_row(stream, seed, summary, table)
 
@@ -112,10 +120,10 @@ def stream_row(
     }
 
 
-def run_bike(keep: Path | None = None) -> dict[str, Any]:
+def run_bike(keep: Path | None = None, batch_minutes: float | None = None) -> dict[str, Any]:
     """The bundled bike data through the same replay; runs in a worker process."""
     with tempfile.TemporaryDirectory(prefix="scorecard-bike-") as tmp:
-        summary, table = _replay(BIKE_DATA, BIKE_SPEC, Path(tmp))
+        summary, table = _replay(BIKE_DATA, BIKE_SPEC, Path(tmp), batch_minutes)
         _keep(Path(tmp), keep, "bike")
     return bike_row(summary, table)
 
@@ -358,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="keep every run's summary, predictions, report")
     parser.add_argument("--label", default="", help="a note for the JSON line (e.g. the policy)")
     parser.add_argument(
+        "--batch-minutes",
+        type=float,
+        default=None,
+        help="the replays' --batch-minutes (default: the replay's; 0: a request per row)",
+    )
+    parser.add_argument(
         "--from", dest="source", type=Path, help="score the outputs an --out run kept, no replay"
     )
     args = parser.parse_args(argv)
@@ -372,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.source is not None:
         runs, bike = rescore(args.source, names, seeds, args.bike)
     else:
-        runs, bike = _run_all(names, seeds, args.jobs, args.bike, args.out)
+        runs, bike = _run_all(names, seeds, args.jobs, args.bike, args.out, args.batch_minutes)
     print()
     print(_header(AGG_COLUMNS))
     streams = {}
@@ -396,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         "functions": functions_version() if args.source is None else {"from": str(args.source)},
         "shape": Shape().__dict__,
         "seeds": args.seeds,
+        "batch_minutes": args.batch_minutes,
         "streams": streams,
         "bike": bike,
         "passed": sum(verdicts),
@@ -408,15 +423,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_all(
-    names: list[str], seeds: Iterable[int], jobs: int, with_bike: bool, keep: Path | None
+    names: list[str],
+    seeds: Iterable[int],
+    jobs: int,
+    with_bike: bool,
+    keep: Path | None,
+    batch_minutes: float | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     runs: list[dict[str, Any]] = []
     bike = None
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         # the bike replay is the longest: start it first
-        bike_future = pool.submit(run_bike, keep) if with_bike else None
-        futures = [pool.submit(run_stream, n, s, keep) for n in names for s in seeds]
+        bike_future = pool.submit(run_bike, keep, batch_minutes) if with_bike else None
+        futures = [pool.submit(run_stream, n, s, keep, batch_minutes) for n in names for s in seeds]
         print(_header(RUN_COLUMNS), flush=True)
         for future in as_completed(futures):
             runs.append(future.result())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -163,3 +164,19 @@ def test_rows_go_in_requests_of_batch_minutes_from_their_first_row() -> None:
     assert _requests(times, 60) == [(0, 3), (3, 5), (5, 6)]
     assert _requests(times, 0) == [(k, k + 1) for k in range(6)]
     assert _requests([], 60) == []
+    assert _requests(times, 60, max_rows=2) == [(0, 2), (2, 4), (4, 5), (5, 6)]
+
+
+def test_a_request_never_spans_two_steps_of_scoring_or_of_labels() -> None:
+    """Each row, and its label, goes out in the step it would with a request per row."""
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    times = [t0 + pd.Timedelta(minutes=m) for m in (0, 30, 1430, 1450, 1500, 1530)]
+    day, hour = timedelta(hours=24), timedelta(hours=1)
+    # 23:50 and 00:10 are within the hour, but scored in two steps
+    assert _requests(times, 60) == [(0, 2), (2, 4), (4, 6)]
+    assert _requests(times, 60, step=day, delay=day) == [(0, 2), (2, 3), (3, 5), (5, 6)]
+    assert _requests(times, 60, step=day, delay=hour) == [(0, 2), (2, 3), (3, 5), (5, 6)]
+    # 04:50 and 05:10 are scored in one step of six hours, labeled an hour later in two
+    six = timedelta(hours=6)
+    later = [t0 + pd.Timedelta(minutes=m) for m in (0, 30, 290, 310, 330)]
+    assert _requests(later, 60, step=six, delay=hour) == [(0, 2), (2, 3), (3, 5)]
