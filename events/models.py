@@ -231,11 +231,49 @@ class ScoreCompleted(Event):
         description="Wall seconds the score handler spent on the request (aligning the "
         "columns and predicting): its compute cost. 0: not measured.",
     )
+    row_ids: list[str] | None = Field(
+        default=None,
+        description="The request id of each row, when the event carries the rows of several "
+        "requests (captured /v2 traffic, published in batches); labels.received joins each "
+        "request by its own id. null: every row is of ``request_id``.",
+    )
 
     @model_validator(mode="after")
     def _row_times_fit(self) -> ScoreCompleted:
         _check_row_times(self.row_times, len(self.predictions))
+        if self.row_ids is not None and len(self.row_ids) != len(self.predictions):
+            raise ValueError(
+                f"row_ids has {len(self.row_ids)} ids for {len(self.predictions)} rows "
+                "(give one per row, or none)"
+            )
         return self
+
+    def requests(self) -> list[ScoreCompleted]:
+        """The event as one event per request: itself without ``row_ids``; else the runs
+        of consecutive rows of one id, each under its id."""
+        ids = self.row_ids
+        if ids is None:
+            return [self]
+        out: list[ScoreCompleted] = []
+        start = 0
+        for end in range(1, len(ids) + 1):
+            if end == len(ids) or ids[end] != ids[start]:
+                times = self.row_times
+                part = None if times is None else RowTimes(times.micros[start:end])
+                out.append(
+                    self.model_copy(
+                        update={
+                            "request_id": ids[start],
+                            "predictions": self.predictions[start:end],
+                            "rows": Matrix(self.rows.array[start:end]),
+                            "row_times": part,
+                            "event_time": self.event_time if part is None else part.datetimes()[0],
+                            "row_ids": None,
+                        }
+                    )
+                )
+                start = end
+        return out
 
 
 class BatchRequested(Event):

@@ -244,7 +244,8 @@ def drift_check(
         else:
             m.monitor.rejected(event.run_id)
         return []
-    results = m.apply(_record(event, ctx))
+    parts = event.requests() if isinstance(event, ScoreCompleted) else [event]
+    results = [r for part in parts for r in m.apply(_record(part, ctx))]  # a request each
     detections = m.monitor.take_detections()
     if results or detections:
         m.whole = True  # windows closed or a detection: the journal cannot redo the outputs

@@ -257,6 +257,21 @@ def _answers(port: int, path: str) -> bool:
         return False
 
 
+def captured(port: int) -> dict[str, int]:
+    """driftline up's capture counts (queued, sent, dropped, failed) from its /metrics: a
+    capture queue that overflowed would make "capture on" figures look better than they are."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("driftline_capture_events_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[outcome] = int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
 # -- the load -------------------------------------------------------------------------------
 async def _connection(
     port: int,
@@ -498,6 +513,13 @@ def main() -> int:
                 run["cpu_us"] = (cpu_seconds(pids[name]) - cpu) / max(run["requests"], 1) * 1e6
                 runs.setdefault(name, []).append(run)
                 log(f"round {i + 1} {name}: {run}")
+        time.sleep(1.0)  # the capture thread's last batch
+        captures = {
+            name: captured(port)
+            for name, (_, port, _, _) in servers.items()
+            if name.startswith("driftline")
+        }
+        log(f"captures: {captures}")
     results = {
         name: {key: float(np.median([r[key] for r in rs])) for key in rs[0]}
         | {"errors": sum(r["errors"] for r in rs)}
@@ -525,6 +547,7 @@ def main() -> int:
         ),
         "cpu_us_per_request": {name: round(r["cpu_us"]) for name, r in results.items()},
         "errors": int(sum(r["errors"] for r in results.values())),
+        "captures": captures,
     }
     print(json.dumps(summary))
     return 0 if summary["errors"] == 0 else 1

@@ -89,6 +89,7 @@ EXAMPLES: dict[str, m.Event] = {
             event_time=T1,
             row_times=[T1, T1 + timedelta(minutes=5)],
             seconds=0.0025,
+            row_ids=["req-1", "req-2"],
         ),
         m.LabelsReceived(model="bike", request_id="req-1", labels=[20.0], event_time=T1),
         m.DriftChecked(

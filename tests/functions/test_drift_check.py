@@ -172,3 +172,40 @@ def test_a_batched_request_s_rows_keep_their_own_times_through_a_restart(
     feedback = get_table(restarted.store, written.key)
     assert [t.to_pydatetime() for t in feedback[TIME]] == times[:1]
     assert [row[TIME] for row in m.feedback] == times[1:]
+
+
+def test_an_event_of_several_requests_is_taken_apart_by_row_ids(tmp_path: Path) -> None:
+    """Captured /v2 traffic carries many requests per event (``row_ids``): each request's
+    rows are filed under its own id and time, so its labels join it as if it came alone."""
+    ctx = context(tmp_path)
+    ctx.state = Monitors(ctx)
+    alone = [_scored(i) for i in range(3)]
+    alone[1] = alone[1].model_copy(
+        update={"predictions": [11.0, 11.5], "rows": Matrix([[1.0, 0.5, 0.25]] * 2)}
+    )
+    together = ScoreCompleted(
+        model="synth",
+        request_id="r0",
+        version=1,
+        predictions=[p for e in alone for p in e.predictions],
+        columns=["x1", "x2", "x3"],
+        rows=Matrix([row for e in alone for row in e.rows.array]),
+        event_time=START,
+        row_times=[e.event_time for e in alone for _ in e.predictions],
+        row_ids=["r0", "r1", "r1", "r2"],
+    )
+
+    def key(e: ScoreCompleted) -> tuple[object, ...]:
+        return (e.request_id, e.predictions, e.rows, e.event_time, e.row_ids)
+
+    assert [key(e) for e in together.requests()] == [key(e) for e in alone]
+    assert drift_check(together, ctx) == []
+    m = ctx.state.get("synth")
+    assert list(m.scored) == ["r0", "r1", "r2"]
+    drift_check(LabelsReceived(model="synth", request_id="r1", labels=[30.0, 31.0]), ctx)
+    assert [(row["y"], row[TIME]) for row in m.feedback] == [
+        (30.0, START + timedelta(hours=1)),
+        (31.0, START + timedelta(hours=1)),
+    ]
+    with pytest.raises(ValueError, match="row_ids has 3 ids for 4 rows"):
+        ScoreCompleted.model_validate(together.model_dump() | {"row_ids": ["a", "b", "c"]})

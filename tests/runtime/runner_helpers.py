@@ -85,3 +85,20 @@ def read_keyed(
         got.extend(r for r in reader.poll(0.1, 2000) if r.key == key)
     reader.close()
     return got
+
+
+def read_requests(bus: Bus, want: int, timeout_s: float = 20.0) -> list[ScoreCompleted]:
+    """``score.completed`` taken apart into one event per request (captured /v2 traffic
+    carries many requests per event: ``row_ids``), until ``want`` requests or the timeout."""
+    consumer = bus.consumer(f"reader-{uuid.uuid4().hex[:8]}", ["score.completed"])
+    got: list[ScoreCompleted] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < want and time.monotonic() < deadline:
+        for r in consumer.poll(0.3):
+            got.extend(Codec().decode(r.value, r.headers).data.requests())
+    extra_deadline = time.monotonic() + 0.5
+    while time.monotonic() < extra_deadline:  # anything beyond what we wanted is a bug
+        for r in consumer.poll(0.1):
+            got.extend(Codec().decode(r.value, r.headers).data.requests())
+    consumer.close()
+    return got
