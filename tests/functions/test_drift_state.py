@@ -172,3 +172,13 @@ def test_a_state_saved_whole_before_the_journal_still_loads(tmp_path: Path) -> N
     again = _restarted(ctx).state.get("synth")
     assert [row["y"] for row in again.feedback] == [20.0, 21.0, 22.0, 23.0, 25.0]
     assert _same(again.to_state(), m.to_state())
+
+
+def test_snapshots_are_encoded_in_pieces_as_json_dumps_would_whole() -> None:
+
+    rows = [[f"r{i}", i, 1.5 * i, None, "AAAA"] for i in range(2_500)]
+    doc = {
+        "kind": "snapshot",
+        "state": {"windows": {"1.0": rows, "2.0": []}, "scored": rows[:10], "x": {"a": (1, 2)}},
+    }
+    assert drift_state._dumps(doc) == json.dumps(doc)
