@@ -28,10 +28,11 @@ Timestamp = Annotated[datetime, AfterValidator(_utc)]
 """A point in time, always UTC-aware (naive inputs are taken as UTC)."""
 
 
-def _check_row_times(row_times: RowTimes | None, rows: int) -> None:
-    if row_times is not None and len(row_times) != rows:
+def _one_per_row(field: str, values: RowTimes | list[str] | None, rows: int) -> None:
+    if values is not None and len(values) != rows:
+        what = "times" if field == "row_times" else "ids"
         raise ValueError(
-            f"row_times has {len(row_times)} times for {rows} rows (give one per row, or none)"
+            f"{field} has {len(values)} {what} for {rows} rows (give one per row, or none)"
         )
 
 
@@ -205,7 +206,7 @@ class ScoreRequested(Event):
 
     @model_validator(mode="after")
     def _row_times_fit(self) -> ScoreRequested:
-        _check_row_times(self.row_times, len(self.rows))
+        _one_per_row("row_times", self.row_times, len(self.rows))
         return self
 
 
@@ -240,12 +241,8 @@ class ScoreCompleted(Event):
 
     @model_validator(mode="after")
     def _row_times_fit(self) -> ScoreCompleted:
-        _check_row_times(self.row_times, len(self.predictions))
-        if self.row_ids is not None and len(self.row_ids) != len(self.predictions):
-            raise ValueError(
-                f"row_ids has {len(self.row_ids)} ids for {len(self.predictions)} rows "
-                "(give one per row, or none)"
-            )
+        _one_per_row("row_times", self.row_times, len(self.predictions))
+        _one_per_row("row_ids", self.row_ids, len(self.predictions))
         return self
 
     def requests(self) -> list[ScoreCompleted]:
@@ -254,25 +251,21 @@ class ScoreCompleted(Event):
         ids = self.row_ids
         if ids is None:
             return [self]
+        if not ids:
+            return []
+        ends = [i for i in range(1, len(ids)) if ids[i] != ids[i - 1]] + [len(ids)]
         out: list[ScoreCompleted] = []
-        start = 0
-        for end in range(1, len(ids) + 1):
-            if end == len(ids) or ids[end] != ids[start]:
-                times = self.row_times
-                part = None if times is None else RowTimes(times.micros[start:end])
-                out.append(
-                    self.model_copy(
-                        update={
-                            "request_id": ids[start],
-                            "predictions": self.predictions[start:end],
-                            "rows": Matrix(self.rows.array[start:end]),
-                            "row_times": part,
-                            "event_time": self.event_time if part is None else part.datetimes()[0],
-                            "row_ids": None,
-                        }
-                    )
-                )
-                start = end
+        for start, end in zip([0, *ends[:-1]], ends, strict=True):
+            times = None if self.row_times is None else RowTimes(self.row_times.micros[start:end])
+            update = {
+                "request_id": ids[start],
+                "predictions": self.predictions[start:end],
+                "rows": Matrix(self.rows.array[start:end]),
+                "row_times": times,
+                "event_time": self.event_time if times is None else times.datetimes()[0],
+                "row_ids": None,
+            }
+            out.append(self.model_copy(update=update))
         return out
 
 
