@@ -22,10 +22,70 @@ from pydantic_core import core_schema
 _HEADER = struct.Struct("<II")
 
 
-class Matrix:
+class Packed:
+    """What a value that travels as one Avro ``bytes`` needs of pydantic: it is accepted as
+    itself, as those bytes (from Avro) or as what :meth:`parse` takes (from JSON or Python);
+    it is dumped as the bytes, or in JSON mode as :meth:`to_json`. Subclasses give
+    ``from_bytes``, ``to_bytes``, ``parse``, ``to_json``, :data:`JSON_INPUT` (the JSON
+    schema of what ``parse`` takes) and :data:`INVALID` (what a bad input is told)."""
+
+    __slots__ = ()
+    JSON_INPUT: ClassVar[core_schema.CoreSchema]
+    INVALID: ClassVar[str]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Any:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        raise NotImplementedError
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        raise NotImplementedError
+
+    def to_json(self) -> Any:
+        raise NotImplementedError
+
+    def __hash__(self) -> int:
+        return hash(self.to_bytes())
+
+    @classmethod
+    def _validate(cls, value: Any) -> Any:
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, bytes | bytearray | memoryview):
+            return cls.from_bytes(bytes(value))
+        try:
+            return cls.parse(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{cls.INVALID} ({exc})") from None
+
+    @staticmethod
+    def _serialize(value: Packed, info: core_schema.SerializationInfo) -> Any:
+        return value.to_json() if info.mode_is_json() else value.to_bytes()
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls._validate,
+            json_schema_input_schema=cls.JSON_INPUT,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                cls._serialize, info_arg=True
+            ),
+        )
+
+
+class Matrix(Packed):
     """An immutable 2-D float64 array of feature rows (``.array``)."""
 
     __slots__ = ("array",)
+    JSON_INPUT = core_schema.list_schema(
+        core_schema.list_schema(core_schema.nullable_schema(core_schema.float_schema()))
+    )
+    INVALID = "rows must be a list of equal-length lists of numbers or null"
     AVRO: ClassVar[dict[str, Any]] = {"type": "bytes", "driftline.encoding": "matrix-f64le"}
 
     def __init__(self, values: Any):
@@ -75,39 +135,14 @@ class Matrix:
             np.array_equal(self.array, other.array, equal_nan=True)
         )
 
-    def __hash__(self) -> int:
-        return hash(self.to_bytes())
+    __hash__ = Packed.__hash__  # defining __eq__ would otherwise drop it
 
     def __repr__(self) -> str:
         return f"Matrix({self.tolist()!r})"
 
     @classmethod
-    def _validate(cls, value: Any) -> Matrix:
-        if isinstance(value, Matrix):
-            return value
-        if isinstance(value, bytes | bytearray | memoryview):
-            return cls.from_bytes(bytes(value))
-        try:
-            return cls(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"rows must be a list of equal-length lists of numbers or null ({exc})"
-            ) from None
+    def parse(cls, value: Any) -> Matrix:
+        return cls(value)
 
-    @staticmethod
-    def _serialize(value: Matrix, info: core_schema.SerializationInfo) -> Any:
-        return value.tolist() if info.mode_is_json() else value.to_bytes()
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            cls._validate,
-            json_schema_input_schema=core_schema.list_schema(
-                core_schema.list_schema(core_schema.nullable_schema(core_schema.float_schema()))
-            ),
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                cls._serialize, info_arg=True
-            ),
-        )
+    def to_json(self) -> list[list[float | None]]:
+        return self.tolist()

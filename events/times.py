@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
+
+from driftline.events.matrix import Packed
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -31,11 +32,13 @@ def _micros(value: Any) -> int:
     return int((value - _EPOCH) // timedelta(microseconds=1))
 
 
-class RowTimes:
+class RowTimes(Packed):
     """An immutable array of event times, one per row: ``.micros`` (int64 microseconds
     since the epoch, UTC)."""
 
     __slots__ = ("micros",)
+    JSON_INPUT = core_schema.list_schema(core_schema.datetime_schema())
+    INVALID = "row_times must be a list of timestamps"
     AVRO: ClassVar[dict[str, Any]] = {"type": "bytes", "driftline.encoding": "times-i64le-micros"}
 
     def __init__(self, micros: Any):
@@ -81,37 +84,14 @@ class RowTimes:
             return NotImplemented
         return bool(np.array_equal(self.micros, other.micros))
 
-    def __hash__(self) -> int:
-        return hash(self.to_bytes())
+    __hash__ = Packed.__hash__  # defining __eq__ would otherwise drop it
 
     def __repr__(self) -> str:
-        return f"RowTimes({[t.isoformat() for t in self.datetimes()]!r})"
+        return f"RowTimes({self.to_json()!r})"
 
     @classmethod
-    def _validate(cls, value: Any) -> RowTimes:
-        if isinstance(value, RowTimes):
-            return value
-        if isinstance(value, bytes | bytearray | memoryview):
-            return cls.from_bytes(bytes(value))
-        try:
-            return cls.of(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"row_times must be a list of timestamps ({exc})") from None
+    def parse(cls, value: Any) -> RowTimes:
+        return cls.of(value)
 
-    @staticmethod
-    def _serialize(value: RowTimes, info: core_schema.SerializationInfo) -> Any:
-        if info.mode_is_json():
-            return [t.isoformat() for t in value.datetimes()]
-        return value.to_bytes()
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            cls._validate,
-            json_schema_input_schema=core_schema.list_schema(core_schema.datetime_schema()),
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                cls._serialize, info_arg=True
-            ),
-        )
+    def to_json(self) -> list[str]:
+        return [t.isoformat() for t in self.datetimes()]
