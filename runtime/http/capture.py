@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class Capture:
         self.publisher = publisher
         self.rate = rate
         self.counts = {"queued": 0, "sent": 0, "dropped": 0, "failed": 0}
-        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=size)
+        self._queue: queue.Queue[_Served | None] = queue.Queue(maxsize=size)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -60,7 +60,7 @@ class Capture:
         if self.rate < 1.0 and random.random() >= self.rate:
             return
         try:
-            self._queue.put_nowait((model, request_id, version, columns, x, y, event_time))
+            self._queue.put_nowait(_Served(model, request_id, version, columns, x, y, event_time))
         except queue.Full:
             self._count("dropped")
         else:
@@ -102,39 +102,18 @@ class Capture:
             if done:
                 return
 
-    def _publish(self, batch: list[tuple[Any, ...]]) -> None:
+    def _publish(self, batch: list[_Served]) -> None:
         if not batch:
             return
         # one event per model and version for the batch: the rows of every request in it,
         # each with its request's id and time (row_ids, row_times); drift-check takes them
         # apart again. An event per request cost the bus, the runner and drift-check more
         # than serving the request did.
-        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-        for item in batch:
-            model, _, version, columns = item[:4]
-            groups.setdefault((model, version, tuple(columns)), []).append(item)
-        events = []
-        for (model, version, columns), items in groups.items():
-            sizes = [len(x) for _, _, _, _, x, _, _ in items]
-            events.append(
-                ScoreCompleted(
-                    model=model,
-                    request_id=items[0][1],
-                    version=version,
-                    predictions=np.concatenate(
-                        [np.asarray(y, dtype=np.float64).ravel() for *_, y, _ in items]
-                    ).tolist(),
-                    columns=list(columns),
-                    rows=Matrix(
-                        np.concatenate([np.asarray(x, dtype=np.float64) for *_, x, _, _ in items])
-                    ),
-                    event_time=items[0][6],
-                    row_times=RowTimes.of(np.repeat([t for *_, t in items], sizes)),
-                    row_ids=[
-                        rid for (_, rid, *_), n in zip(items, sizes, strict=True) for _ in range(n)
-                    ],
-                )
-            )
+        groups: dict[tuple[str, int, tuple[str, ...]], list[_Served]] = {}
+        for served in batch:
+            key = (served.model, served.version, tuple(served.columns))
+            groups.setdefault(key, []).append(served)
+        events = [_event(items) for items in groups.values()]
         try:
             self.publisher.publish_many([(e, f"capture:{e.model}:{e.request_id}") for e in events])
         except DriftlineError as exc:
@@ -142,3 +121,34 @@ class Capture:
             log.warning("could not publish %d captured requests: %s", len(batch), exc)
         else:
             self._count("sent", len(batch))
+
+
+class _Served(NamedTuple):
+    """One served request, as the request thread hands it over."""
+
+    model: str
+    request_id: str
+    version: int
+    columns: list[str]
+    x: np.ndarray
+    y: np.ndarray
+    event_time: datetime
+
+
+def _event(items: list[_Served]) -> ScoreCompleted:
+    """One ``score.completed`` for requests served by one model version."""
+    sizes = [len(s.x) for s in items]
+    first = items[0]
+    return ScoreCompleted(
+        model=first.model,
+        request_id=first.request_id,
+        version=first.version,
+        predictions=np.concatenate(
+            [np.asarray(s.y, dtype=np.float64).ravel() for s in items]
+        ).tolist(),
+        columns=list(first.columns),
+        rows=Matrix(np.concatenate([np.asarray(s.x, dtype=np.float64) for s in items])),
+        event_time=first.event_time,
+        row_times=RowTimes.of(np.repeat([s.event_time for s in items], sizes)),
+        row_ids=np.repeat([s.request_id for s in items], sizes).tolist(),
+    )
