@@ -17,9 +17,13 @@ All three run at once; each is loaded for ``--seconds`` in total, in ``--rounds`
 taken one server after the other (so a noisy neighbour hurts all alike; the median round
 counts), by the same closed-loop generator: 8 keep-alive connections on 127.0.0.1, each
 sending one single-row V2 JSON request after the other, after a one-second warm-up. The
-last line printed is JSON:
-``{"driftline_rps", "mlserver_rps", "bare_rps", "vs_mlserver", "vs_bare", "driftline_p99_ms",
-"mlserver_p99_ms", ...}``.
+generator is wrk where it is installed (``apt-get install wrk``: C, it leaves the cores to
+the servers), else this script's asyncio client (``--generator python``). After the load,
+driftline's capture counts are read from its ``/metrics``: every request captured, or how
+many were dropped. ``--capture-rate 0`` measures serving alone; ``--also-gil-switch-ms MS``
+adds a second driftline up with that interpreter switch interval. The last line printed
+is JSON: ``{"generator", "driftline_rps", "mlserver_rps", "bare_rps", "vs_mlserver",
+"vs_bare", "driftline_p99_ms", "mlserver_p99_ms", ..., "captures"}``.
 """
 
 from __future__ import annotations
@@ -381,6 +385,14 @@ def load_wrk(port: int, seconds: float, row: list[float], work: Path) -> dict[st
     }
 
 
+def up(home: Path, port: int) -> list[str]:
+    """The command of a ``driftline up`` on ``home`` and ``port``."""
+    return [sys.executable, "-m", "driftline.runtime.cli", "up", "--home", str(home)] + [
+        "--port",
+        str(port),
+    ]
+
+
 def _servers(args: argparse.Namespace, work: Path, result: Any, estimator: Any) -> dict[str, Any]:
     """name -> (command, port, cwd, env, ready path) of each server to start."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
@@ -389,20 +401,7 @@ def _servers(args: argparse.Namespace, work: Path, result: Any, estimator: Any) 
     (work / "bare_app.py").write_text(BARE_APP)
     ports = {name: free_port() for name in ("driftline", "bare", "mlserver")}
     servers: dict[str, Any] = {
-        "driftline": (
-            [
-                sys.executable,
-                "-m",
-                "driftline.runtime.cli",
-                "up",
-                "--home",
-                str(home),
-                "--port",
-                str(ports["driftline"]),
-            ],
-            "/v2/health/ready",
-            driftline_env,
-        ),
+        "driftline": (up(home, ports["driftline"]), "/v2/health/ready", driftline_env),
         "bare": (
             [
                 sys.executable,
@@ -426,9 +425,7 @@ def _servers(args: argparse.Namespace, work: Path, result: Any, estimator: Any) 
         # side of the interpreter's switch interval (DRIFTLINE_GIL_SWITCH_MS)
         ports["driftline_alt"] = free_port()
         servers["driftline_alt"] = (
-            servers["driftline"][0][:-4]
-            + ["--home", str(driftline_home(work / "alt", result)), "--port"]
-            + [str(ports["driftline_alt"])],
+            up(driftline_home(work / "alt", result), ports["driftline_alt"]),
             "/v2/health/ready",
             {**driftline_env, "DRIFTLINE_GIL_SWITCH_MS": str(args.also_gil_switch_ms)},
         )
