@@ -34,18 +34,9 @@ from driftline.runtime.http.problems import (
 async def read_body(request: Request, limit: int, setting: str = "max_body_bytes") -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes (the ``setting``'s
     value, named in the answer) before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit():
-        if int(declared) > limit:
-            raise _too_large(int(declared), limit, setting)
+    if _declared(request, limit, setting) is not None:
         return await request.body()  # the server reads no more than Content-Length says
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(size, limit, setting)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join([chunk async for chunk in _limited(request, limit, setting)])
 
 
 @asynccontextmanager
@@ -55,18 +46,34 @@ async def spooled_body(
     """The request body in a temporary file (its path and size), written as it arrives, so
     a large upload never sits in memory whole; over ``limit`` bytes is refused (413) as
     soon as it shows, from Content-Length or while reading. The file is gone afterwards."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(int(declared), limit, setting)
+    _declared(request, limit, setting)
     with tempfile.TemporaryDirectory(prefix="driftline-upload-") as folder:
         path, size = Path(folder) / "body", 0
         with path.open("wb") as out:
-            async for chunk in request.stream():
+            async for chunk in _limited(request, limit, setting):
                 size += len(chunk)
-                if size > limit:
-                    raise _too_large(size, limit, setting)
                 out.write(chunk)
         yield path, size
+
+
+def _declared(request: Request, limit: int, setting: str) -> int | None:
+    """The body's Content-Length (None: not given), refused (413) when over ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit():
+        return None
+    if int(declared) > limit:
+        raise _too_large(int(declared), limit, setting)
+    return int(declared)
+
+
+async def _limited(request: Request, limit: int, setting: str) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive, refused (413) once they pass ``limit`` bytes."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(size, limit, setting)
+        yield chunk
 
 
 def _too_large(size: int, limit: int, setting: str) -> ProblemError:
