@@ -11,6 +11,7 @@ events written with an older one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal
 
@@ -245,20 +246,23 @@ class ScoreCompleted(Event):
         _one_per_row("row_ids", self.row_ids, len(self.predictions))
         return self
 
+    def runs(self) -> list[tuple[str, int, int]]:
+        """The requests the rows belong to, in order (:func:`id_runs`); the whole event when
+        it has no ``row_ids``."""
+        if self.row_ids is None:
+            return [(self.request_id, 0, len(self.predictions))]
+        return id_runs(self.row_ids)
+
     def requests(self) -> list[ScoreCompleted]:
-        """The event as one event per request: itself without ``row_ids``; else the runs
-        of consecutive rows of one id, each under its id."""
-        ids = self.row_ids
-        if ids is None:
+        """The event as one event per request: itself without ``row_ids``; else each of
+        :meth:`runs` under its id."""
+        if self.row_ids is None:
             return [self]
-        if not ids:
-            return []
-        ends = [i for i in range(1, len(ids)) if ids[i] != ids[i - 1]] + [len(ids)]
         out: list[ScoreCompleted] = []
-        for start, end in zip([0, *ends[:-1]], ends, strict=True):
+        for rid, start, end in self.runs():
             times = None if self.row_times is None else RowTimes(self.row_times.micros[start:end])
             update = {
-                "request_id": ids[start],
+                "request_id": rid,
                 "predictions": self.predictions[start:end],
                 "rows": Matrix(self.rows.array[start:end]),
                 "row_times": times,
@@ -267,6 +271,15 @@ class ScoreCompleted(Event):
             }
             out.append(self.model_copy(update=update))
         return out
+
+
+def id_runs(ids: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(id, first row, end row) for each run of consecutive rows of one id, in order."""
+    if not ids:
+        return []
+    ends = [i for i in range(1, len(ids)) if ids[i] != ids[i - 1]]
+    starts = [0, *ends]
+    return [(ids[a], a, b) for a, b in zip(starts, [*ends, len(ids)], strict=True)]
 
 
 class BatchRequested(Event):

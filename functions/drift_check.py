@@ -45,6 +45,7 @@ from driftline.events import (
     RowTimes,
     ScoreCompleted,
 )
+from driftline.events.models import id_runs
 from driftline.functions import drift_state
 from driftline.functions.drift_state import Labeled, Log, Record, Scored
 from driftline.functions.ml.drift_stats import ColumnDrift, column_drift, html_report
@@ -98,6 +99,8 @@ class _Model:
             results = self.monitor.label(record.request_id, record.labels)
             _join_labels(self, record)
             return results
+        if record.row_ids is not None:
+            return self._replay_requests(record)
         at, rows = cast(Any, record.at), cast(Any, record.rows)  # a Matrix iterates by rows
         results = self.monitor.observe(
             record.request_id,
@@ -107,7 +110,32 @@ class _Model:
             record.predictions,
             row_times=None if record.row_times is None else record.row_times.seconds().tolist(),
         )
-        _remember(self, record)
+        _remember(self, record.request_id, record.event_time, record.rows, record.row_times)
+        return results
+
+    def _replay_requests(self, record: Scored) -> list[WindowResult]:
+        """A record of several requests' rows: each request in turn, as if it had come alone
+        (at its first row's time, when rows have times)."""
+        assert record.row_ids is not None
+        array, preds, times = record.rows.array, record.predictions, record.row_times
+        seconds = None if times is None else times.seconds().tolist()
+        firsts = None if times is None else times.datetimes()
+        results: list[WindowResult] = []
+        for rid, start, end in id_runs(record.row_ids):
+            first = None if firsts is None else firsts[start]
+            results.extend(
+                self.monitor.observe(
+                    rid,
+                    record.version,
+                    cast(Any, first or record.at),
+                    cast(Any, array[start:end]),
+                    preds[start:end],
+                    row_times=None if seconds is None else seconds[start:end],
+                )
+            )
+            part_times = None if times is None else RowTimes(times.micros[start:end])
+            rows = Matrix(array[start:end])
+            _remember(self, rid, first or record.event_time, rows, part_times)
         return results
 
     def to_state(self) -> dict[str, Any]:
@@ -244,8 +272,7 @@ def drift_check(
         else:
             m.monitor.rejected(event.run_id)
         return []
-    parts = event.requests() if isinstance(event, ScoreCompleted) else [event]
-    results = [r for part in parts for r in m.apply(_record(part, ctx))]  # a request each
+    results = m.apply(_record(event, ctx))
     detections = m.monitor.take_detections()
     if results or detections:
         m.whole = True  # windows closed or a detection: the journal cannot redo the outputs
@@ -269,6 +296,7 @@ def _record(event: ScoreCompleted | LabelsReceived, ctx: Context) -> Record:
         event.rows,
         event.predictions,
         event.row_times,
+        event.row_ids,
     )
 
 
@@ -297,12 +325,14 @@ def _deployed(ctx: Context, m: _Model, event: ModelDeployed) -> None:
     )
 
 
-def _remember(m: _Model, event: Scored) -> None:
-    labels = m.early.pop(event.request_id, None)
+def _remember(
+    m: _Model, request_id: str, event_time: Any, rows: Rows, times: RowTimes | None
+) -> None:
+    labels = m.early.pop(request_id, None)
     if labels is not None:
-        _add_feedback(m, event.event_time, event.rows, event.row_times, labels)
+        _add_feedback(m, event_time, rows, times, labels)
         return
-    m.scored[event.request_id] = (event.event_time, event.rows, event.row_times)
+    m.scored[request_id] = (event_time, rows, times)
     if len(m.scored) > _MAX_UNLABELED:
         m.scored.popitem(last=False)
 

@@ -51,6 +51,10 @@ class Scored:
     predictions: list[float]
     row_times: RowTimes | None = None
     """Each row's own time, when the request carried them (else every row is at ``at``)."""
+    row_ids: list[str] | None = None
+    """Each row's request id, when the event carried several requests (captured /v2
+    traffic): drift-check applies each request in turn, under its own id and at its first
+    row's time (with no row times, at the event's)."""
 
 
 @dataclass(frozen=True)
@@ -199,19 +203,26 @@ def _dumps(value: Any) -> str:
 def _encode(r: Record) -> list[Any]:
     if isinstance(r, Labeled):
         return ["l", r.request_id, r.labels]
-    rows = base64.b64encode(r.rows.to_bytes()).decode()
+    rows = _b64(r.rows.to_bytes())
     out = ["s", r.request_id, r.version, _iso(r.at), _iso(r.event_time), rows, r.predictions]
-    if r.row_times is not None:
-        out.append(base64.b64encode(r.row_times.to_bytes()).decode())
+    if r.row_times is not None or r.row_ids is not None:
+        out.append(None if r.row_times is None else _b64(r.row_times.to_bytes()))
+    if r.row_ids is not None:
+        out.append(r.row_ids)
     return out
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def _decode(r: list[Any]) -> Record:
     if r[0] == "l":
         return Labeled(r[1], r[2])
     rows = Matrix.from_bytes(base64.b64decode(r[5]))
-    times = RowTimes.from_bytes(base64.b64decode(r[7])) if len(r) > 7 else None
-    return Scored(r[1], r[2], _time(r[3]), _time(r[4]), rows, r[6], times)
+    times = RowTimes.from_bytes(base64.b64decode(r[7])) if len(r) > 7 and r[7] else None
+    ids = r[8] if len(r) > 8 else None
+    return Scored(r[1], r[2], _time(r[3]), _time(r[4]), rows, r[6], times, ids)
 
 
 def _iso(value: datetime | None) -> str | None:

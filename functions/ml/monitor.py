@@ -309,11 +309,15 @@ class DriftMonitor:
         slots: list[tuple[float, int] | None] = []
         self._slots[request_id] = slots
         closed: list[WindowResult] = []
+        width = self._width
         for i, (x, pred, t) in enumerate(zip(rows, predictions, times, strict=True)):
             label = labels[i] if labels is not None and i < len(labels) else None
-            slots.append(self._add(request_id, i, float(t), version, float(pred), label, x))
-            now = -math.inf if self.watermark is None else self.watermark
-            if now >= min(self.windows, default=math.inf) + self._width:
+            slot = self._add(request_id, i, float(t), version, float(pred), label, x, width)
+            slots.append(slot)
+            if (
+                self.watermark is not None
+                and self.watermark >= min(self.windows, default=math.inf) + width
+            ):
                 closed.extend(self._close_ready())
         if any(slot is not None for slot in slots):
             self._slots[request_id] = slots  # a close on the way may have let it go
@@ -333,6 +337,7 @@ class DriftMonitor:
         pred: float,
         label: float | None,
         x: Sequence[float],
+        width: float,
     ) -> tuple[float, int] | None:
         """One scored row into the window of its time; returns where it went (None: late)."""
         if t < self.closed_through:
@@ -340,14 +345,20 @@ class DriftMonitor:
             return None
         if label is not None and math.isnan(label):
             label = None
-        start = math.floor(t / self._width) * self._width
-        window = self.windows.setdefault(start, [])
-        row = [request_id, i, t, version, pred, label, np.array(x, dtype=np.float64)]
+        start = math.floor(t / width) * width
+        window = self.windows.get(start)
+        if window is None:
+            window = self.windows[start] = []
+        kept: Any = x  # a read-only float64 row (of an event's matrix) is kept as it is
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float64 and not x.flags.writeable):
+            kept = np.array(x, dtype=np.float64)
+        row = [request_id, i, t, version, pred, label, kept]
         window.append(row)
         self._unlabeled[start] = self._unlabeled.get(start, 0) + (label is None)
         if label is not None:
             self._online(row)
-        self.watermark = t if self.watermark is None else max(self.watermark, t)
+        if self.watermark is None or t > self.watermark:
+            self.watermark = t
         return start, len(window) - 1
 
     def label(self, request_id: str, labels: Sequence[float]) -> list[WindowResult]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -209,3 +210,47 @@ def test_an_event_of_several_requests_is_taken_apart_by_row_ids(tmp_path: Path) 
     ]
     with pytest.raises(ValueError, match="row_ids has 3 ids for 4 rows"):
         ScoreCompleted.model_validate(together.model_dump() | {"row_ids": ["a", "b", "c"]})
+
+
+@pytest.mark.parametrize(("with_times", "hours"), [(True, 1), (True, 9), (False, 1)])
+def test_an_event_of_several_requests_leaves_the_state_of_its_requests_one_by_one(
+    tmp_path: Path, with_times: bool, hours: int
+) -> None:
+    """drift-check applies a batched event in one go (one journal record): the state it
+    leaves, live and restored after a restart (from the journal; from a snapshot when a
+    window closed), is the state the same requests leave when they come one by one."""
+    ids = [f"r{i // 2}" for i in range(12)]  # two rows per request, six requests
+    times = [START + timedelta(hours=hours * i) for i in range(12)]
+    together = ScoreCompleted(
+        model="synth",
+        request_id="batch-1",
+        version=1,
+        predictions=[float(i) for i in range(12)],
+        columns=["x1", "x2", "x3"],
+        rows=Matrix([[float(i), 0.5, 0.25] for i in range(12)]),
+        event_time=START,
+        row_times=times if with_times else None,
+        row_ids=ids,
+    )
+    one_by_one, batched = context(tmp_path / "a"), context(tmp_path / "b")
+    for ctx in (one_by_one, batched):
+        ctx.state = Monitors(ctx)
+        drift_check(LabelsReceived(model="synth", request_id="r1", labels=[5.0, 6.0]), ctx)
+        save_changed(ctx)  # the first save is a snapshot
+    alone = [r for e in together.requests() for r in drift_check(e, one_by_one)]
+    assert [e.TYPE for e in drift_check(together, batched)] == [e.TYPE for e in alone]
+    assert len(batched.state.get("synth").journal) == 1, "one record for the event"
+    closes = hours * 12 > 24 * 4 and with_times
+    assert [e.TYPE for e in alone] == ["drift.checked"] * closes
+    save_changed(batched)
+    saved = json.loads(batched.store.get(_saved(2)))
+    assert saved["kind"] == ("snapshot" if closes else "delta")
+
+    def state(ctx: object) -> object:
+        m = ctx.state.get("synth")  # type: ignore[attr-defined]
+        return m.to_state() | {"slots": m.monitor._slots}
+
+    assert state(batched) == state(one_by_one)
+    restarted = context(tmp_path / "b", registry=batched.registry)
+    restarted.state = Monitors(restarted)
+    assert state(restarted) == state(one_by_one)
