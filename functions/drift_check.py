@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
 from driftline.events import (
@@ -59,14 +60,18 @@ from driftline.runtime.function import function
 _MAX_UNLABELED = 200_000
 Rows = Matrix | list[list[float]]
 """A request's feature rows: as the event carried them, or as lists from saved state."""
+Waiting = tuple[Any, np.ndarray, np.ndarray | None]
+"""A scored request waiting for labels: its event time, its rows (float64, a row each) and
+each row's time (int64 microseconds; None: every row is at the event time). A tuple of
+arrays, which the garbage collector does not track (there may be 200,000 of them)."""
 
 
 @dataclass
 class _Model:
     spec: ModelSpec
     monitor: DriftMonitor
-    scored: OrderedDict[str, tuple[Any, Rows, RowTimes | None]] = field(default_factory=OrderedDict)
-    """Scored requests waiting for labels: event time, rows and each row's time (if any)."""
+    scored: OrderedDict[str, Waiting] = field(default_factory=OrderedDict)
+    """Scored requests waiting for labels."""
     early: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
     """Labels that arrived before their scored rows."""
     feedback: list[dict[str, Any]] = field(default_factory=list)
@@ -110,7 +115,8 @@ class _Model:
             record.predictions,
             row_times=None if record.row_times is None else record.row_times.seconds().tolist(),
         )
-        _remember(self, record.request_id, record.event_time, record.rows, record.row_times)
+        times = None if record.row_times is None else record.row_times.micros
+        _remember(self, record.request_id, record.event_time, record.rows.array, times)
         return results
 
     def _replay_requests(self, record: Scored) -> list[WindowResult]:
@@ -133,9 +139,8 @@ class _Model:
                     row_times=None if seconds is None else seconds[start:end],
                 )
             )
-            part_times = None if times is None else RowTimes(times.micros[start:end])
-            rows = Matrix(array[start:end])
-            _remember(self, rid, first or record.event_time, rows, part_times)
+            part_times = None if times is None else times.micros[start:end]
+            _remember(self, rid, first or record.event_time, array[start:end], part_times)
         return results
 
     def to_state(self) -> dict[str, Any]:
@@ -169,17 +174,18 @@ def _rows_from(saved: str | list[list[float | None]]) -> Rows:
     return saved  # type: ignore[return-value]
 
 
-def _scored_state(rid: str, t: Any, rows: Rows, times: RowTimes | None) -> list[Any]:
-    out = [rid, _iso(t), _rows(rows)]
-    if times is not None:
-        out.append(base64.b64encode(times.to_bytes()).decode())
+def _scored_state(rid: str, t: Any, rows: np.ndarray, micros: np.ndarray | None) -> list[Any]:
+    out = [rid, _iso(t), _rows(Matrix(rows))]
+    if micros is not None:
+        out.append(base64.b64encode(RowTimes(micros).to_bytes()).decode())
     return out
 
 
-def _scored_from(saved: list[Any]) -> tuple[Any, Rows, RowTimes | None]:
+def _scored_from(saved: list[Any]) -> Waiting:
     """A scored request from :func:`_scored_state` (states saved before: no row times)."""
-    times = RowTimes.from_bytes(base64.b64decode(saved[3])) if len(saved) > 3 else None
-    return _time(saved[1]), _rows_from(saved[2]), times
+    times = RowTimes.from_bytes(base64.b64decode(saved[3])).micros if len(saved) > 3 else None
+    rows = _rows_from(saved[2])
+    return _time(saved[1]), (rows if isinstance(rows, Matrix) else Matrix(rows)).array, times
 
 
 def _iso(value: Any) -> str | None:
@@ -326,8 +332,10 @@ def _deployed(ctx: Context, m: _Model, event: ModelDeployed) -> None:
 
 
 def _remember(
-    m: _Model, request_id: str, event_time: Any, rows: Rows, times: RowTimes | None
+    m: _Model, request_id: str, event_time: Any, rows: np.ndarray, times: np.ndarray | None
 ) -> None:
+    """A scored request waits for its labels (see :data:`Waiting`); labels that came first
+    make it feedback at once."""
     labels = m.early.pop(request_id, None)
     if labels is not None:
         _add_feedback(m, event_time, rows, times, labels)
@@ -350,10 +358,11 @@ def _join_labels(m: _Model, event: Labeled) -> None:
 
 
 def _add_feedback(
-    m: _Model, when: Any, rows: Rows, times: RowTimes | None, labels: list[float]
+    m: _Model, when: Any, rows: np.ndarray, times: np.ndarray | None, labels: list[float]
 ) -> int:
-    """Labeled rows as feedback, each at its own time (else the request's); returns how many."""
-    at = times.datetimes() if times is not None else [when] * len(labels)
+    """Labeled rows as feedback, each at its own time (int64 microseconds; None: at
+    ``when``); returns how many."""
+    at = RowTimes(times).datetimes() if times is not None else [when] * len(labels)
     before = len(m.feedback)
     for row, label, t in zip(rows, labels, at, strict=False):  # short labels label fewer rows
         m.feedback.append(

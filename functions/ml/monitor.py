@@ -59,7 +59,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -85,6 +85,12 @@ _KEEP_KEYS = 64
 _MAX_ORPHANS = 10_000
 # A row: request id, index in the request, event time (epoch s), version, prediction, label, features.
 _RID, _IDX, _T, _VER, _PRED, _LABEL, _X = range(7)
+Row = tuple[Any, ...]
+"""A scored row in an open window: request id, index in its request, time, version,
+prediction, label (None: not yet), features. Tuples of numbers, strings and arrays, which
+the garbage collector stops tracking: with a list per row, every full collection walked
+each open window's rows, and stalled the process for over 100 ms at 60,000 rows."""
+Slots = tuple[tuple[float, int] | None, ...] | list[tuple[float, int] | None]
 
 
 DETECTION_RUNS = uuid.UUID("5d2f7c8e-3b1a-4e6f-9c0d-8a7b6e5f4d3c")
@@ -199,7 +205,7 @@ class DriftMonitor:
         self.base: Baseline | None = None
         self.watermark: float | None = None
         self.closed_through: float = -math.inf
-        self.windows: dict[float, list[list[Any]]] = {}
+        self.windows: dict[float, list[Row]] = {}
         self.streak = 0
         self.streak_start: float | None = None
         self.inflight: dict[str, Any] | None = None
@@ -221,9 +227,10 @@ class DriftMonitor:
         self.probation_due = False
         self.deploys: list[str] = []
         """Keys of the deploys seen (version and time): a redelivered one changes nothing."""
-        self._slots: dict[str, list[tuple[float, int] | None]] = {}
+        self._slots: dict[str, Slots] = {}
         """Where each row of a request sits: (window start, position); None once its window
-        closed (or it came late). A request goes once none of its rows is left."""
+        closed (or it came late). A request goes once none of its rows is left. Tuples,
+        but for the list of the request :meth:`observe` is filing."""
         self._unlabeled: dict[float, int] = {}
         self._detections: list[Detection] = []
         self.acted_after: int | None = None
@@ -320,7 +327,7 @@ class DriftMonitor:
             ):
                 closed.extend(self._close_ready())
         if any(slot is not None for slot in slots):
-            self._slots[request_id] = slots  # a close on the way may have let it go
+            self._slots[request_id] = tuple(slots)  # a close on the way may have let it go
         else:
             self._slots.pop(request_id, None)
         if row_times is None:  # a request with no rows moves event time too
@@ -352,7 +359,7 @@ class DriftMonitor:
         kept: Any = x  # a read-only float64 row (of an event's matrix) is kept as it is
         if not (isinstance(x, np.ndarray) and x.dtype == np.float64 and not x.flags.writeable):
             kept = np.array(x, dtype=np.float64)
-        row = [request_id, i, t, version, pred, label, kept]
+        row = (request_id, i, t, version, pred, label, kept)
         window.append(row)
         self._unlabeled[start] = self._unlabeled.get(start, 0) + (label is None)
         if label is not None:
@@ -382,7 +389,8 @@ class DriftMonitor:
             if row[_LABEL] is None:
                 before = (len(closed), len(self._detections))
                 self._unlabeled[start] -= 1
-                row[_LABEL] = float(value)
+                row = (*row[:_LABEL], float(value), row[_X])
+                self.windows[start][pos] = row
                 self._online(row)
                 if self._unlabeled[start] == 0:
                     closed.extend(self._close_ready())
@@ -410,7 +418,7 @@ class DriftMonitor:
         scale = self.base.loss if self.spec.task == "regression" and self.base.loss > 0 else None
         return OnlineDetector(self.policy.online_delta, scale)
 
-    def _online(self, row: list[Any]) -> None:
+    def _online(self, row: Row) -> None:
         """A newly labeled row: feed its loss to the detector; act on a severe change."""
         if row[_VER] != self.version or self.detector is None or self.base is None:
             return
@@ -543,19 +551,26 @@ class DriftMonitor:
     def _close(self, start: float) -> WindowResult:
         rows = self.windows.pop(start)
         self._unlabeled.pop(start, None)
+        gone: dict[str, list[int]] = {}
         for r in rows:
-            slots = self._slots.get(r[_RID])
-            if slots is not None:
-                slots[r[_IDX]] = None
-        for rid in {r[_RID] for r in rows}:
-            if not any(self._slots.get(rid, ())):
-                self._slots.pop(rid, None)
+            gone.setdefault(r[_RID], []).append(r[_IDX])
+        for rid, idxs in gone.items():
+            slots = self._slots.get(rid)
+            if slots is None:
+                continue
+            left = slots if isinstance(slots, list) else list(slots)  # observe's: in place
+            for i in idxs:
+                left[i] = None
+            if not any(left):
+                self._slots.pop(rid)
+            elif left is not slots:
+                self._slots[rid] = tuple(left)
         self.closed_through = max(self.closed_through, start + self._width)
         result = self._judge(start, [r for r in rows if r[_VER] == self.version])
         self._release_pending()
         return result
 
-    def _judge(self, start: float, rows: list[list[Any]]) -> WindowResult:
+    def _judge(self, start: float, rows: list[Row]) -> WindowResult:
         p, end = self.policy, start + self._width
         base: dict[str, Any] = {
             "model": self.spec.name,
@@ -633,7 +648,7 @@ class DriftMonitor:
         cause: Cause | None,
         start: float,
         end: float,
-        labeled: list[list[Any]],
+        labeled: list[Row],
         test: PerfTest | None,
         value: float | None,
         drift: Any,
@@ -678,7 +693,7 @@ class DriftMonitor:
         ok, reason = self._admit(det)
         return (det if ok else None), reason
 
-    def _window_change_point(self, start: float, labeled: list[list[Any]]) -> float | None:
+    def _window_change_point(self, start: float, labeled: list[Row]) -> float | None:
         """Where the worsening began: the split of the version's recent losses (back to the
         start of the streak), else the streak's first window."""
         lo = self.streak_start if self.streak_start is not None else start
@@ -768,7 +783,7 @@ class DriftMonitor:
         ok, why = self._admit(det)
         return (det if ok else None), why
 
-    def _test(self, labeled: list[list[Any]]) -> PerfTest | None:
+    def _test(self, labeled: list[Row]) -> PerfTest | None:
         if self.base is None or len(labeled) < self.policy.min_labeled_rows:
             return None
         losses = row_loss(
@@ -803,7 +818,7 @@ class DriftMonitor:
             threshold=p.stattest_threshold,
         )
 
-    def _metric(self, labeled: list[list[Any]]) -> float | None:
+    def _metric(self, labeled: list[Row]) -> float | None:
         if len(labeled) < self.policy.min_labeled_rows:
             return None
         y = np.array([r[_LABEL] for r in labeled])
@@ -885,12 +900,13 @@ class DriftMonitor:
         m._detections = [_detection_from(d) for d in state.get("detections", [])]
         for key, rows in state["windows"].items():
             start = float(key)
-            m.windows[start] = [[*r[:6], _features_from(r[6])] for r in rows]
+            m.windows[start] = [(*r[:6], _features_from(r[6])) for r in rows]
             for pos, r in enumerate(m.windows[start]):
-                slots = m._slots.setdefault(r[_RID], [])
+                slots = cast(list[Any], m._slots.setdefault(r[_RID], []))
                 slots.extend([None] * (r[_IDX] + 1 - len(slots)))
                 slots[r[_IDX]] = (start, pos)
             m._unlabeled[start] = sum(r[_LABEL] is None for r in m.windows[start])
+        m._slots = {rid: tuple(slots) for rid, slots in m._slots.items()}
         return m
 
 
@@ -931,7 +947,7 @@ def _nan_none(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def _row_state(row: list[Any]) -> list[Any]:
+def _row_state(row: Row) -> list[Any]:
     """A window's row as saved: its features as the base64 of their float64 bytes (a
     snapshot holds every row of the open windows; JSON numbers cost several times more to
     write and read)."""
