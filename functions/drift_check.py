@@ -146,7 +146,7 @@ class _Model:
     def to_state(self) -> dict[str, Any]:
         return {
             **self.monitor.to_state(),
-            "scored": [_scored_state(rid, *s) for rid, s in self.scored.items()],
+            "waiting": _waiting_state(self.scored),
             "early": [[rid, labels] for rid, labels in self.early.items()],
             "feedback": [{**row, TIME: _iso(row[TIME])} for row in self.feedback],
         }
@@ -154,7 +154,11 @@ class _Model:
     @classmethod
     def from_state(cls, spec: ModelSpec, state: dict[str, Any], loader: Any) -> _Model:
         m = cls(spec, DriftMonitor.from_state(spec, state, reference_loader=loader))
-        m.scored = OrderedDict((saved[0], _scored_from(saved)) for saved in state.get("scored", []))
+        m.scored = (
+            _waiting_from(state["waiting"])
+            if "waiting" in state
+            else OrderedDict((saved[0], _scored_from(saved)) for saved in state.get("scored", []))
+        )
         m.early = OrderedDict((rid, labels) for rid, labels in state.get("early", []))
         m.feedback = [{**row, TIME: _time(row[TIME])} for row in state.get("feedback", [])]
         return m
@@ -174,15 +178,63 @@ def _rows_from(saved: str | list[list[float | None]]) -> Rows:
     return saved  # type: ignore[return-value]
 
 
-def _scored_state(rid: str, t: Any, rows: np.ndarray, micros: np.ndarray | None) -> list[Any]:
-    out = [rid, _iso(t), _rows(Matrix(rows))]
-    if micros is not None:
-        out.append(base64.b64encode(RowTimes(micros).to_bytes()).decode())
+_CHUNK = 1_000
+
+
+def _waiting_state(scored: Mapping[str, Waiting]) -> dict[str, Any]:
+    """The requests waiting for labels, by column: ids, event times, row counts, whether
+    each has row times, then every request's features (and row times) as one float64 (and
+    int64) array in base64, a piece per thousand requests. A list per request cost about 8
+    µs each to build, and a snapshot of 40,000 took a third of a second."""
+    entries = list(scored.values())
+    width = next((e[1].shape[1] for e in entries if e[1].ndim == 2), 0)
+    features, micros = [], []
+    for i in range(0, len(entries), _CHUNK):
+        part = entries[i : i + _CHUNK]
+        features.append(_b64(np.concatenate([e[1].reshape(-1) for e in part]), "<f8"))
+        micros.append(
+            _b64(np.concatenate([e[2] for e in part if e[2] is not None] + [_NONE]), "<i8")
+        )
+    return {
+        "ids": list(scored),
+        "at": [_iso(e[0]) for e in entries],
+        "rows": [len(e[1]) for e in entries],
+        "timed": [e[2] is not None for e in entries],
+        "width": width,
+        "features": features,
+        "micros": micros,
+    }
+
+
+_NONE = np.empty(0, dtype="<i8")
+
+
+def _b64(array: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(array.astype(dtype, copy=False).tobytes()).decode()
+
+
+def _waiting_from(saved: dict[str, Any]) -> OrderedDict[str, Waiting]:
+    """The requests :func:`_waiting_state` saved, each with views of its piece's arrays."""
+    out: OrderedDict[str, Waiting] = OrderedDict()
+    ids, at, counts, timed, width = (saved[k] for k in ("ids", "at", "rows", "timed", "width"))
+    for piece, start in enumerate(range(0, len(ids), _CHUNK)):
+        flat = np.frombuffer(base64.b64decode(saved["features"][piece]), dtype="<f8")
+        features = flat.reshape(-1, width) if width else flat.reshape(0, 0)
+        micros = np.frombuffer(base64.b64decode(saved["micros"][piece]), dtype="<i8")
+        row = tick = 0
+        for i in range(start, min(start + _CHUNK, len(ids))):
+            n = counts[i]
+            times = None
+            if timed[i]:
+                times, tick = micros[tick : tick + n], tick + n
+            out[ids[i]] = (_time(at[i]), features[row : row + n], times)
+            row += n
     return out
 
 
 def _scored_from(saved: list[Any]) -> Waiting:
-    """A scored request from :func:`_scored_state` (states saved before: no row times)."""
+    """A scored request as states saved before :func:`_waiting_state` had it (before that,
+    with no row times)."""
     times = RowTimes.from_bytes(base64.b64decode(saved[3])).micros if len(saved) > 3 else None
     rows = _rows_from(saved[2])
     return _time(saved[1]), (rows if isinstance(rows, Matrix) else Matrix(rows)).array, times

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,14 @@ import numpy as np
 
 from driftline.events import LabelsReceived, Matrix, ScoreCompleted
 from driftline.functions import drift_state
-from driftline.functions.drift_check import Monitors, _rows_from, drift_check, save_changed
+from driftline.functions.drift_check import (
+    Monitors,
+    _iso,
+    _waiting_from,
+    _waiting_state,
+    drift_check,
+    save_changed,
+)
 from driftline.functions.ml.monitor import _features_from
 from driftline.runtime.context import Context
 from tests.functions.synthetic import context
@@ -82,8 +90,13 @@ def _features_as_lists(state: dict[str, Any]) -> dict[str, Any]:
         ]
         for start, rows in state["windows"].items()
     }
-    scored = [[rid, t, _rows_from(rows).tolist()] for rid, t, rows in state["scored"]]
-    return {**state, "windows": windows, "scored": scored}
+    waiting = _waiting_from(state["waiting"])
+    scored = [[rid, _iso(t), rows.tolist()] for rid, (t, rows, _) in waiting.items()]
+    return {
+        **{k: v for k, v in state.items() if k != "waiting"},
+        "windows": windows,
+        "scored": scored,
+    }
 
 
 def test_a_restore_from_snapshot_and_journal_is_the_uninterrupted_state(tmp_path: Path) -> None:
@@ -182,3 +195,24 @@ def test_snapshots_are_encoded_in_pieces_as_json_dumps_would_whole() -> None:
         "state": {"windows": {"1.0": rows, "2.0": []}, "scored": rows[:10], "x": {"a": (1, 2)}},
     }
     assert drift_state._dumps(doc) == json.dumps(doc)
+
+
+def test_requests_waiting_for_labels_are_saved_by_column_and_come_back_the_same() -> None:
+    """Thousands of requests (several pieces), with and without row times, of 0 to 3 rows."""
+    rng = np.random.default_rng(3)
+    waiting: OrderedDict[str, Any] = OrderedDict()
+    for i in range(2_500):
+        n = i % 4
+        rows = rng.normal(size=(n, 3))
+        times = None if i % 3 == 0 else np.arange(n, dtype=np.int64) + 1_700_000_000_000_000 + i
+        at = None if i % 5 == 0 else datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=i)
+        waiting[f"r{i}"] = (at, rows, times)
+    saved = json.loads(json.dumps(_waiting_state(waiting)))
+    assert len(saved["features"]) == 3, "a piece per thousand requests"
+    back = _waiting_from(saved)
+    assert list(back) == list(waiting)
+    for rid, (at, rows, times) in waiting.items():
+        got_at, got_rows, got_times = back[rid]
+        assert got_at == at and got_rows.shape == rows.shape and np.array_equal(got_rows, rows)
+        assert (got_times is None) == (times is None)
+        assert times is None or np.array_equal(got_times, times)
