@@ -58,8 +58,6 @@ from driftline.runtime.errors import RetryableError
 from driftline.runtime.function import function
 
 _MAX_UNLABELED = 200_000
-Rows = Matrix | list[list[float]]
-"""A request's feature rows: as the event carried them, or as lists from saved state."""
 Waiting = tuple[Any, np.ndarray, np.ndarray | None]
 """A scored request waiting for labels: its event time, its rows (float64, a row each) and
 each row's time (int64 microseconds; None: every row is at the event time). A tuple of
@@ -164,21 +162,8 @@ class _Model:
         return m
 
 
-def _rows(rows: Rows) -> str:
-    """A request's rows (a :class:`Matrix` or lists) as the base64 of their matrix bytes
-    (JSON numbers cost several times more to write and read)."""
-    matrix = rows if isinstance(rows, Matrix) else Matrix(rows)
-    return base64.b64encode(matrix.to_bytes()).decode()
-
-
-def _rows_from(saved: str | list[list[float | None]]) -> Rows:
-    """Rows saved by :func:`_rows` (states saved before: lists, NaN as None)."""
-    if isinstance(saved, str):
-        return Matrix.from_bytes(base64.b64decode(saved))
-    return saved  # type: ignore[return-value]
-
-
 _CHUNK = 1_000
+_NONE = np.empty(0, dtype="<i8")
 
 
 def _waiting_state(scored: Mapping[str, Waiting]) -> dict[str, Any]:
@@ -187,13 +172,13 @@ def _waiting_state(scored: Mapping[str, Waiting]) -> dict[str, Any]:
     int64) array in base64, a piece per thousand requests. A list per request cost about 8
     µs each to build, and a snapshot of 40,000 took a third of a second."""
     entries = list(scored.values())
-    width = next((e[1].shape[1] for e in entries if e[1].ndim == 2), 0)
+    width = entries[0][1].shape[1] if entries else 0
     features, micros = [], []
     for i in range(0, len(entries), _CHUNK):
         part = entries[i : i + _CHUNK]
-        features.append(_b64(np.concatenate([e[1].reshape(-1) for e in part]), "<f8"))
+        features.append(_packed(np.concatenate([e[1].reshape(-1) for e in part]), "<f8"))
         micros.append(
-            _b64(np.concatenate([e[2] for e in part if e[2] is not None] + [_NONE]), "<i8")
+            _packed(np.concatenate([e[2] for e in part if e[2] is not None] + [_NONE]), "<i8")
         )
     return {
         "ids": list(scored),
@@ -206,11 +191,8 @@ def _waiting_state(scored: Mapping[str, Waiting]) -> dict[str, Any]:
     }
 
 
-_NONE = np.empty(0, dtype="<i8")
-
-
-def _b64(array: np.ndarray, dtype: str) -> str:
-    return base64.b64encode(array.astype(dtype, copy=False).tobytes()).decode()
+def _packed(array: np.ndarray, dtype: str) -> str:
+    return drift_state.b64(array.astype(dtype, copy=False).tobytes())
 
 
 def _waiting_from(saved: dict[str, Any]) -> OrderedDict[str, Waiting]:
@@ -236,8 +218,9 @@ def _scored_from(saved: list[Any]) -> Waiting:
     """A scored request as states saved before :func:`_waiting_state` had it (before that,
     with no row times)."""
     times = RowTimes.from_bytes(base64.b64decode(saved[3])).micros if len(saved) > 3 else None
-    rows = _rows_from(saved[2])
-    return _time(saved[1]), (rows if isinstance(rows, Matrix) else Matrix(rows)).array, times
+    rows = saved[2]  # matrix bytes in base64 (before those: lists, NaN as None)
+    matrix = Matrix.from_bytes(base64.b64decode(rows)) if isinstance(rows, str) else Matrix(rows)
+    return _time(saved[1]), matrix.array, times
 
 
 def _iso(value: Any) -> str | None:

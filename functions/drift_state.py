@@ -203,16 +203,17 @@ def _dumps(value: Any) -> str:
 def _encode(r: Record) -> list[Any]:
     if isinstance(r, Labeled):
         return ["l", r.request_id, r.labels]
-    rows = _b64(r.rows.to_bytes())
+    rows = b64(r.rows.to_bytes())
     out = ["s", r.request_id, r.version, _iso(r.at), _iso(r.event_time), rows, r.predictions]
     if r.row_times is not None or r.row_ids is not None:
-        out.append(None if r.row_times is None else _b64(r.row_times.to_bytes()))
+        out.append(None if r.row_times is None else b64(r.row_times.to_bytes()))
     if r.row_ids is not None:
         out.append(r.row_ids)
     return out
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
+    """Bytes as base64 text (how saved state holds arrays)."""
     return base64.b64encode(data).decode()
 
 
