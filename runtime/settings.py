@@ -163,6 +163,13 @@ class Settings(BaseSettings):
         description="Captured requests waiting to be published; when full, more are dropped "
         '(counted in driftline_capture_events{outcome="dropped"}), never the requests.',
     )
+    monitor_process: bool = Field(
+        default=True,
+        description="`driftline up` runs drift-check in a runner process of its own (as "
+        "`--replicas drift-check=1` would; on the embedded bus too, which it shares with "
+        "that process), so monitoring the captured /v2 traffic never holds the interpreter "
+        "that serves it; false keeps it in the gateway's process.",
+    )
     gil_switch_ms: float = Field(
         default=1.0,
         gt=0,

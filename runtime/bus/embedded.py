@@ -1,9 +1,12 @@
 """The embedded bus: topics, partitions, offsets and consumer groups in one SQLite file.
 
-For one process (a file lock refuses a second writer): consumer groups are coordinated in
-memory, records and committed offsets live in the file (WAL mode), so a restarted process
-finds every flushed record and every committed offset where it left them. Like a Kafka
-producer, records are durable once :meth:`Producer.flush` returns.
+For one process and the children it shares the file with (:meth:`EmbeddedBus.share`; a
+file lock refuses anyone else): records and committed offsets live in the file (WAL mode),
+so a restarted process finds every flushed record and every committed offset where it
+left them. Offsets are given out inside the write transaction, after catching up with
+what the other processes committed, so processes sharing the file never give out the same
+offset twice. Consumer groups are coordinated in memory: a group lives in one process.
+Like a Kafka producer, records are durable once :meth:`Producer.flush` returns.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from pathlib import Path
 
 from driftline.runtime.bus.base import Bus, Consumer, Headers, Producer, Record, TopicPartition
 from driftline.runtime.errors import BusError, ConfigError
+
+# names the descriptor of a parent's lock on the bus file (EmbeddedBus.share)
+_LOCK_FD_ENV = "DRIFTLINE_EMBEDDED_BUS_LOCK_FD"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
@@ -58,6 +64,7 @@ class EmbeddedBus(Bus):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.default_partitions = partitions
         self.auto_create = auto_create
+        self._shared = False  # opened with a lock a parent process shared (share())
         self._lock_file = self._take_file_lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -65,19 +72,23 @@ class EmbeddedBus(Bus):
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._topics: dict[str, int] = dict(self._db.execute("SELECT name, partitions FROM topics"))
-        self._ends: dict[TopicPartition, int] = {
-            TopicPartition(t, p): end + 1
-            for t, p, end in self._db.execute(
-                "SELECT topic, partition, MAX(offset) FROM records GROUP BY topic, partition"
-            )
-        }
+        self._topics: dict[str, int] = {}
+        self._ends: dict[TopicPartition, int] = {}
+        self._version = self._data_version()
+        self._reload()
+        # how long a poll waits before looking again: another process's records wake nobody
+        self._wait_s = 0.02 if self._shared else 0.1
         self._groups: dict[str, _Group] = {}
         self._rr = itertools.count()
         self._closed = False
 
     def _take_file_lock(self) -> int:
         fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        inherited = self._inherited_lock(fd)
+        if inherited is not None:
+            os.close(fd)
+            self._shared = True
+            return inherited
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -88,14 +99,63 @@ class EmbeddedBus(Bus):
             ) from None
         return fd
 
+    @staticmethod
+    def _inherited_lock(fd: int) -> int | None:
+        """The lock a parent process shared with this one (:meth:`share`), if it is this
+        file's: a copy of its descriptor, which holds the parent's lock."""
+        given = os.environ.get(_LOCK_FD_ENV)
+        if not given:
+            return None
+        try:
+            theirs, ours = os.fstat(int(given)), os.fstat(fd)
+        except (OSError, ValueError):
+            return None
+        if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+            return None
+        return os.dup(int(given))
+
+    def share(self) -> tuple[int, dict[str, str]]:
+        """Let child processes open this bus while this process holds it: the descriptor
+        to pass them (``pass_fds``) and the environment that names it. Each consumer
+        group must stay in one process. Polls here look for their records more often."""
+        with self._lock:
+            self._wait_s = 0.02
+        return self._lock_file, {_LOCK_FD_ENV: str(self._lock_file)}
+
+    # -- catching up with other processes ---------------------------------------------------
+    def _data_version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _sync(self) -> None:
+        """Catch up with the topics and ends another process sharing the file committed."""
+        version = self._data_version()
+        if version != self._version:
+            self._version = version
+            self._reload()
+
+    def _reload(self) -> None:
+        self._topics = dict(self._db.execute("SELECT name, partitions FROM topics"))
+        for topic, partitions in self._topics.items():
+            for p in range(partitions):
+                (end,) = self._db.execute(
+                    "SELECT MAX(offset) FROM records WHERE topic = ? AND partition = ?",
+                    (topic, p),
+                ).fetchone()
+                if end is not None:
+                    self._ends[TopicPartition(topic, p)] = end + 1
+
     # -- topics -------------------------------------------------------------------------
     def create_topics(self, names: Sequence[str], partitions: int | None = None) -> None:
         with self._lock:
+            self._sync()
             for name in names:
                 if name not in self._topics:
                     n = partitions or self.default_partitions
-                    self._db.execute("INSERT INTO topics VALUES (?, ?)", (name, n))
-                    self._topics[name] = n
+                    # another process may have made it since: its partition count wins
+                    self._db.execute("INSERT OR IGNORE INTO topics VALUES (?, ?)", (name, n))
+                    (self._topics[name],) = self._db.execute(
+                        "SELECT partitions FROM topics WHERE name = ?", (name,)
+                    ).fetchone()
 
     def partitions(self, topic: str) -> int:
         with self._lock:
@@ -107,14 +167,17 @@ class EmbeddedBus(Bus):
 
     def partition_count(self, topic: str) -> int:
         with self._lock:
+            self._sync()
             return self._topics.get(topic, 0)
 
     def topics(self) -> list[str]:
         with self._lock:
+            self._sync()
             return sorted(self._topics)
 
     def end_offset(self, tp: TopicPartition) -> int:
         with self._lock:
+            self._sync()
             return self._ends.get(tp, 0)
 
     # -- producing ------------------------------------------------------------------------
@@ -125,22 +188,24 @@ class EmbeddedBus(Bus):
         now = int(time.time() * 1000)
         with self._lock:
             self._check_open()
-            rows = []
-            for topic, key, value, headers in batch:
-                tp = TopicPartition(topic, partition_for(key, self.partitions(topic), self._rr))
-                offset = self._ends.get(tp, 0)
-                self._ends[tp] = offset + 1
-                rows.append((topic, tp.partition, offset, key, value, _pack_headers(headers), now))
-            self._db.execute("BEGIN")
+            # the write lock first, then the ends: no other process can append in between
+            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._sync()
+                rows = []
+                for topic, key, value, headers in batch:
+                    tp = TopicPartition(topic, partition_for(key, self.partitions(topic), self._rr))
+                    offset = self._ends.get(tp, 0)
+                    self._ends[tp] = offset + 1
+                    rows.append(
+                        (topic, tp.partition, offset, key, value, _pack_headers(headers), now)
+                    )
                 self._db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                 self._db.execute("COMMIT")
             except Exception:
                 self._db.execute("ROLLBACK")
-                for r in rows:  # give the offsets back
-                    self._ends[TopicPartition(r[0], r[1])] = min(
-                        self._ends[TopicPartition(r[0], r[1])], r[2]
-                    )
+                self._ends.clear()  # give the offsets (and any topic made here) back
+                self._reload()
                 raise
             self._changed.notify_all()
 
@@ -296,15 +361,17 @@ class _EmbeddedConsumer(Consumer):
                 remaining = deadline - time.monotonic()
                 if records or remaining <= 0:
                     return records
-                self._bus._changed.wait(min(remaining, 0.1))
+                self._bus._changed.wait(min(remaining, self._bus._wait_s))
 
     def _fetch(self, max_records: int) -> list[Record]:
         out: list[Record] = []
+        self._bus._sync()
+        ends = self._bus._ends
         ready = sorted(
             (
                 tp
                 for tp in self._assigned
-                if tp not in self._paused and self._positions[tp] < self._bus.end_offset(tp)
+                if tp not in self._paused and self._positions[tp] < ends.get(tp, 0)
             ),
             key=lambda tp: (tp.topic, tp.partition),
         )

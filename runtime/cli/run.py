@@ -15,8 +15,16 @@ from driftline.runtime.errors import ConfigError
 from driftline.runtime.settings import Settings
 
 REPLICAS_NEED_KAFKA = (
-    "--replicas needs a Kafka bus (--bus kafka://host:port or confluent://host:port): the "
-    "embedded bus serves one process only"
+    "driftline runner --replicas needs a Kafka bus (--bus kafka://host:port or "
+    "confluent://host:port); on the embedded bus, driftline up --replicas NAME=1 runs a "
+    "function in a process of its own"
+)
+# the function `up` runs in a process of its own (DRIFTLINE_MONITOR_PROCESS)
+MONITOR = "drift-check"
+ONE_PROCESS_EACH = (
+    "--replicas {name}={n}: on the embedded bus a function runs in one process (its consumer "
+    "group cannot span processes there): write {name}=1, or use a Kafka bus "
+    "(--bus kafka://host:port) for more"
 )
 
 
@@ -67,7 +75,8 @@ def add_parsers(sub: Any) -> None:
         metavar="NAME=N,...",
         help="run the named functions in N runner processes each instead of in this one, "
         "e.g. score=3,drift-check=2: the processes join the function's consumer group and "
-        "split its partitions; one that dies is started again; needs a Kafka bus",
+        "split its partitions; one that dies is started again; on the embedded bus N is 1 "
+        "(drift-check=1: monitoring off the serving process)",
     )
     add_common(up)
     up.set_defaults(func=_cmd_up)
@@ -144,13 +153,22 @@ def _child_args(args: argparse.Namespace) -> list[str]:
 
 
 def _wait_for_signal() -> None:
+    """Until SIGTERM or SIGINT, or, for a child of ``up`` or ``runner --replicas``, until
+    its parent is gone (SIGKILLed, say): a child must not outlive it, above all one holding
+    the parent's embedded bus."""
+    import os
     import threading
 
+    from driftline.runtime.cluster.replicas import PARENT_PID_ENV
+
+    parent = os.environ.get(PARENT_PID_ENV)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     while not stop.wait(1.0):  # a timed wait lets the signal handler run promptly
-        pass
+        if parent and str(os.getppid()) != parent:
+            print("driftline runner: the parent process is gone; stopping", flush=True)
+            break
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -159,12 +177,17 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     selected = _selected(args, settings)
+    names = [s.spec.name for s in selected]
+    counts = parse_replicas(args.replicas, names) if args.replicas else {}
+    crowded = {name: n for name, n in counts.items() if n > 1}
+    if crowded and not settings.on_kafka:
+        name, n = next(iter(crowded.items()))
+        print(ONE_PROCESS_EACH.format(name=name, n=n), file=sys.stderr)
+        return 2
+    if settings.monitor_process and MONITOR in names:
+        counts.setdefault(MONITOR, 1)
     replicas = None
-    if args.replicas:
-        if not settings.on_kafka:
-            print(REPLICAS_NEED_KAFKA, file=sys.stderr)
-            return 2
-        counts = parse_replicas(args.replicas, [s.spec.name for s in selected])
+    if counts:
         plan = [[name] for name, n in counts.items() for _ in range(n)]
         refs = {s.spec.name: s.ref for s in selected}
         replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose, refs=refs)

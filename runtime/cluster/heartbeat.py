@@ -65,6 +65,9 @@ class Beat:
     partitions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Per served function, the partitions its consumer group gives this runner now, as
     ``topic[partition]`` (how replicas split the work; empty while it waits for a share)."""
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per served function, its counters in this runner (:meth:`FunctionStats.to_wire`):
+    ``driftline up`` shows its child processes' in its ``/metrics`` and dashboard."""
     state: Literal["alive", "stopped"] = "alive"
     pid: int = 0
     started: float = 0.0
@@ -87,6 +90,7 @@ class Beat:
             "unserved": self.unserved,
             "unserveable": list(self.unserveable),
             "partitions": {name: list(tps) for name, tps in self.partitions.items()},
+            "stats": self.stats,
         }
         return json.dumps(data, sort_keys=True).encode()
 
@@ -102,6 +106,7 @@ class Beat:
             unserved=dict(data.get("unserved") or {}),
             unserveable=tuple(data.get("unserveable") or ()),
             partitions={str(k): tuple(v) for k, v in (data.get("partitions") or {}).items()},
+            stats={str(k): dict(v) for k, v in (data.get("stats") or {}).items()},
             state="stopped" if data.get("state") == "stopped" else "alive",
             pid=int(data.get("pid", 0)),
             started=float(data.get("started", 0.0)),

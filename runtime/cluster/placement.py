@@ -213,6 +213,7 @@ class Placement:
             unserved=last.unserved,
             unserveable=tuple(sorted(last.unserveable)),
             partitions=partitions_of(workers),
+            stats={n: workers[n].stats.to_wire() for n in serves},
             state="stopped" if state == "stopped" else "alive",
             pid=os.getpid(),
             started=self.started,

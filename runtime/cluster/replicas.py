@@ -10,10 +10,17 @@ to the parent stops every child cleanly (each drains and commits).
 
 A function has at most as many busy replicas as its topics have partitions
 (``DRIFTLINE_PARTITIONS``, 3 by default): more replicas stand by.
+
+On the embedded bus only ``driftline up`` has children, one process per named function:
+it shares its bus file with them (:meth:`ReplicaSet.share`), and a consumer group cannot
+span processes there. Every child stops (draining and committing) once its parent is gone;
+one that shares an embedded bus is killed with it (Linux), so that a SIGKILLed ``up`` can be
+started again at once on its home, as if its functions had run inside it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -28,6 +35,21 @@ from driftline.runtime.errors import ConfigError
 
 log = logging.getLogger("driftline.replicas")
 
+try:  # loaded here: the child's side of fork must not load libraries
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None) if sys.platform == "linux" else None
+except OSError:
+    _LIBC = None
+
+
+def _killed_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the thread that started it exits
+    (``prctl(PR_SET_PDEATHSIG)``; the replica set's thread lives as long as the parent)."""
+    assert _LIBC is not None
+    _LIBC.prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
+# names the process a child runner stops with (driftline runner watches it)
+PARENT_PID_ENV = "DRIFTLINE_PARENT_PID"
 _MAX_BACKOFF_S = 30.0
 _STOP_TIMEOUT_S = 60.0
 
@@ -87,7 +109,15 @@ class ReplicaSet:
         self.common_args = list(common_args)
         self.verbose = verbose
         self.python = python
+        self._pass_fds: tuple[int, ...] = ()
+        self._env: dict[str, str] = {}
         self._stop = threading.Event()
+
+    def share(self, fd: int, env: Mapping[str, str]) -> None:
+        """Give every child this descriptor and these environment variables (an embedded
+        bus's lock: :meth:`EmbeddedBus.share`); a child then dies with this process."""
+        self._pass_fds = (fd,)
+        self._env = dict(env)
 
     def command(self, functions: list[str]) -> list[str]:
         return [
@@ -100,6 +130,10 @@ class ReplicaSet:
             ",".join(self.refs.get(f, f) for f in functions),
             *self.common_args,
         ]
+
+    def pids(self) -> list[int]:
+        """The pids of the children running now."""
+        return [c.proc.pid for c in self.children if c.proc is not None and c.proc.poll() is None]
 
     def run(self) -> int:
         """Start the children and keep them running until :meth:`stop`; then stop them."""
@@ -114,7 +148,13 @@ class ReplicaSet:
         self._stop.set()
 
     def _spawn(self, child: _Child) -> None:
-        child.proc = subprocess.Popen(self.command(child.functions), env=os.environ.copy())
+        env = {**os.environ, **self._env, PARENT_PID_ENV: str(os.getpid())}
+        child.proc = subprocess.Popen(
+            self.command(child.functions),
+            env=env,
+            pass_fds=self._pass_fds,
+            preexec_fn=_killed_with_parent if self._pass_fds and _LIBC is not None else None,
+        )
         child.started = time.monotonic()
         log.info("replica pid %d: %s", child.proc.pid, ",".join(child.functions))
 

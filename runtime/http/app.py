@@ -406,6 +406,7 @@ def create_app(
     (``runner.workers["score"].ctx.state``) when it runs in this process, so both score with
     the same loaded versions. Requests served on ``/v2`` are captured as ``score.completed``
     (settings ``capture_rate``, ``capture_queue``). ``runner``
+    (anything with a runner's ``stats``, such as :class:`~driftline.runtime.stats.ProcessStats`)
     feeds the function metrics; ``functions`` (the process's own, user functions
     included) join the built-ins in ``/v1/runners``. Background work (keeping sessions on the production
     versions, following drift) runs while the app's lifespan does.

@@ -2,8 +2,10 @@
 
 On the embedded default everything lives under ``--home``; with ``--bus``/``--store`` URLs
 the same process joins Kafka and S3 (and more processes can share the work). With
-``--replicas score=3,drift-check=2`` (Kafka only) the named functions run in that many
-child runner processes instead of here (:mod:`driftline.runtime.cluster.replicas`); the gateway
+``--replicas score=3,drift-check=2`` the named functions run in that many child runner
+processes instead of here (:mod:`driftline.runtime.cluster.replicas`; one each on the
+embedded bus, which this process then shares with them: ``drift-check=1`` keeps
+monitoring's work off the interpreter that serves ``/v2``); the gateway
 then scores HTTP requests with its own sessions, kept on the production versions. Models
 already in the registry are loaded before the first request is taken. SIGTERM or SIGINT
 stops the HTTP server gracefully (requests in flight are answered), then the watchers,
@@ -48,12 +50,14 @@ def serve(
     built-ins), under the same GPU placement as ``driftline runner``; ``replicas``: child
     runner processes for some functions, which then do not run here.
     """
+    from driftline.runtime.bus.embedded import EmbeddedBus
     from driftline.runtime.cluster.heartbeat import LiveRunners
     from driftline.runtime.function import spec_of
     from driftline.runtime.http.app import create_app
     from driftline.runtime.http.gateway import remove_address, write_address
     from driftline.runtime.platform import Platform
     from driftline.runtime.schemas import register_functions
+    from driftline.runtime.stats import ProcessStats
 
     platform = Platform.open(settings)
     stoppers: list[Callable[[], Any]] = [platform.close]
@@ -63,6 +67,8 @@ def serve(
             {f for child in replicas.children for f in child.functions} if replicas else set()
         )
         if replicas is not None:
+            if isinstance(platform.bus, EmbeddedBus):  # the children open our bus file too
+                replicas.share(*platform.bus.share())
             stoppers.append(_start_replicas(replicas))
         placement = _host(platform, functions, elsewhere, stoppers)
         runner = placement.runner
@@ -73,7 +79,8 @@ def serve(
         app = create_app(
             platform,
             _gateway_sessions(platform, placement),
-            runner,
+            # the function counters: this process's and its children's (in their beats)
+            ProcessStats(runner, view.runners, replicas.pids) if replicas else runner,
             runners=view,
             functions=functions,
         )

@@ -21,7 +21,9 @@ generator is wrk where it is installed (``apt-get install wrk``: C, it leaves th
 the servers), else this script's asyncio client (``--generator python``). After the load,
 driftline's capture counts are read from its ``/metrics``: every request captured, or how
 many were dropped. ``--capture-rate 0`` measures serving alone; ``--also-gil-switch-ms MS``
-adds a second driftline up with that interpreter switch interval. The last line printed
+adds a second driftline up with that interpreter switch interval, ``--also-env NAME=VALUE``
+one with that setting (``DRIFTLINE_MONITOR_PROCESS=false``: drift-check in the gateway's
+process instead of its own). CPU per request counts up's child processes too. The last line printed
 is JSON: ``{"generator", "driftline_rps", "mlserver_rps", "bare_rps", "vs_mlserver",
 "vs_bare", "driftline_p99_ms", "mlserver_p99_ms", ..., "captures"}``.
 """
@@ -241,13 +243,23 @@ def serving(
         out.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its threads (Linux), 0 elsewhere."""
+def _stat(pid: int | str) -> list[str]:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return []
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads, and of its live children
+    (``up --replicas``' runner processes), on Linux; 0 elsewhere."""
+    ticks = 0
+    for other in Path("/proc").iterdir():
+        if other.name.isdigit():
+            fields = _stat(other.name)
+            if fields and (int(other.name) == pid or int(fields[1]) == pid):
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _answers(port: int, path: str) -> bool:
@@ -420,14 +432,20 @@ def _servers(args: argparse.Namespace, work: Path, result: Any, estimator: Any) 
             env,
         ),
     }
-    if args.also_gil_switch_ms is not None:
+    if args.also_gil_switch_ms is not None or args.also_env:
         # a second driftline up beside the first, on its own home and port, for a side by
-        # side of the interpreter's switch interval (DRIFTLINE_GIL_SWITCH_MS)
+        # side of a setting: the interpreter's switch interval, drift-check in-process...
         ports["driftline_alt"] = free_port()
+        alt_env = dict(driftline_env)
+        if args.also_gil_switch_ms is not None:
+            alt_env["DRIFTLINE_GIL_SWITCH_MS"] = str(args.also_gil_switch_ms)
+        for item in args.also_env:
+            name, _, value = item.partition("=")
+            alt_env[name] = value
         servers["driftline_alt"] = (
             up(driftline_home(work / "alt", result), ports["driftline_alt"]),
             "/v2/health/ready",
-            {**driftline_env, "DRIFTLINE_GIL_SWITCH_MS": str(args.also_gil_switch_ms)},
+            alt_env,
         )
     if not args.skip_mlserver:
         venv = mlserver_venv(work)
@@ -478,6 +496,15 @@ def main() -> int:
         type=float,
         help="also measure a second driftline up with this DRIFTLINE_GIL_SWITCH_MS "
         "(reported as alt_rps, alt_p99_ms)",
+    )
+    parser.add_argument(
+        "--also-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="also measure a second driftline up with this setting (repeatable; alt_rps, "
+        "alt_p99_ms), e.g. DRIFTLINE_MONITOR_PROCESS=false for drift-check in the "
+        "gateway's process",
     )
     parser.add_argument(
         "--generator",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -64,4 +65,89 @@ def test_unflushed_records_are_not_visible_and_flush_makes_them_so(tmp_path: Pat
     assert consumer.poll(0.05) == []
     producer.flush()
     assert [r.value for r in consumer.poll(0.5)] == [b"a"]
+    bus.close()
+
+
+_CHILD = """
+import json, sys, time
+from driftline.runtime.bus.base import TopicPartition
+from driftline.runtime.bus.embedded import EmbeddedBus
+
+bus = EmbeddedBus(sys.argv[1])
+bus.create_topics(["made-there"], partitions=2)
+producer = bus.producer()
+for i in range(300):
+    producer.send("t", b"child-%d" % i)
+    if i % 3 == 0:
+        producer.flush()
+        time.sleep(0.001)
+producer.flush()
+consumer = bus.consumer("child", ["t"])
+seen = []
+while len(seen) < 600:
+    batch = consumer.poll(10.0)
+    assert batch, f"the parent's records never arrived: {len(seen)} seen"
+    seen += batch
+consumer.commit({TopicPartition("t", 0): 600})
+print(json.dumps(sorted(r.value.decode() for r in seen)))
+bus.close()
+"""
+
+
+def test_a_child_given_the_lock_shares_the_bus_and_offsets_never_collide(tmp_path: Path) -> None:
+    """What ``driftline up`` does with drift-check in a process of its own: both processes
+    append at once; every record gets its own offset, each side reads the other's, topics
+    and commits made in the child show in the parent; anyone else is still refused."""
+    import json
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    path = tmp_path / "bus.db"
+    bus = EmbeddedBus(path)
+    bus.create_topics(["t"], partitions=1)
+    fd, env = bus.share()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path)],
+        env={**os.environ, **env},
+        pass_fds=(fd,),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    def produce() -> None:  # once the child has started, beside it
+        while bus.partition_count("made-there") == 0:
+            time.sleep(0.001)
+        producer = bus.producer()
+        for i in range(300):
+            producer.send("t", b"parent-%d" % i)
+            if i % 3 == 0:
+                producer.flush()
+                time.sleep(0.001)
+        producer.flush()
+
+    writer = threading.Thread(target=produce)
+    writer.start()
+    out, _ = child.communicate(timeout=60)
+    writer.join()
+    assert child.returncode == 0
+    consumer = bus.consumer("parent", ["t"])
+    records: list = []
+    while len(records) < 600:
+        batch = consumer.poll(5.0)
+        assert batch, len(records)
+        records += batch
+    everything = sorted([f"parent-{i}" for i in range(300)] + [f"child-{i}" for i in range(300)])
+    assert sorted(r.value.decode() for r in records) == everything
+    assert [r.offset for r in records] == list(range(600))
+    sides = [r.value.startswith(b"child") for r in records]
+    assert sum(a != b for a, b in zip(sides, sides[1:], strict=False)) > 10, (
+        "the writers took turns"
+    )
+    assert json.loads(out) == everything
+    assert bus.partition_count("made-there") == 2
+    assert bus.consumer("child", ["t"]).committed(TopicPartition("t", 0)) == 600
+    with pytest.raises(ConfigError, match="in use by another process"):
+        EmbeddedBus(path)  # no shared descriptor: refused as before
     bus.close()

@@ -43,7 +43,9 @@ def test_up_rejects_replicas_on_the_embedded_bus_and_unknown_functions(
     from driftline.runtime.cli import main
 
     assert main(["up", "--replicas", "score=2", "--home", str(tmp_path)]) == 2
-    assert "needs a Kafka bus" in capsys.readouterr().err
+    assert "--replicas score=2: on the embedded bus a function runs in one process" in (
+        capsys.readouterr().err
+    )
     assert main(["up", "--functions", "ingest,scoring", "--home", str(tmp_path)]) == 2
     assert "unknown function(s) ['scoring']" in capsys.readouterr().err
 

@@ -84,6 +84,7 @@ def test_tritonclient_against_driftline_up(
     home = new_home(model, tmp_path / "home", model.v1)
     expected = _score_function(home, model.v1)
     port, env = free_port(), {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    env["DRIFTLINE_HEARTBEAT_INTERVAL_S"] = "1"  # drift-check's child reports its counters
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -134,7 +135,10 @@ def test_tritonclient_against_driftline_up(
         finally:
             client.close()
 
-        # the functions run in the same process: an event published over HTTP gets scored
+        # the functions run in the same process, but for drift-check, which runs in a child
+        # process (DRIFTLINE_MONITOR_PROCESS) on the same embedded bus and whose counters
+        # reach this /metrics in its heartbeats: an event published over HTTP gets scored,
+        # and drift-check consumes what scoring it published
         sent = httpx.post(
             f"{url}/v1/events/score.requested",
             json={
@@ -165,16 +169,16 @@ def test_tritonclient_against_driftline_up(
         deadline = time.monotonic() + 20
         while True:
             listed = httpx.get(f"{url}/v1/runners").json()
-            if any("score" in r["serves"] for r in listed["runners"]):
+            serving = {f for r in listed["runners"] for f in r["serves"]}
+            if {"score", "drift-check"} <= serving:
                 break
             assert time.monotonic() < deadline, listed
             time.sleep(0.2)
-        [me] = listed["runners"]
-        assert (
-            me["pid"] == proc.pid
-            and "score" in me["serves"]
-            and me["capabilities"]["cpu_cores"] >= 1
-        )
+        [me] = [r for r in listed["runners"] if r["pid"] == proc.pid]
+        [monitor] = [r for r in listed["runners"] if r["pid"] != proc.pid]
+        assert "score" in me["serves"] and me["capabilities"]["cpu_cores"] >= 1
+        assert "drift-check" not in me["serves"] and monitor["serves"] == ["drift-check"]
+        assert monitor["stats"]["drift-check"]["consumed"] >= 2
         assert {f["function"] for f in listed["functions"] if f["serveable"]} >= {
             "ingest",
             "score",
