@@ -248,6 +248,11 @@ class Codec:
 _ids = random.Random()
 
 
+def random_id() -> str:
+    """32 hex digits, unique (not secret): a request id without a syscall."""
+    return f"{_ids.getrandbits(128):032x}"
+
+
 def new_traceparent() -> str:
     """A fresh W3C traceparent (sampled)."""
     return f"00-{_ids.getrandbits(128):032x}-{_ids.getrandbits(64):016x}-01"

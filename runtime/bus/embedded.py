@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS records (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
     key BLOB, value BLOB NOT NULL, headers TEXT NOT NULL, ts INTEGER NOT NULL,
     PRIMARY KEY (topic, partition, offset)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ends (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, next INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS offsets (
     grp TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
     PRIMARY KEY (grp, topic, partition)) WITHOUT ROWID;
@@ -74,6 +77,8 @@ class EmbeddedBus(Bus):
         self._changed = threading.Condition(self._lock)
         self._topics: dict[str, int] = {}
         self._ends: dict[TopicPartition, int] = {}
+        if not self._shared:  # the file's owner: ends as the records say (older files)
+            self._rebuild_ends()
         self._version = self._data_version()
         self._reload()
         # how long a poll waits before looking again: another process's records wake nobody
@@ -134,15 +139,32 @@ class EmbeddedBus(Bus):
             self._reload()
 
     def _reload(self) -> None:
+        """Topics and ends as the file has them: two small tables, so that catching up
+        after each commit of another process costs two queries, not one per partition."""
         self._topics = dict(self._db.execute("SELECT name, partitions FROM topics"))
-        for topic, partitions in self._topics.items():
-            for p in range(partitions):
-                (end,) = self._db.execute(
-                    "SELECT MAX(offset) FROM records WHERE topic = ? AND partition = ?",
-                    (topic, p),
-                ).fetchone()
-                if end is not None:
-                    self._ends[TopicPartition(topic, p)] = end + 1
+        for topic, partition, end in self._db.execute("SELECT topic, partition, next FROM ends"):
+            self._ends[TopicPartition(topic, partition)] = end
+
+    def _rebuild_ends(self) -> None:
+        """Fill the ends table from the records (a file older than the table has none)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                ends = []
+                for topic, partitions in self._db.execute("SELECT name, partitions FROM topics"):
+                    for p in range(partitions):
+                        (last,) = self._db.execute(
+                            "SELECT MAX(offset) FROM records WHERE topic = ? AND partition = ?",
+                            (topic, p),
+                        ).fetchone()
+                        if last is not None:
+                            ends.append((topic, p, last + 1))
+                self._db.execute("DELETE FROM ends")
+                self._db.executemany("INSERT INTO ends VALUES (?, ?, ?)", ends)
+                self._db.execute("COMMIT")
+            except Exception:
+                self._db.execute("ROLLBACK")
+                raise
 
     # -- topics -------------------------------------------------------------------------
     def create_topics(self, names: Sequence[str], partitions: int | None = None) -> None:
@@ -201,6 +223,11 @@ class EmbeddedBus(Bus):
                         (topic, tp.partition, offset, key, value, _pack_headers(headers), now)
                     )
                 self._db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                touched = {TopicPartition(r[0], r[1]) for r in rows}
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO ends VALUES (?, ?, ?)",
+                    [(tp.topic, tp.partition, self._ends[tp]) for tp in touched],
+                )
                 self._db.execute("COMMIT")
             except Exception:
                 self._db.execute("ROLLBACK")

@@ -25,7 +25,6 @@ import logging
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +34,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from driftline.events.codec import random_id
 from driftline.functions.ml.serving import ModelServer, Served
 from driftline.functions.ml.training import predict
 from driftline.runtime.errors import DriftlineError, UnknownModelError, UnknownVersionError
@@ -267,7 +267,7 @@ class Endpoints:
             y = await run_in_threadpool(predict, served.session, served.spec, x)
         else:
             y = predict(served.session, served.spec, x)
-        rid = req.id or uuid.uuid4().hex
+        rid = req.id or random_id()
         if self.capture is not None:
             self.capture.offer(name, rid, served.version, served.spec.feature_names, x, y, when)
         head = {"model_name": name, "model_version": str(served.version), "id": rid}

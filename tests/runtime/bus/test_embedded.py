@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,35 @@ def test_restart_keeps_records_and_commits(tmp_path: Path) -> None:
     p.flush()
     new = c2.poll(1.0)
     assert [r.value for r in new] == [b"new"] and new[0].offset == again.end_offset(new[0].tp) - 1
+    again.close()
+
+
+def test_a_file_from_before_the_ends_table_opens_with_its_ends(tmp_path: Path) -> None:
+    """The ends of each partition live in a table of their own (one query for another
+    process to catch up); a file written before that table existed gets it filled from
+    its records, so new records follow the old ones and no offset is given out twice."""
+    bus = EmbeddedBus(tmp_path / "bus.db", partitions=2)
+    producer = bus.producer()
+    for i in range(30):
+        producer.send("t", str(i).encode(), key=str(i).encode())
+    producer.flush()
+    before = {p: bus.end_offset(TopicPartition("t", p)) for p in range(2)}
+    bus.close()
+    db = sqlite3.connect(tmp_path / "bus.db")
+    db.execute("DROP TABLE ends")  # as an older Driftline left it
+    db.commit()
+    db.close()
+
+    again = EmbeddedBus(tmp_path / "bus.db", partitions=2)
+    assert {p: again.end_offset(TopicPartition("t", p)) for p in range(2)} == before
+    p = again.producer()
+    p.send("t", b"new", key=b"0")
+    p.flush()
+    records = again.consumer("g", ["t"]).poll(1.0, max_records=1000)
+    assert len(records) == 31
+    for part in range(2):
+        offsets = [r.offset for r in records if r.partition == part]
+        assert offsets == list(range(len(offsets)))  # dense, none twice
     again.close()
 
 
