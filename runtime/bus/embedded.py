@@ -28,6 +28,8 @@ from driftline.runtime.errors import BusError, ConfigError
 
 # names the descriptor of a parent's lock on the bus file (EmbeddedBus.share)
 _LOCK_FD_ENV = "DRIFTLINE_EMBEDDED_BUS_LOCK_FD"
+_WATCH_S = 0.02
+"""How often a process sharing the file looks for what the others committed."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
@@ -81,11 +83,12 @@ class EmbeddedBus(Bus):
             self._rebuild_ends()
         self._version = self._data_version()
         self._reload()
-        # how long a poll waits before looking again: another process's records wake nobody
-        self._wait_s = 0.02 if self._shared else 0.1
         self._groups: dict[str, _Group] = {}
         self._rr = itertools.count()
         self._closed = False
+        self._watcher: threading.Thread | None = None
+        if self._shared:
+            self._watch()
 
     def _take_file_lock(self) -> int:
         fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -122,21 +125,43 @@ class EmbeddedBus(Bus):
     def share(self) -> tuple[int, dict[str, str]]:
         """Let child processes open this bus while this process holds it: the descriptor
         to pass them (``pass_fds``) and the environment that names it. Each consumer
-        group must stay in one process. Polls here look for their records more often."""
-        with self._lock:
-            self._wait_s = 0.02
+        group must stay in one process."""
+        self._watch()
         return self._lock_file, {_LOCK_FD_ENV: str(self._lock_file)}
 
     # -- catching up with other processes ---------------------------------------------------
+    def _watch(self) -> None:
+        """Start the thread that catches up with what other processes commit and wakes
+        this process's polls (their records wake nobody here): one look every
+        :data:`_WATCH_S` for the process, however many consumers it has."""
+        with self._lock:
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._watch_loop, name="embedded-bus-watch", daemon=True
+                )
+                self._watcher.start()
+
+    def _watch_loop(self) -> None:
+        while True:
+            time.sleep(_WATCH_S)
+            with self._lock:
+                if self._closed:
+                    return
+                if self._sync():
+                    self._changed.notify_all()
+
     def _data_version(self) -> int:
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
-    def _sync(self) -> None:
-        """Catch up with the topics and ends another process sharing the file committed."""
+    def _sync(self) -> bool:
+        """Catch up with the topics and ends another process sharing the file committed;
+        whether they had."""
         version = self._data_version()
-        if version != self._version:
-            self._version = version
-            self._reload()
+        if version == self._version:
+            return False
+        self._version = version
+        self._reload()
+        return True
 
     def _reload(self) -> None:
         """Topics and ends as the file has them: two small tables, so that catching up
@@ -388,11 +413,10 @@ class _EmbeddedConsumer(Consumer):
                 remaining = deadline - time.monotonic()
                 if records or remaining <= 0:
                     return records
-                self._bus._changed.wait(min(remaining, self._bus._wait_s))
+                self._bus._changed.wait(min(remaining, 0.1))
 
     def _fetch(self, max_records: int) -> list[Record]:
         out: list[Record] = []
-        self._bus._sync()
         ends = self._bus._ends
         ready = sorted(
             (
