@@ -20,6 +20,7 @@ from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 _HEADER = struct.Struct("<II")
+_F8 = np.dtype("<f8")
 
 
 class Packed:
@@ -81,7 +82,7 @@ class Packed:
 class Matrix(Packed):
     """An immutable 2-D float64 array of feature rows (``.array``)."""
 
-    __slots__ = ("array",)
+    __slots__ = ("array", "_bytes")
     JSON_INPUT = core_schema.list_schema(
         core_schema.list_schema(core_schema.nullable_schema(core_schema.float_schema()))
     )
@@ -96,6 +97,7 @@ class Matrix(Packed):
             raise ValueError("rows must be a list of equal-length lists of numbers")
         array.flags.writeable = False
         self.array = array
+        self._bytes: bytes | None = None  # what from_bytes read, to_bytes gives back
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Matrix:
@@ -106,9 +108,18 @@ class Matrix(Packed):
             raise ValueError(
                 f"matrix bytes: header says {rows}x{cols} but {len(data) - 8} value bytes follow"
             )
-        return cls(np.frombuffer(data, dtype="<f8", offset=_HEADER.size).reshape(rows, cols))
+        if type(data) is not bytes:
+            data = bytes(data)
+        # a read-only view of the bytes: no copy, nothing to convert
+        array = np.ndarray((rows, cols), _F8, data, _HEADER.size)
+        matrix = cls.__new__(cls)
+        matrix.array = array
+        matrix._bytes = data  # rows passed on (a score's features) are written as read
+        return matrix
 
     def to_bytes(self) -> bytes:
+        if self._bytes is not None:
+            return self._bytes
         return _HEADER.pack(*self.array.shape) + self.array.tobytes()
 
     def tolist(self) -> list[list[float | None]]:

@@ -20,6 +20,7 @@ from pydantic_core import core_schema
 from driftline.events.matrix import Packed
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_I8 = np.dtype("<i8")
 
 
 def _micros(value: Any) -> int:
@@ -60,7 +61,12 @@ class RowTimes(Packed):
     def from_bytes(cls, data: bytes) -> RowTimes:
         if len(data) % 8:
             raise ValueError(f"row times: {len(data)} bytes is not a whole number of int64")
-        return cls(np.frombuffer(data, dtype="<i8"))
+        if type(data) is not bytes:
+            data = bytes(data)
+        micros = np.ndarray((len(data) // 8,), _I8, data)  # a read-only view: no copy
+        times = cls.__new__(cls)
+        times.micros = micros
+        return times
 
     def to_bytes(self) -> bytes:
         return self.micros.tobytes()

@@ -486,13 +486,11 @@ class FunctionWorker:
 
     def _send(self, envelope: Envelope, outputs: list[Event]) -> None:
         assert self._producer is not None
-        now = datetime.now(UTC)
         for i, out in enumerate(outputs):
             value, headers = self.codec.encode(
                 out,
                 id=output_id(envelope.id, self.spec.name, i),
                 source=self._source,
-                time=now,
                 traceparent=child_traceparent(envelope.traceparent),
             )
             self._outbox.append((out.TYPE, value, out.partition_key(), headers))

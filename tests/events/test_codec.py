@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import math
+import re
+from datetime import UTC, datetime
 
 import pytest
 
 from driftline.events import EVENT_MODELS, Codec, ScoreRequested
 from driftline.events.avro import fingerprint, schema_for
-from driftline.events.codec import MAGIC
+from driftline.events.codec import MAGIC, now_iso
 from driftline.runtime.errors import DecodeError
 from tests.events.examples import EXAMPLES
 
@@ -84,3 +86,13 @@ def test_unknown_type() -> None:
     value, headers = codec.encode(EXAMPLES["labels.received"])
     headers = [(k, b"nope.never" if k == "ce_type" else v) for k, v in headers]
     assert "unknown event type" in str(_bad(value, headers))
+
+
+def test_now_iso_reads_as_the_time_now_in_utc() -> None:
+    before = datetime.now(UTC)
+    text = now_iso()
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", text)
+    assert before <= datetime.fromisoformat(text) <= after
+    _, headers = codec.encode(EXAMPLES["labels.received"])
+    assert before <= datetime.fromisoformat(dict(headers)["ce_time"].decode())
