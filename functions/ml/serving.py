@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,11 @@ class Served:
     version: int
     spec: ModelSpec
     session: Any
+    features: list[str] = field(init=False)
+    """``spec.feature_names``, made once (each request aligns its inputs to them)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", self.spec.feature_names)
 
 
 class ModelServer:

@@ -261,7 +261,7 @@ class Endpoints:
             raise bad_request(
                 f"no output(s) {unknown}; this model answers {OUTPUT!r}", Reason.BAD_OUTPUTS
             )
-        x = oip.features(arrays, INPUT, served.spec.feature_names)
+        x = oip.features(arrays, INPUT, served.features)
         when = _event_time(req)
         if len(x) > INLINE_ROWS:
             y = await run_in_threadpool(predict, served.session, served.spec, x)
@@ -269,7 +269,7 @@ class Endpoints:
             y = predict(served.session, served.spec, x)
         rid = req.id or random_id()
         if self.capture is not None:
-            self.capture.offer(name, rid, served.version, served.spec.feature_names, x, y, when)
+            self.capture.offer(name, rid, served.version, served.features, x, y, when)
         head = {"model_name": name, "model_version": str(served.version), "id": rid}
         content, headers = oip.encode(head, {OUTPUT: y}, oip.binary_outputs(req))
         return Response(content, headers=headers)
