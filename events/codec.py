@@ -72,6 +72,7 @@ class _Schema:
     prefix: bytes  # MAGIC + fingerprint, the first 10 bytes of every value
     packed: tuple[str, ...]  # fields that hold a Packed value (or None)
     builder: Builder | None  # makes events of records read with this schema, unvalidated
+    builtin: bool  # a built-in type: dumped from its fields, no serializers to honour
 
     @classmethod
     def of(cls, model: type[Event], raw: dict[str, Any]) -> _Schema:
@@ -83,7 +84,12 @@ class _Schema:
                 isinstance(t, type) and issubclass(t, Packed) for t in _members(field.annotation)
             )
         )
-        return cls(model, parse_schema(raw), fp, MAGIC + fp, packed, builder(model))
+        # only the built-in types, whose config, serializers and validators are known here;
+        # a user's type may customise any of them, so it is validated and dumped as pydantic does
+        own = is_builtin(model)
+        return cls(
+            model, parse_schema(raw), fp, MAGIC + fp, packed, builder(model) if own else None, own
+        )
 
 
 def _members(annotation: Any) -> tuple[Any, ...]:
@@ -172,11 +178,14 @@ class Codec:
         schema = self._current[event.TYPE]
         # what model_dump() gives for the Avro writer, at a third of its cost: event fields
         # are scalars, lists, dicts and Packed values (bytes on the wire), nothing nested
-        record = event.__dict__.copy()
-        for name in schema.packed:
-            value = record[name]
-            if value is not None:
-                record[name] = value.to_bytes()
+        if schema.builtin:
+            record = event.__dict__.copy()
+            for name in schema.packed:
+                value = record[name]
+                if value is not None:
+                    record[name] = value.to_bytes()
+        else:
+            record = event.model_dump()
         buf = io.BytesIO()
         buf.write(schema.prefix)
         schemaless_writer(buf, schema.parsed, record)

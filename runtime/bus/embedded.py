@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from driftline.runtime.errors import BusError, ConfigError
 
 # names the descriptor of a parent's lock on the bus file (EmbeddedBus.share)
 _LOCK_FD_ENV = "DRIFTLINE_EMBEDDED_BUS_LOCK_FD"
+log = logging.getLogger("driftline.bus.embedded")
 _WATCH_S = 0.02
 """How often a process sharing the file looks for what the others committed."""
 
@@ -147,7 +149,12 @@ class EmbeddedBus(Bus):
             with self._lock:
                 if self._closed:
                     return
-                if self._sync():
+                try:
+                    changed = self._sync()
+                except sqlite3.Error:  # busy past the timeout: look again next time
+                    log.warning("embedded bus %s: catching up failed", self.path, exc_info=True)
+                    continue
+                if changed:
                     self._changed.notify_all()
 
     def _data_version(self) -> int:
