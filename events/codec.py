@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import random
 import time as _clock
-import typing
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +32,8 @@ from pydantic import ValidationError as PydanticValidationError
 from driftline.events import json_mode
 from driftline.events.avro import SCHEMA_DIR, fingerprint, load_schema, schema_path
 from driftline.events.errors import DecodeError, SchemaError
-from driftline.events.matrix import Packed
 from driftline.events.models import EVENT_MODELS, Event
-from driftline.events.trusted import Builder, builder
+from driftline.events.trusted import Builder, builder, packed_fields
 from driftline.events.user import describe, is_builtin, user_schema
 
 MAGIC = b"\xc3\x01"
@@ -77,24 +75,13 @@ class _Schema:
     @classmethod
     def of(cls, model: type[Event], raw: dict[str, Any]) -> _Schema:
         fp = fingerprint(raw)
-        packed = tuple(
-            name
-            for name, field in model.model_fields.items()
-            if any(
-                isinstance(t, type) and issubclass(t, Packed) for t in _members(field.annotation)
-            )
-        )
+        packed = tuple(packed_fields(model))
         # only the built-in types, whose config, serializers and validators are known here;
         # a user's type may customise any of them, so it is validated and dumped as pydantic does
         own = is_builtin(model)
         return cls(
             model, parse_schema(raw), fp, MAGIC + fp, packed, builder(model) if own else None, own
         )
-
-
-def _members(annotation: Any) -> tuple[Any, ...]:
-    """A type and, for a union (``X | None``), its members."""
-    return (annotation, *typing.get_args(annotation))
 
 
 class Codec:

@@ -23,7 +23,7 @@ import types
 import typing
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import AfterValidator
 from pydantic.fields import FieldInfo
@@ -91,39 +91,48 @@ def builder(model: type[Event]) -> Builder | None:
         if decorator.info.mode != "after":
             return None
         after.append(name)
-    packed: dict[str, type[Packed]] = {}
+    if not all(_trusted(field) for field in model.model_fields.values()):
+        return None
+    return Builder(model, packed_fields(model), after)
+
+
+def packed_fields(model: type[Event]) -> dict[str, type[Packed]]:
+    """The model's fields that hold a Packed value (or None), with its class: bytes in Avro."""
+    packed = {}
     for name, field in model.model_fields.items():
-        kind = _kind(field)
-        if kind is None:
-            return None
-        if kind is not True:
-            packed[name] = kind
-    return Builder(model, packed, after)
+        annotation = _optional(field.annotation)
+        if isinstance(annotation, type) and issubclass(annotation, Packed):
+            packed[name] = annotation
+    return packed
 
 
-def _kind(field: FieldInfo) -> type[Packed] | Literal[True] | None:
-    """True: Avro guarantees the value as it is; a Packed class: unpack it from bytes;
-    None: validate."""
-    annotation = field.annotation
-    metadata = list(field.metadata)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # X | None
+def _optional(annotation: Any) -> Any:
+    """``X`` for ``X | None``; anything else as it is."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         members = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(members) != 1 or len(typing.get_args(annotation)) != 2:
-            return None
-        annotation = members[0]
+        if len(members) == 1:
+            return members[0]
+    return annotation
+
+
+def _trusted(field: FieldInfo) -> bool:
+    """Whether Avro guarantees the field's value as pydantic would have made it (a Packed
+    value is unpacked from its bytes)."""
+    annotation = _optional(field.annotation)
+    metadata = list(field.metadata)
     if typing.get_origin(annotation) is typing.Annotated:
         annotation, *more = typing.get_args(annotation)
         metadata += more
     if annotation is datetime:
         # fastavro reads timestamp-micros as aware UTC datetimes: Timestamp's _utc is a no-op
-        return True if all(_is_utc(m) for m in metadata) else None
+        return all(_is_utc(m) for m in metadata)
     if metadata:
-        return None
-    if annotation in _PLAIN or annotation in _CONTAINERS:
-        return True
-    if isinstance(annotation, type) and issubclass(annotation, Packed):
-        return annotation
-    return None
+        return False
+    return (
+        annotation in _PLAIN
+        or annotation in _CONTAINERS
+        or (isinstance(annotation, type) and issubclass(annotation, Packed))
+    )
 
 
 def _is_utc(meta: Any) -> bool:

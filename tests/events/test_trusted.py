@@ -80,3 +80,14 @@ def test_a_type_with_a_literal_is_still_validated() -> None:
     value, headers = _raw(DatasetUploaded, record)
     with pytest.raises(DecodeError, match="kind"):
         codec.decode(value, headers, topic="dataset.uploaded", partition=0, offset=0)
+
+
+def test_records_of_a_trusted_type_skip_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path is taken (the tests above pass either way: the fallback validates)."""
+    value, headers = codec.encode(EXAMPLES["score.requested"], id="id-1")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("validated again")
+
+    monkeypatch.setattr(ScoreRequested, "model_validate", refuse)
+    assert codec.decode(value, headers).data == EXAMPLES["score.requested"]
