@@ -123,7 +123,10 @@ class Bus(abc.ABC):
     def producer(self) -> Producer: ...
 
     @abc.abstractmethod
-    def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...
+    def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
+        """A new member of ``group`` subscribed to ``topics``; topics that do not exist yet are
+        created first (a Kafka client subscribed to a missing topic would not see it appear
+        until its next metadata refresh, minutes later)."""
 
     @abc.abstractmethod
     def reader(self, topics: Sequence[str]) -> Consumer:

@@ -142,7 +142,9 @@ class ConfluentBus(Bus):
         return self._track(ConfluentProducer(self._config(PRODUCER_DEFAULTS)))
 
     def consumer(self, group: str, topics: Sequence[str]) -> ConfluentConsumer:
-        """A new member of ``group``, subscribed to ``topics``; close it (or the bus) when done."""
+        """A new member of ``group``, subscribed to ``topics`` (created if missing); close it (or
+        the bus) when done."""
+        self.create_topics(topics)
         config = self._config(CONSUMER_DEFAULTS, self._group_config, {"group.id": group})
         return self._track(ConfluentConsumer(self._consumer_client(config), group, topics))
 

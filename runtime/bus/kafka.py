@@ -482,7 +482,9 @@ class KafkaBus(Bus):
         return self._track(KafkaProducer(lambda: self._make(kafka.KafkaProducer, options)))
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
-        """A new member of ``group``, subscribed to ``topics``; close it (or the bus) when done."""
+        """A new member of ``group``, subscribed to ``topics`` (created if missing); close it (or
+        the bus) when done."""
+        self.create_topics(topics)
         options = {
             **_CONSUMER_DEFAULTS,
             **self._group_options,

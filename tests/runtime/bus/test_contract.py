@@ -118,6 +118,19 @@ def test_create_topics_is_idempotent(bus: Bus) -> None:
     producer.close()
 
 
+def test_a_consumer_of_a_topic_not_made_yet_gets_what_is_published_later(bus: Bus) -> None:
+    topic = _topic()
+    consumer = bus.consumer(f"g-{uuid.uuid4().hex[:6]}", [topic])
+    assert bus.partition_count(topic) > 0, "subscribing made the topic"
+    assert drain(consumer, 1, timeout_s=3) == []  # joined, nothing to read yet
+    producer = bus.producer()
+    producer.send(topic, b"later")
+    producer.flush()
+    assert [r.value for r in drain(consumer, 1)] == [b"later"]
+    consumer.close()
+    producer.close()
+
+
 def test_partition_counts(bus: Bus) -> None:
     topic = _topic()
     bus.create_topics([topic], partitions=2)
