@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from driftline.events import Matrix, ModelDeployed, ScoreCompleted, ScoreRequested
 from driftline.functions.ml.serving import ModelServer, align, shared
-from driftline.functions.ml.training import predict
 from driftline.runtime.context import Context
 from driftline.runtime.function import function
 
@@ -39,7 +36,7 @@ def score(event: ScoreRequested | ModelDeployed, ctx: Context) -> ScoreCompleted
     started = time.perf_counter()
     served = server.production(event.model)
     x = align(served.spec, event.columns, event.rows.array)
-    predictions = predict(served.session, served.spec, x) if len(x) else np.zeros(0)
+    predictions = served.predict(x)
     return ScoreCompleted(
         model=event.model,
         request_id=event.request_id,

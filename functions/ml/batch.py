@@ -22,7 +22,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from driftline.functions.ml.serving import ModelServer, Served
-from driftline.functions.ml.training import predict
 from driftline.runtime.errors import ValidationError
 
 ROW, PREDICTION, VERSION = "row", "prediction", "version"
@@ -92,7 +91,7 @@ def _score_chunk(served: Served, chunk: pd.DataFrame, outcome: BatchOutcome) -> 
         column = served.spec.feature_names[int(np.argmax(bad[i]))]
         outcome.errors.append(f"row {index[i]}: {column} {raw.iloc[i][column]!r} is not a number")
     x = values.to_numpy(dtype=np.float32)[~refused]
-    y = predict(served.session, served.spec, x) if len(x) else np.zeros(0)
+    y = served.predict(x)
     outcome.rows += len(chunk)
     outcome.scored += len(x)
     outcome.refused += int(refused.sum())

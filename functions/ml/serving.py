@@ -10,7 +10,9 @@ scoring) asks one :class:`ModelServer` per process (:func:`shared`):
   kept loaded, least recently used out);
 - every load checks the artifact's sha256 and the model's input signature, on the
   process's execution providers (a GPU where there is one);
-- :func:`align` puts named columns in the model's feature order.
+- :func:`align` puts named columns in the model's feature order;
+- :meth:`Served.predict` scores a few rows on the caller's thread alone and many on
+  onnxruntime's thread pool.
 
 What can go wrong has one typed answer each, whatever the path: no such model
 (:class:`UnknownModelError`), no such version (:class:`UnknownVersionError`), nothing in
@@ -34,7 +36,7 @@ import numpy as np
 
 from driftline.functions.ml.layout import load_spec
 from driftline.functions.ml.spec import ModelSpec
-from driftline.functions.ml.training import load_session
+from driftline.functions.ml.training import load_session, predict
 from driftline.runtime.errors import (
     CorruptModelError,
     NotServingError,
@@ -43,6 +45,9 @@ from driftline.runtime.errors import (
     UnknownVersionError,
     ValidationError,
 )
+
+SMALL_ROWS = 64
+"""Inputs of up to this many rows run on the calling thread alone (:meth:`Served.predict`)."""
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,41 @@ class Served:
     version: int
     spec: ModelSpec
     session: Any
+    """The session for small inputs: one intra-op thread (the caller's)."""
+    onnx: bytes = field(default=b"", repr=False)
+    """The verified artifact, for the pool session made on the first large input."""
+    providers: list[str] | None = None
     features: list[str] = field(init=False)
     """``spec.feature_names``, made once (each request aligns its inputs to them)."""
+    _pool: list[Any] = field(default_factory=list, init=False, repr=False, compare=False)
+    _pool_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", self.spec.feature_names)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predictions for rows in feature order (an empty input gives an empty answer).
+
+        Up to :data:`SMALL_ROWS` rows run on the calling thread alone: handing a row or two
+        to onnxruntime's pool and waking its threads costs more than the row does (7.5 µs a
+        row alone, 12 µs through the pool, and on a loaded 2-core gateway 25 µs more CPU
+        per ``/v2`` request). Larger inputs (batch chunks, bulk requests) run on the pool,
+        about twice as fast on two cores.
+        """
+        if not len(x):
+            return np.zeros(0)
+        return predict(self.session if len(x) <= SMALL_ROWS else self._pool_session(), self.spec, x)
+
+    def _pool_session(self) -> Any:
+        with self._pool_lock:
+            if not self._pool:
+                if not self.onnx:  # made from a session alone: it serves every size
+                    self._pool.append(self.session)
+                else:
+                    self._pool.append(load_session(self.onnx, self.spec, providers=self.providers))
+            return self._pool[0]
 
 
 class ModelServer:
@@ -156,10 +191,10 @@ class ModelServer:
                 f"the registry says {sha256[:12]}... (corrupted or replaced)"
             )
         try:
-            session = load_session(data, spec, providers=self.providers)
+            session = load_session(data, spec, providers=self.providers, intra_op_threads=1)
         except ValidationError as exc:
             raise CorruptModelError(f"model {model} v{version}: {exc}") from None
-        return Served(model, version, spec, session)
+        return Served(model, version, spec, session, data, self.providers)
 
     def _registry_production(self, model: str) -> int | None:
         current = self.registry.production(model) if self.registry is not None else None

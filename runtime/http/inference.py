@@ -35,8 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from driftline.events.codec import random_id
-from driftline.functions.ml.serving import ModelServer, Served
-from driftline.functions.ml.training import predict
+from driftline.functions.ml.serving import SMALL_ROWS, ModelServer, Served
 from driftline.runtime.errors import DriftlineError, UnknownModelError, UnknownVersionError
 from driftline.runtime.http import oip
 from driftline.runtime.http.capture import Capture
@@ -54,8 +53,6 @@ from driftline.runtime.registry import Registry
 log = logging.getLogger("driftline.inference")
 
 INPUT, OUTPUT = "input", "predict"
-INLINE_ROWS = 64
-"""Bigger batches are scored on a worker thread, so one never stalls the event loop."""
 Observe = Callable[[str, int, float], None]
 
 
@@ -263,10 +260,10 @@ class Endpoints:
             )
         x = oip.features(arrays, INPUT, served.features)
         when = _event_time(req)
-        if len(x) > INLINE_ROWS:
-            y = await run_in_threadpool(predict, served.session, served.spec, x)
+        if len(x) > SMALL_ROWS:  # bigger inputs off the event loop, so none stalls it
+            y = await run_in_threadpool(served.predict, x)
         else:
-            y = predict(served.session, served.spec, x)
+            y = served.predict(x)
         rid = req.id or random_id()
         if self.capture is not None:
             self.capture.offer(name, rid, served.version, served.features, x, y, when)
