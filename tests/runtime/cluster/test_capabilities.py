@@ -216,7 +216,9 @@ def test_the_score_function_builds_its_sessions_for_the_runner(
     ctx.store.put("models/synth/a/model.onnx", result.onnx)
     used: list[Any] = []
     monkeypatch.setattr(
-        serving, "load_session", lambda data, spec, providers=None: used.append(providers)
+        serving,
+        "load_session",
+        lambda data, spec, providers=None, intra_op_threads=0: used.append(providers),
     )
     sessions.deploy("synth", 1, "models/synth/a/model.onnx", result.sha256)
     assert used == [expected]

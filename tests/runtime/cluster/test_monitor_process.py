@@ -18,6 +18,7 @@ import pytest
 from driftline.runtime.bus.embedded import EmbeddedBus
 from driftline.runtime.cluster.capabilities import detect
 from driftline.runtime.cluster.heartbeat import Beat
+from driftline.runtime.errors import ConfigError
 from driftline.runtime.http.gateway import running_gateway
 from driftline.runtime.stats import FunctionStats, ProcessStats
 from tests.conftest import wait_for
@@ -101,7 +102,15 @@ def test_up_monitors_v2_in_a_child_that_dies_with_it(
         up.send_signal(signal.SIGKILL)
         up.wait(10)
         wait_for(lambda: not _alive(child), timeout_s=5)
-        EmbeddedBus(home / "bus.db").close()  # the lock went with them both
+
+        def unlocked() -> bool:  # the lock goes with them both, once the kernel has closed
+            try:  # the files of the killed processes
+                EmbeddedBus(home / "bus.db").close()
+            except ConfigError:
+                return False
+            return True
+
+        wait_for(unlocked, timeout_s=10)
     finally:
         if up.poll() is None:
             stop_up(up)
