@@ -30,6 +30,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -59,15 +60,11 @@ class Served:
     spec: ModelSpec
     session: Any
     """The session for small inputs: one intra-op thread (the caller's)."""
-    onnx: bytes = field(default=b"", repr=False)
+    onnx: bytes = field(repr=False)
     """The verified artifact, for the pool session made on the first large input."""
-    providers: list[str] | None = None
+    providers: list[str] | None
     features: list[str] = field(init=False)
     """``spec.feature_names``, made once (each request aligns its inputs to them)."""
-    _pool: list[Any] = field(default_factory=list, init=False, repr=False, compare=False)
-    _pool_lock: threading.Lock = field(
-        default_factory=threading.Lock, init=False, repr=False, compare=False
-    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", self.spec.feature_names)
@@ -83,16 +80,12 @@ class Served:
         """
         if not len(x):
             return np.zeros(0)
-        return predict(self.session if len(x) <= SMALL_ROWS else self._pool_session(), self.spec, x)
+        return predict(self.session if len(x) <= SMALL_ROWS else self.pool, self.spec, x)
 
-    def _pool_session(self) -> Any:
-        with self._pool_lock:
-            if not self._pool:
-                if not self.onnx:  # made from a session alone: it serves every size
-                    self._pool.append(self.session)
-                else:
-                    self._pool.append(load_session(self.onnx, self.spec, providers=self.providers))
-            return self._pool[0]
+    @cached_property
+    def pool(self) -> Any:
+        """The session for large inputs, on onnxruntime's thread pool (made on the first)."""
+        return load_session(self.onnx, self.spec, providers=self.providers)
 
 
 class ModelServer:

@@ -26,14 +26,15 @@ def test_small_inputs_score_on_one_thread_and_large_ones_on_the_pool(
         rows = np.random.default_rng(3).normal(size=(SMALL_ROWS * 4, 3)).astype(np.float32)
 
         small = served.predict(rows[:SMALL_ROWS])
-        assert not served._pool, "no pool session until a large input comes"
+        assert "pool" not in vars(served), "no pool session until a large input comes"
         large = served.predict(rows)
-        pool = served._pool[0]
+        assert "pool" in vars(served), "the large input made the pool session"
+        pool = served.pool
         assert pool is not served.session
         assert pool.get_session_options().intra_op_num_threads == 0, "onnxruntime's choice"
         np.testing.assert_allclose(large[:SMALL_ROWS], small, rtol=1e-6)
         assert large.shape == (len(rows),) and served.predict(rows[:0]).shape == (0,)
         served.predict(rows)
-        assert served._pool == [pool], "made once"
+        assert served.pool is pool, "made once"
     finally:
         platform.close()
