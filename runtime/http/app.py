@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from driftline.events.codec import Codec
 from driftline.events.models import (
@@ -392,6 +393,19 @@ def _event_types(functions: Sequence[Any]) -> dict[str, type[Event]]:
     return types
 
 
+class Gateway(FastAPI):
+    """The gateway's app: infer requests (:class:`~driftline.runtime.http.inference.InferLane`)
+    are answered before the middleware stack and the router see them; everything else,
+    lifespan included, is FastAPI's."""
+
+    lane: inference.InferLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.lane is not None and await self.lane.serve(scope, receive, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     platform: Any,
     server: ModelServer,
@@ -399,7 +413,7 @@ def create_app(
     hooks: Mapping[str, HookSettings] | None = None,
     runners: Any = None,
     functions: Sequence[Any] | None = None,
-) -> FastAPI:
+) -> Gateway:
     """The gateway over an open :class:`~driftline.runtime.platform.Platform`.
 
     ``server`` (the serving core) should be the score function's
@@ -447,7 +461,7 @@ def create_app(
                 capture.publisher.close()
             publisher.close()
 
-    app = FastAPI(
+    app = Gateway(
         title="Driftline",
         version=importlib.metadata.version("driftline"),
         lifespan=lifespan,
@@ -491,7 +505,7 @@ def create_app(
         server, registry, sync=sync, observe=metrics.observe, capture=capture, max_body_bytes=limit
     )
     app.include_router(inference.router(v2))
-    app.add_middleware(inference.InferLane, endpoints=v2)
+    app.lane = inference.InferLane(v2)
     app.include_router(metrics.router())
     if runners is not None:  # a LiveRunners view (driftline up starts one)
         app.include_router(_runners(runners, functions))

@@ -32,7 +32,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from driftline.events.codec import random_id
 from driftline.functions.ml.serving import SMALL_ROWS, ModelServer, Served
@@ -242,6 +242,12 @@ class Endpoints:
         except ProblemError as exc:
             status = exc.status
             raise
+        except DriftlineError as exc:
+            status = _status_of(exc)
+            raise
+        except Exception:
+            status = 500
+            raise
         finally:
             if self.observe is not None:
                 unknown = (
@@ -270,6 +276,13 @@ class Endpoints:
         head = {"model_name": name, "model_version": str(served.version), "id": rid}
         content, headers = oip.encode(head, {OUTPUT: y}, oip.binary_outputs(req))
         return Response(content, headers=headers)
+
+
+def _status_of(exc: DriftlineError) -> int:
+    try:
+        return problem_for(exc).status
+    except LookupError:
+        return 500
 
 
 def router(endpoints: Endpoints) -> APIRouter:
@@ -309,34 +322,45 @@ _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 
 
 class InferLane:
-    """ASGI middleware: ``POST .../infer`` goes straight to :class:`Endpoints`.
+    """``POST .../infer`` answered straight by :class:`Endpoints`, ahead of the app.
 
-    FastAPI's route matching over the gateway's few dozen routes and its dependency
-    solving cost more CPU than scoring a row does (about half of a request's time in a
-    py-spy profile under load); the infer routes take no dependencies, so this lane skips
-    both. Answers are the routes' own, errors included (a :class:`ProblemError` as its
-    problem); anything else goes on to the app.
+    FastAPI's route matching over the gateway's few dozen routes, its dependency solving
+    and the middleware wrapping each ``send`` cost more CPU than scoring a row does (about
+    half of a request's time in a py-spy profile under load); the infer routes take no
+    dependencies, so the gateway (:class:`~driftline.runtime.http.app.Gateway`) asks this
+    lane first. Answers are the routes' own, errors included: a domain error as its
+    problem, anything unexpected as a logged 500 problem (counted as a 500 in the metrics).
     """
 
-    def __init__(self, app: ASGIApp, endpoints: Endpoints):
-        self.app = app
+    def __init__(self, endpoints: Endpoints):
         self.endpoints = endpoints
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            match = _INFER_PATH.fullmatch(scope["path"])
-            if match is not None:
-                name, version = match.groups()
-                request = Request(scope, receive)
-                try:
-                    response = await self.endpoints._timed(name, request, version)
-                except DriftlineError as exc:  # as the app's handlers answer them
-                    answer = problem_for(exc)
-                    if answer is not exc and answer.status >= 500:
-                        log.error("POST %s: %s", scope["path"], exc, exc_info=exc)
-                    response = JSONResponse(
-                        answer.problem.model_dump(), answer.status, headers=answer.headers
-                    )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer ``scope`` when it is an infer request; False (nothing sent) otherwise."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return False
+        match = _INFER_PATH.fullmatch(scope["path"])
+        if match is None:
+            return False
+        name, version = match.groups()
+        try:
+            response = await self.endpoints._timed(name, Request(scope, receive), version)
+        except Exception as exc:  # noqa: BLE001 - every error is answered, as the app would
+            response = _error_response(scope, exc)
+        await response(scope, receive, send)
+        return True
+
+
+def _error_response(scope: Scope, exc: Exception) -> Response:
+    answer: ProblemError | None = None
+    if isinstance(exc, DriftlineError):
+        try:
+            answer = problem_for(exc)
+        except LookupError:
+            answer = None
+        if answer is not None and answer is not exc and answer.status >= 500:
+            log.error("POST %s: %s", scope["path"], exc, exc_info=exc)
+    if answer is None:
+        log.error("POST %s failed", scope["path"], exc_info=exc)
+        answer = ProblemError(500, f"internal error: {type(exc).__name__}", Reason.INTERNAL)
+    return JSONResponse(answer.problem.model_dump(), answer.status, headers=answer.headers)

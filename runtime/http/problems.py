@@ -53,6 +53,7 @@ class Reason(StrEnum):
     MISSING_TOKEN = "missing_token"  # 401: no Authorization: Bearer header
     BAD_TOKEN = "bad_token"  # 401: the bearer token is wrong
     BUS_UNAVAILABLE = "bus_unavailable"  # 503: the event bus did not take the event
+    INTERNAL = "internal"  # 500: an unexpected error (logged with its traceback)
     # publishing an event (CloudEvents over HTTP)
     BATCH = "batch"  # 415: batched CloudEvents
     NOT_JSON = "not_json"  # 415: a content type that is not JSON; 400: a body that is not

@@ -23,7 +23,7 @@ import tritonclient.http as triton
 from fastapi.testclient import TestClient
 
 from driftline.events import Event, Matrix, ScoreRequested
-from driftline.functions.ml.serving import ModelServer
+from driftline.functions.ml.serving import ModelServer, Served
 from driftline.functions.score import score
 from driftline.runtime.context import Context
 from driftline.runtime.http.app import create_app
@@ -360,6 +360,33 @@ def test_malformed_json_is_400_with_an_error_body(v2_app: TestClient) -> None:
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"].startswith("the inference request is not JSON")
+
+
+def test_an_unexpected_failure_is_a_500_problem_and_counted_as_one(
+    v2_app: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault nobody mapped (here onnxruntime failing mid-run, injected) answers a logged
+    500 problem, is counted as a 500 (not as the 200 it would have been), and the next
+    request is served."""
+    good = [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1.0, 0.0, 0.5]}]
+
+    def failing(self: Served, x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("onnxruntime: the session failed")
+
+    def errors() -> float:
+        return _metric(
+            v2_app.get("/metrics").text, "inference_requests_total", f'code="500",model="{MODEL}"'
+        )
+
+    before = max(errors(), 0.0)
+    with monkeypatch.context() as patch:
+        patch.setattr(Served, "predict", failing)
+        answer = _infer(v2_app, good)
+    assert answer.status_code == 500, answer.text
+    assert answer.json()["reason"] == "internal" and "RuntimeError" in answer.json()["error"]
+    assert "the session failed" in caplog.text  # the traceback is logged, not answered
+    assert errors() == before + 1
+    assert _infer(v2_app, good).status_code == 200
 
 
 def test_unknown_models_and_versions_are_404(v2_app: TestClient) -> None:

@@ -186,12 +186,17 @@ def test_the_model_page_lists_the_versions_and_draws_the_monitoring_chart(page: 
     assert page.errors == []
 
 
-def test_the_platform_page_shows_the_runner_and_a_new_dead_letter_without_a_reload(
+def test_the_platform_page_shows_the_runners_and_a_new_dead_letter_without_a_reload(
     page: Page, gateway: str
 ) -> None:
     tab = page.open("/ui/platform")
-    assert tab.locator("tr.runner-row").count() == 1, "driftline up's own runner"
-    assert "score" in tab.locator("tr.runner-row td").nth(6).inner_text()
+    # up's own runner, and its drift-check child's (DRIFTLINE_MONITOR_PROCESS, on by
+    # default), which beats a moment later: the page shows it when it does
+    rows = tab.locator("tr.runner-row")
+    rows.filter(has_text="drift-check").first.wait_for(timeout=WAIT_MS)
+    assert rows.count() == 2, rows.all_inner_texts()
+    serves = sorted(row.locator("td").nth(6).inner_text() for row in rows.all())
+    assert serves == ["batch, ingest, notify, register, retrain, score", "drift-check"], serves
     assert tab.locator("tr.dlq-row").count() == 0
     bad = {"model": MODEL, "request_id": "poison", "columns": ["nope"], "rows": [[1.0]]}
     assert _post(gateway, "/v1/events/score.requested", bad) == 202
