@@ -4,7 +4,7 @@ Real-time traffic is the traffic most users have; captured, it reaches drift-che
 bus traffic: data drift on its features, performance drift once labels arrive
 (``labels.received`` with the request's id). A request hands its features, predictions
 and version to :meth:`Capture.offer`, which only puts a tuple on a bounded queue; one
-thread gathers them for :data:`LINGER_S` after the first and publishes what it has as one
+thread looks every :data:`LINGER_S` and publishes what has gathered as one
 ``score.completed`` per model and version, the rows of every request in it each with its
 request's id and time (``row_ids``, ``row_times``), in one flush. When the
 queue is full the capture is dropped and counted; the request is never slowed or failed.
@@ -14,10 +14,9 @@ queue is full the capture is dropped and counted; the request is never slowed or
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
-import time
+from collections import deque
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -30,21 +29,30 @@ log = logging.getLogger("driftline.capture")
 
 _BATCH = 1_000
 LINGER_S = 0.05
-"""How long the capture thread gathers requests before it publishes them as one batch."""
+"""How often the capture thread publishes what has gathered (as one batch)."""
 SOURCE = b"driftline/capture"
 """``ce_source`` of the events published here (the history skips them: no handler seconds)."""
 
 
 class Capture:
-    """A bounded queue of served requests and the thread that publishes them."""
+    """A bounded queue of served requests and the thread that publishes them.
+
+    :meth:`offer` is called on the request path, so it does the least it can: a length
+    check and a ``deque.append`` (atomic under the interpreter lock: no lock of its own to
+    take, no thread to wake). The thread looks every :data:`LINGER_S` and publishes what
+    has gathered.
+    """
 
     def __init__(self, publisher: Any, *, rate: float = 1.0, size: int = 10_000):
         self.publisher = publisher
         self.rate = rate
+        self.size = size
         self.counts = {"queued": 0, "sent": 0, "dropped": 0, "failed": 0}
-        self._queue: queue.Queue[_Served | None] = queue.Queue(maxsize=size)
+        """Each written by one side only (queued and dropped by :meth:`offer`'s thread, the
+        event loop; sent and failed by the capture thread), so no lock guards them."""
+        self._items: deque[_Served] = deque()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
 
     def offer(
         self,
@@ -59,47 +67,39 @@ class Capture:
         """Capture one served request, unless sampled out or the queue is full (counted)."""
         if self.rate < 1.0 and random.random() >= self.rate:
             return
-        try:
-            self._queue.put_nowait(_Served(model, request_id, version, columns, x, y, event_time))
-        except queue.Full:
-            self._count("dropped")
-        else:
-            self._count("queued")
-
-    def _count(self, outcome: str, n: int = 1) -> None:
-        with self._lock:
-            self.counts[outcome] += n
+        if len(self._items) >= self.size:
+            self.counts["dropped"] += 1
+            return
+        self._items.append(_Served(model, request_id, version, columns, x, y, event_time))
+        self.counts["queued"] += 1
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop,), name="capture", daemon=True
+            )
             self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Publish what is queued, then stop."""
         if self._thread is not None and self._thread.is_alive():
-            self._queue.put(None)
+            self._stop.set()
             self._thread.join(timeout_s)
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
+        # linger, as a Kafka producer does: one publish for the requests of the moment,
+        # not one each. Every publish wakes the bus's readers, and drift-check saves its
+        # journal once per batch it reads: a publish per request cost the process more CPU
+        # than serving the request did
         while True:
-            item = self._queue.get()
-            batch = [item]
-            if item is not None:
-                # linger, as a Kafka producer does: one publish for the requests of the
-                # next moment, not one each. Every publish wakes the bus's readers, and
-                # drift-check saves its journal once per batch it reads: a publish per
-                # request cost the process more CPU than serving the request did
-                time.sleep(LINGER_S)
-            while item is not None and len(batch) < _BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                batch.append(item)
-            done = batch[-1] is None
-            self._publish([b for b in batch if b is not None])
-            if done:
+            stopping = stop.wait(LINGER_S)
+            while self._items:
+                batch: list[_Served] = []
+                while self._items and len(batch) < _BATCH:
+                    batch.append(self._items.popleft())
+                self._publish(batch)
+            if stopping:
                 return
 
     def _publish(self, batch: list[_Served]) -> None:
@@ -117,10 +117,10 @@ class Capture:
         try:
             self.publisher.publish_many([(e, f"capture:{e.model}:{e.request_id}") for e in events])
         except DriftlineError as exc:
-            self._count("failed", len(batch))
+            self.counts["failed"] += len(batch)
             log.warning("could not publish %d captured requests: %s", len(batch), exc)
         else:
-            self._count("sent", len(batch))
+            self.counts["sent"] += len(batch)
 
 
 class _Served(NamedTuple):
