@@ -21,7 +21,7 @@ from driftline.functions.drift_check import (
     drift_check,
     save_changed,
 )
-from driftline.functions.ml.monitor import _features_from
+from driftline.functions.ml.monitor import _nan_none, _window_from, _window_state
 from driftline.runtime.context import Context
 from tests.functions.synthetic import context
 
@@ -82,13 +82,14 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _features_as_lists(state: dict[str, Any]) -> dict[str, Any]:
-    """A state with each window row's features and each scored request's rows as the old
-    format's lists (NaN as None)."""
+    """A state with its windows row by row, each row's features and each scored request's
+    rows as lists (NaN as None), as the oldest format had them."""
     windows = {
         start: [
-            [*r[:6], [None if math.isnan(v) else v for v in _features_from(r[6])]] for r in rows
+            [*r[:4], _nan_none(r[4]), r[5], [None if math.isnan(v) else v for v in r[6]]]
+            for r in _window_from(saved)
         ]
-        for start, rows in state["windows"].items()
+        for start, saved in state["windows"].items()
     }
     waiting = _waiting_from(state["waiting"])
     scored = [[rid, _iso(t), rows.tolist()] for rid, (t, rows, _) in waiting.items()]
@@ -216,3 +217,32 @@ def test_requests_waiting_for_labels_are_saved_by_column_and_come_back_the_same(
         assert got_at == at and got_rows.shape == rows.shape and np.array_equal(got_rows, rows)
         assert (got_times is None) == (times is None)
         assert times is None or np.array_equal(got_times, times)
+
+
+def test_window_rows_are_saved_by_column_and_come_back_the_same() -> None:
+    """Thousands of rows (several pieces), labeled or not, a NaN prediction and feature
+    among them; and an empty window."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2_500, 3))
+    x[7, 1] = math.nan
+    rows = [
+        (
+            f"r{i // 2}",
+            i % 2,
+            1_700_000_000.5 + i,
+            1 + i % 3,
+            float(i) / 3,
+            None if i % 4 else i * 1.5,
+            x[i],
+        )
+        for i in range(2_500)
+    ]
+    rows[11] = (*rows[11][:4], math.nan, *rows[11][5:])
+    saved = json.loads(json.dumps(_window_state(rows)))
+    assert len(saved["x"]) == 3, "a piece per thousand rows"
+    back = _window_from(saved)
+    assert len(back) == len(rows)
+    for got, row in zip(back, rows, strict=True):
+        assert got[:4] == row[:4] and _same(got[4], row[4]) and got[5] == row[5]
+        assert np.array_equal(got[6], row[6], equal_nan=True)
+    assert _window_from(json.loads(json.dumps(_window_state([])))) == []
