@@ -960,31 +960,47 @@ def _window_state(rows: list[Row]) -> dict[str, Any]:
     predictions and labels as float64 arrays (NaN: none); the features as float64 matrices
     of a thousand rows. All in base64 but the lists: a list per row cost the snapshot most
     of its time (half of drift-check's CPU under captured /v2 load), and JSON numbers cost
-    several times more to write and read."""
-    width = len(rows[0][_X]) if rows else 0
-    return {
+    several times more to write and read. Rows of several widths (events whose columns
+    differ) keep each row's width (``widths``) and their features end to end."""
+    widths = [len(r[_X]) for r in rows]
+    uniform = len(set(widths)) <= 1
+    pieces = [rows[i : i + _PIECE] for i in range(0, len(rows), _PIECE)]
+    state: dict[str, Any] = {
         "ids": [r[_RID] for r in rows],
         "idx": [r[_IDX] for r in rows],
         "t": [r[_T] for r in rows],
         "ver": [r[_VER] for r in rows],
         "pred": _b64(np.array([r[_PRED] for r in rows], dtype=np.float64)),
         "label": _b64(np.array([r[_LABEL] for r in rows], dtype=np.float64)),
-        "width": width,
+        "width": widths[0] if rows and uniform else 0,
         "x": [
-            _b64(np.array([r[_X] for r in rows[i : i + _PIECE]], dtype=np.float64))
-            for i in range(0, len(rows), _PIECE)
+            _b64(
+                np.array([r[_X] for r in piece], dtype=np.float64)
+                if uniform
+                else np.concatenate([np.asarray(r[_X], dtype=np.float64) for r in piece])
+            )
+            for piece in pieces
         ],
     }
+    if not uniform:
+        state["widths"] = widths
+    return state
 
 
 def _window_from(saved: dict[str, Any]) -> list[Row]:
     """The rows :func:`_window_state` saved (features: read-only views of its pieces)."""
     pred, label = (_unb64(saved[k]).tolist() for k in ("pred", "label"))
-    width, rows = saved["width"], []
+    widths = saved.get("widths")
+    rows: list[Row] = []
     for piece, x in enumerate(saved["x"]):
-        features = _unb64(x).reshape(-1, width)
-        for j in range(len(features)):
-            i = piece * _PIECE + j
+        flat, first = _unb64(x), piece * _PIECE
+        if widths is None:
+            features = list(flat.reshape(-1, saved["width"]))
+        else:
+            ends = np.cumsum(widths[first : first + _PIECE]).tolist()
+            features = [flat[end - w : end] for w, end in zip(widths[first:], ends, strict=False)]
+        for j, f in enumerate(features):
+            i = first + j
             y = label[i]
             rows.append(
                 (
@@ -994,7 +1010,7 @@ def _window_from(saved: dict[str, Any]) -> list[Row]:
                     saved["ver"][i],
                     pred[i],
                     None if math.isnan(y) else y,
-                    features[j],
+                    f,
                 )
             )
     return rows

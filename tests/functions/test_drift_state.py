@@ -246,3 +246,17 @@ def test_window_rows_are_saved_by_column_and_come_back_the_same() -> None:
         assert got[:4] == row[:4] and _same(got[4], row[4]) and got[5] == row[5]
         assert np.array_equal(got[6], row[6], equal_nan=True)
     assert _window_from(json.loads(json.dumps(_window_state([])))) == []
+
+
+def test_window_rows_of_several_widths_are_saved_and_come_back() -> None:
+    """Events whose columns differ can put rows of different widths in one window."""
+    rows = [
+        (f"r{i}", 0, 1.0 * i, 1, 0.5, None, np.arange(2 + i % 3, dtype=np.float64))
+        for i in range(2_100)
+    ]
+    saved = json.loads(json.dumps(_window_state(rows)))
+    back = _window_from(saved)
+    assert [len(r[6]) for r in back] == [len(r[6]) for r in rows]
+    assert all(
+        np.array_equal(a[6], b[6]) and a[:6] == b[:6] for a, b in zip(back, rows, strict=True)
+    )
