@@ -54,6 +54,7 @@ them to :meth:`deployed` or give the monitor a ``reference_loader``.
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -212,6 +213,10 @@ class DriftMonitor:
         self.keys: list[str] = []
         self.orphans: dict[str, list[float]] = {}
         self.late_rows = 0
+        self.sampled_out = 0
+        """Rows a full window did not keep (``policy.max_window_rows``)."""
+        self._filed: dict[float, int] = {}
+        """Rows filed in each open window, kept or not (the reservoir's count)."""
         self.detector: OnlineDetector | None = None
         self.suspect: float | None = None
         """Change point (epoch s) of an online alarm not confirmed yet."""
@@ -356,17 +361,44 @@ class DriftMonitor:
         window = self.windows.get(start)
         if window is None:
             window = self.windows[start] = []
+        if self.watermark is None or t > self.watermark:
+            self.watermark = t
+        filed = self._filed[start] = self._filed.get(start, len(window)) + 1
+        pos = len(window)
+        if pos >= self.policy.max_window_rows:  # full: keep a uniform sample (algorithm R)
+            pos = _draw(request_id, i, filed)
+            if pos >= len(window):
+                self.sampled_out += 1
+                return None
+            self._evict(start, pos)
         kept: Any = x  # a read-only float64 row (of an event's matrix) is kept as it is
         if not (isinstance(x, np.ndarray) and x.dtype == np.float64 and not x.flags.writeable):
             kept = np.array(x, dtype=np.float64)
         row = (request_id, i, t, version, pred, label, kept)
-        window.append(row)
+        if pos == len(window):
+            window.append(row)
+        else:
+            window[pos] = row
         self._unlabeled[start] = self._unlabeled.get(start, 0) + (label is None)
         if label is not None:
             self._online(row)
-        if self.watermark is None or t > self.watermark:
-            self.watermark = t
-        return start, len(window) - 1
+        return start, pos
+
+    def _evict(self, start: float, pos: int) -> None:
+        """Take a window's row out (its request's slot for it becomes None)."""
+        old = self.windows[start][pos]
+        self.sampled_out += 1
+        self._unlabeled[start] -= old[_LABEL] is None
+        slots = self._slots.get(old[_RID])
+        if slots is None:
+            return
+        left = slots if isinstance(slots, list) else list(slots)  # observe's: in place
+        left[old[_IDX]] = None
+        if left is not slots:
+            if any(left):
+                self._slots[old[_RID]] = tuple(left)
+            else:
+                self._slots.pop(old[_RID])
 
     def label(self, request_id: str, labels: Sequence[float]) -> list[WindowResult]:
         """True values for an earlier request, in row order; returns windows this closed (a
@@ -551,6 +583,7 @@ class DriftMonitor:
     def _close(self, start: float) -> WindowResult:
         rows = self.windows.pop(start)
         self._unlabeled.pop(start, None)
+        self._filed.pop(start, None)
         gone: dict[str, list[int]] = {}
         for r in rows:
             gone.setdefault(r[_RID], []).append(r[_IDX])
@@ -845,6 +878,8 @@ class DriftMonitor:
             "keys": list(self.keys),
             "orphans": dict(self.orphans),
             "late_rows": self.late_rows,
+            "sampled_out": self.sampled_out,
+            "filed": {repr(s): n for s, n in self._filed.items()},
             "detector": None if self.detector is None else self.detector.state(),
             "suspect": self.suspect,
             "pending": None if self.pending is None else _pending_state(self.pending),
@@ -888,6 +923,8 @@ class DriftMonitor:
         m.closed_through = -math.inf if state["closed_through"] is None else state["closed_through"]
         m.keys, m.orphans = list(state["keys"]), dict(state["orphans"])
         m.late_rows = state["late_rows"]
+        m.sampled_out = state.get("sampled_out", 0)
+        m._filed = {float(k): n for k, n in state.get("filed", {}).items()}
         detector = state.get("detector")
         m.detector = OnlineDetector.from_state(detector) if detector else m._new_detector()
         m.suspect, m.change_at = state.get("suspect"), state.get("change_at")
@@ -949,6 +986,12 @@ def _pending_from(p: dict[str, Any]) -> dict[str, Any]:
 
 def _nan_none(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _draw(request_id: str, i: int, filed: int) -> int:
+    """A uniform draw in ``[0, filed)`` for row ``i`` of a request: the same on every replay."""
+    digest = hashlib.blake2b(f"{request_id}/{i}/{filed}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % filed
 
 
 _PIECE = 1_000

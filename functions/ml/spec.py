@@ -286,6 +286,11 @@ class DriftPolicy(BaseModel):
     and weekly cycles, so a window is comparable with the reference."""
     min_window_rows: int = Field(default=100, ge=1)
     """Fewest rows of the current version in a window for it to be judged at all."""
+    max_window_rows: int = Field(default=50_000, ge=100)
+    """Most rows a window keeps. Past it the window keeps a uniform sample of its rows
+    (reservoir sampling, each draw decided by a hash of the row's request id and position,
+    so a replay or a restore keeps the same rows), so memory and saved state stay bounded
+    under steady traffic; rows not kept are not monitored (``sampled_out``)."""
     min_labeled_rows: int = Field(default=50, ge=2)
     """Fewest labeled rows for the performance test (in a window, or since a change point)."""
     min_effect: float | None = Field(default=None, gt=0)

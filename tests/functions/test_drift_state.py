@@ -93,8 +93,10 @@ def _features_as_lists(state: dict[str, Any]) -> dict[str, Any]:
     }
     waiting = _waiting_from(state["waiting"])
     scored = [[rid, _iso(t), rows.tolist()] for rid, (t, rows, _) in waiting.items()]
+    newer = {"sampled_out": 0, "filed": {}}  # keys the old format lacks, at what it implies
+    assert {k: state[k] for k in newer} == newer
     return {
-        **{k: v for k, v in state.items() if k != "waiting"},
+        **{k: v for k, v in state.items() if k != "waiting" and k not in newer},
         "windows": windows,
         "scored": scored,
     }

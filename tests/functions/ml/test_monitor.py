@@ -572,3 +572,40 @@ def test_a_batched_request_across_windows_survives_a_restart() -> None:
     assert [r.rows for r in copy.label("b", [11.0] * 4)] == [2]
     assert sum(r[5] is not None for rows in copy.windows.values() for r in rows) == 2
     assert copy.observe("b", 1, T0, [[0.0, 0.0]] * 4, [10.0] * 4) == [], "redelivered"
+
+
+def test_a_full_window_keeps_a_uniform_sample_that_a_restore_and_a_replay_keep_too() -> None:
+    """Past ``max_window_rows`` a window keeps a sample of its rows (reservoir sampling):
+    it stays at the cap, labels of rows it let go label nothing, the window still closes
+    once every kept row is labeled, and the same inputs keep the same rows, restored or
+    replayed."""
+    s = spec(max_window_rows=100)
+
+    def feed(m: DriftMonitor, requests: range) -> None:
+        for k in requests:  # 5 rows a request, 10 minutes apart: one day, one window
+            t = T0 + timedelta(minutes=10 * (k % 144))
+            m.observe(f"r{k}", 1, t, [[0.1 * k, 0.0]] * 5, [10.0] * 5)
+
+    a = monitor(s)
+    feed(a, range(100))
+    window = a.windows[(T0 - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()]
+    assert len(window) == 100 and a.sampled_out == 400
+    kept = {(r[0], r[1]) for r in window}
+    firsts = sum(int(rid[1:]) < 50 for rid, _ in kept)
+    assert 30 <= firsts <= 70, "a sample of the whole window, not its first or last rows"
+    # restored halfway, or replayed from the start, the same rows are kept
+    b = monitor(s)
+    feed(b, range(60))
+    c = DriftMonitor.from_state(s, json.loads(json.dumps(b.to_state())), drift_fn=fake_drift)
+    feed(c, range(60, 100))
+    replayed = monitor(s)
+    feed(replayed, range(100))
+    for other in (c, replayed):
+        assert other.to_state() == a.to_state()
+    # labels: those of rows let go label nothing; once every kept row is labeled, it closes
+    let_go = next(f"r{k}" for k in range(100) if all((f"r{k}", i) not in kept for i in range(5)))
+    assert a.label(let_go, [11.0] * 5) == []
+    for rid in {rid for rid, _ in kept}:
+        assert a.label(rid, [11.0] * 5) == []  # event time has not passed the window's end
+    closed = a.observe("next", 1, T0 + timedelta(days=1, minutes=1), [[0.0, 0.0]], [10.0])
+    assert len(closed) == 1 and closed[0].rows == 100 and closed[0].labeled_rows == 100
