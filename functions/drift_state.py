@@ -181,6 +181,8 @@ def _load(store: Any, model: str) -> Saved:
 
 
 _CHUNK = 1_000
+_LONG = 100_000
+"""Characters past which a string in a list is encoded on its own."""
 
 
 def _dumps(value: Any) -> str:
@@ -209,7 +211,9 @@ def _encode_into(value: Any, parts: list[str]) -> None:
         for i in range(0, len(value), _CHUNK):
             parts.append((", " if i else "") + json.dumps(value[i : i + _CHUNK])[1:-1])
         parts.append("]")
-    elif isinstance(value, list | tuple) and any(isinstance(v, dict | list | tuple) for v in value):
+    elif isinstance(value, list | tuple) and any(
+        isinstance(v, dict | list | tuple) or (isinstance(v, str) and len(v) > _LONG) for v in value
+    ):  # nested, or long strings (the base64 pieces of a window): an item at a time
         parts.append("[")
         for i, v in enumerate(value):
             if i:

@@ -1038,7 +1038,7 @@ def _window_from(saved: dict[str, Any]) -> list[Row]:
     for piece, x in enumerate(saved["x"]):
         flat, first = _unb64(x), piece * _PIECE
         if widths is None:
-            features = list(flat.reshape(-1, saved["width"]))
+            features = list(flat.reshape(min(_PIECE, len(pred) - first), saved["width"]))
         else:
             ends = np.cumsum(widths[first : first + _PIECE]).tolist()
             features = [flat[end - w : end] for w, end in zip(widths[first:], ends, strict=False)]

@@ -32,6 +32,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from driftline.events.codec import random_id
@@ -242,6 +243,9 @@ class Endpoints:
         except ProblemError as exc:
             status = exc.status
             raise
+        except ClientDisconnect:
+            status = 499  # the client went before its request was read (nginx's code)
+            raise
         except DriftlineError as exc:
             status = _status_of(exc)
             raise
@@ -345,6 +349,8 @@ class InferLane:
         name, version = match.groups()
         try:
             response = await self.endpoints._timed(name, Request(scope, receive), version)
+        except ClientDisconnect:
+            return True  # nobody to answer
         except Exception as exc:  # noqa: BLE001 - every error is answered, as the app would
             response = _error_response(scope, exc)
         await response(scope, receive, send)

@@ -195,7 +195,12 @@ def test_snapshots_are_encoded_in_pieces_as_json_dumps_would_whole() -> None:
     rows = [[f"r{i}", i, 1.5 * i, None, "AAAA"] for i in range(2_500)]
     doc = {
         "kind": "snapshot",
-        "state": {"windows": {"1.0": rows, "2.0": []}, "scored": rows[:10], "x": {"a": (1, 2)}},
+        "state": {
+            "windows": {"1.0": rows, "2.0": []},
+            "scored": rows[:10],
+            "x": {"a": (1, 2)},
+            "pieces": ["A" * 150_000, "B" * 10, 'q"\\' * 40_000],  # long strings: one by one
+        },
     }
     assert drift_state._dumps(doc) == json.dumps(doc)
 

@@ -6,6 +6,7 @@ a command; a bounded load runs through a hot swap; the protocol's error answers 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -387,6 +388,37 @@ def test_an_unexpected_failure_is_a_500_problem_and_counted_as_one(
     assert "the session failed" in caplog.text  # the traceback is logged, not answered
     assert errors() == before + 1
     assert _infer(v2_app, good).status_code == 200
+
+
+def test_a_client_that_hangs_up_is_answered_nothing_and_counted_as_499(
+    v2_app: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client gone before its body was read is not a server error: nothing is sent, no
+    error is logged, and it counts as 499 (nginx's code), not as a 500."""
+    sent: list[dict] = []  # type: ignore[type-arg]
+
+    async def receive() -> dict:  # type: ignore[type-arg]
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:  # type: ignore[type-arg]
+        sent.append(message)
+
+    def count(code: str) -> float:
+        text = v2_app.get("/metrics").text
+        return max(_metric(text, "inference_requests_total", f'code="{code}",model="{MODEL}"'), 0)
+
+    before = {code: count(code) for code in ("499", "500")}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": f"/v2/models/{MODEL}/infer",
+        "headers": [(b"content-type", b"application/json")],
+        "query_string": b"",
+    }
+    asyncio.run(v2_app.app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert count("499") == before["499"] + 1 and count("500") == before["500"]
 
 
 def test_unknown_models_and_versions_are_404(v2_app: TestClient) -> None:
