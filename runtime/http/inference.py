@@ -343,7 +343,7 @@ class InferLane:
         """Answer ``scope`` when it is an infer request; False (nothing sent) otherwise."""
         if scope["type"] != "http" or scope["method"] != "POST":
             return False
-        match = _INFER_PATH.fullmatch(scope["path"])
+        match = _INFER_PATH.fullmatch(_route_path(scope))
         if match is None:
             return False
         name, version = match.groups()
@@ -355,6 +355,15 @@ class InferLane:
             response = _error_response(scope, exc)
         await response(scope, receive, send)
         return True
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the app's routes see: without the ``root_path`` a proxy prefix adds (uvicorn
+    ``--root-path`` puts it in ``path`` too), as Starlette's routing strips it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return str(path[len(root) :])
+    return str(path)
 
 
 def _error_response(scope: Scope, exc: Exception) -> Response:

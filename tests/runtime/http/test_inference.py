@@ -380,13 +380,18 @@ def test_an_unexpected_failure_is_a_500_problem_and_counted_as_one(
         )
 
     before = max(errors(), 0.0)
+    behind_a_proxy = TestClient(v2_app.app, root_path="/api")  # uvicorn --root-path /api
     with monkeypatch.context() as patch:
         patch.setattr(Served, "predict", failing)
-        answer = _infer(v2_app, good)
-    assert answer.status_code == 500, answer.text
-    assert answer.json()["reason"] == "internal" and "RuntimeError" in answer.json()["error"]
+        answers = [
+            _infer(v2_app, good),
+            _infer(behind_a_proxy, good, f"/api/v2/models/{MODEL}/infer"),
+        ]
+    for answer in answers:
+        assert answer.status_code == 500, answer.text
+        assert answer.json()["reason"] == "internal" and "RuntimeError" in answer.json()["error"]
     assert "the session failed" in caplog.text  # the traceback is logged, not answered
-    assert errors() == before + 1
+    assert errors() == before + 2
     assert _infer(v2_app, good).status_code == 200
 
 
