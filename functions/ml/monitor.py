@@ -216,7 +216,8 @@ class DriftMonitor:
         self.sampled_out = 0
         """Rows a full window did not keep (``policy.max_window_rows``)."""
         self._filed: dict[float, int] = {}
-        """Rows filed in each open window, kept or not (the reservoir's count)."""
+        """Rows filed in each full window, kept or not (the reservoir's count; a window not
+        full has filed as many as it holds)."""
         self.detector: OnlineDetector | None = None
         self.suspect: float | None = None
         """Change point (epoch s) of an online alarm not confirmed yet."""
@@ -363,9 +364,9 @@ class DriftMonitor:
             window = self.windows[start] = []
         if self.watermark is None or t > self.watermark:
             self.watermark = t
-        filed = self._filed[start] = self._filed.get(start, len(window)) + 1
         pos = len(window)
         if pos >= self.policy.max_window_rows:  # full: keep a uniform sample (algorithm R)
+            filed = self._filed[start] = self._filed.get(start, pos) + 1
             pos = _draw(request_id, i, filed)
             if pos >= len(window):
                 self.sampled_out += 1
@@ -389,16 +390,25 @@ class DriftMonitor:
         old = self.windows[start][pos]
         self.sampled_out += 1
         self._unlabeled[start] -= old[_LABEL] is None
-        slots = self._slots.get(old[_RID])
+        self._let_go(old[_RID], [old[_IDX]])
+
+    def _let_go(self, request_id: str, idxs: list[int]) -> None:
+        """Rows of a request no longer in any window: their slots become None, and the
+        request goes once none is left."""
+        slots = self._slots.get(request_id)
         if slots is None:
             return
-        left = slots if isinstance(slots, list) else list(slots)  # observe's: in place
-        left[old[_IDX]] = None
-        if left is not slots:
-            if any(left):
-                self._slots[old[_RID]] = tuple(left)
-            else:
-                self._slots.pop(old[_RID])
+        if isinstance(slots, list):  # the request observe is filing: it settles it after
+            for i in idxs:
+                slots[i] = None
+            return
+        left = list(slots)
+        for i in idxs:
+            left[i] = None
+        if any(left):
+            self._slots[request_id] = tuple(left)
+        else:
+            self._slots.pop(request_id)
 
     def label(self, request_id: str, labels: Sequence[float]) -> list[WindowResult]:
         """True values for an earlier request, in row order; returns windows this closed (a
@@ -588,16 +598,7 @@ class DriftMonitor:
         for r in rows:
             gone.setdefault(r[_RID], []).append(r[_IDX])
         for rid, idxs in gone.items():
-            slots = self._slots.get(rid)
-            if slots is None:
-                continue
-            left = slots if isinstance(slots, list) else list(slots)  # observe's: in place
-            for i in idxs:
-                left[i] = None
-            if not any(left):
-                self._slots.pop(rid)
-            elif left is not slots:
-                self._slots[rid] = tuple(left)
+            self._let_go(rid, idxs)
         self.closed_through = max(self.closed_through, start + self._width)
         result = self._judge(start, [r for r in rows if r[_VER] == self.version])
         self._release_pending()
@@ -1071,5 +1072,5 @@ def _features_from(saved: str | list[float | None]) -> np.ndarray:
     """A row's features as states saved before :func:`_window_state` had them: the base64
     of their float64 bytes (before that, a list, NaN as None)."""
     if isinstance(saved, str):
-        return np.frombuffer(base64.b64decode(saved), dtype=np.float64).copy()
+        return _unb64(saved).copy()
     return np.array([math.nan if v is None else v for v in saved], dtype=np.float64)

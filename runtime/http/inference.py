@@ -240,17 +240,11 @@ class Endpoints:
         started, status = time.perf_counter(), 200
         try:
             return await self._infer(name, request, version)
-        except ProblemError as exc:
-            status = exc.status
-            raise
         except ClientDisconnect:
             status = 499  # the client went before its request was read (nginx's code)
             raise
-        except DriftlineError as exc:
-            status = _status_of(exc)
-            raise
-        except Exception:
-            status = 500
+        except Exception as exc:
+            status = _problem(exc).status
             raise
         finally:
             if self.observe is not None:
@@ -280,13 +274,6 @@ class Endpoints:
         head = {"model_name": name, "model_version": str(served.version), "id": rid}
         content, headers = oip.encode(head, {OUTPUT: y}, oip.binary_outputs(req))
         return Response(content, headers=headers)
-
-
-def _status_of(exc: DriftlineError) -> int:
-    try:
-        return problem_for(exc).status
-    except LookupError:
-        return 500
 
 
 def router(endpoints: Endpoints) -> APIRouter:
@@ -366,16 +353,19 @@ def _route_path(scope: Scope) -> str:
     return str(path)
 
 
-def _error_response(scope: Scope, exc: Exception) -> Response:
-    answer: ProblemError | None = None
+def _problem(exc: Exception) -> ProblemError:
+    """How an error on the infer path answers: its problem (a domain error as the app's
+    handlers map it), else a 500 problem."""
     if isinstance(exc, DriftlineError):
         try:
-            answer = problem_for(exc)
+            return problem_for(exc)
         except LookupError:
-            answer = None
-        if answer is not None and answer is not exc and answer.status >= 500:
-            log.error("POST %s: %s", scope["path"], exc, exc_info=exc)
-    if answer is None:
-        log.error("POST %s failed", scope["path"], exc_info=exc)
-        answer = ProblemError(500, f"internal error: {type(exc).__name__}", Reason.INTERNAL)
+            pass
+    return ProblemError(500, f"internal error: {type(exc).__name__}", Reason.INTERNAL)
+
+
+def _error_response(scope: Scope, exc: Exception) -> Response:
+    answer = _problem(exc)
+    if answer is not exc and answer.status >= 500:  # not a problem raised on purpose
+        log.error("POST %s: %s", scope["path"], exc, exc_info=exc)
     return JSONResponse(answer.problem.model_dump(), answer.status, headers=answer.headers)
