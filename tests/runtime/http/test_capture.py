@@ -41,7 +41,12 @@ def test_a_steady_stream_is_published_once_a_linger_not_as_fast_as_it_comes() ->
     finally:
         capture.stop()
     elapsed = time.monotonic() - started
-    ids = [rid for batch in publisher.published for e in batch for rid in dict.fromkeys(e.row_ids)]
+    ids = [
+        rid
+        for batch in publisher.published
+        for e in batch
+        for rid in dict.fromkeys(e.row_ids or ())
+    ]
     assert ids == [f"r{i}" for i in range(offered)]  # every request, once, in order
     assert capture.counts == {"queued": offered, "sent": offered, "dropped": 0, "failed": 0}
     # one publish a linger (and the last, on stop); draining until empty made about one
