@@ -150,32 +150,38 @@ class EmbeddedBus(Bus):
                 if self._closed:
                     return
                 try:
-                    changed = self._sync()
+                    self._sync()
                 except sqlite3.Error:  # busy past the timeout: look again next time
                     log.warning("embedded bus %s: catching up failed", self.path, exc_info=True)
-                    continue
-                if changed:
-                    self._changed.notify_all()
 
     def _data_version(self) -> int:
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
-    def _sync(self) -> bool:
-        """Catch up with the topics and ends another process sharing the file committed;
-        whether they had."""
+    def _sync(self) -> None:
+        """Catch up with the topics and ends another process sharing the file committed,
+        and wake this process's polls if they moved. A commit of offsets alone moves
+        neither and wakes nobody (each process's groups are its own): under captured /v2
+        load, drift-check's process commits after every batch, and each commit woke every
+        consumer thread of the gateway's process for nothing."""
         version = self._data_version()
-        if version == self._version:
-            return False
-        self._version = version
-        self._reload()
-        return True
+        if version != self._version:
+            self._version = version
+            if self._reload():
+                self._changed.notify_all()
 
-    def _reload(self) -> None:
+    def _reload(self) -> bool:
         """Topics and ends as the file has them: two small tables, so that catching up
-        after each commit of another process costs two queries, not one per partition."""
-        self._topics = dict(self._db.execute("SELECT name, partitions FROM topics"))
+        after each commit of another process costs two queries, not one per partition.
+        Whether any had moved."""
+        topics = dict(self._db.execute("SELECT name, partitions FROM topics"))
+        moved = topics != self._topics
+        self._topics = topics
         for topic, partition, end in self._db.execute("SELECT topic, partition, next FROM ends"):
-            self._ends[TopicPartition(topic, partition)] = end
+            tp = TopicPartition(topic, partition)
+            if self._ends.get(tp) != end:
+                self._ends[tp] = end
+                moved = True
+        return moved
 
     def _rebuild_ends(self) -> None:
         """Fill the ends table from the records (a file older than the table has none)."""

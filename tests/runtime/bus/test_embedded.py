@@ -181,3 +181,66 @@ def test_a_child_given_the_lock_shares_the_bus_and_offsets_never_collide(tmp_pat
     with pytest.raises(ConfigError, match="in use by another process"):
         EmbeddedBus(path)  # no shared descriptor: refused as before
     bus.close()
+
+
+_COMMITTER = """
+import sys, time
+from driftline.runtime.bus.base import TopicPartition
+from driftline.runtime.bus.embedded import EmbeddedBus
+bus = EmbeddedBus(sys.argv[1])
+consumer = bus.consumer("child", ["t"])
+for i in range(5):
+    consumer.commit({TopicPartition("t", 0): 0})
+    time.sleep(0.05)
+print("committed", flush=True)
+sys.stdin.readline()
+producer = bus.producer()
+producer.send("t", b"from the child")
+producer.flush()
+bus.close()
+"""
+
+
+def test_another_process_wakes_polls_here_with_records_not_with_commits(tmp_path: Path) -> None:
+    """Under captured /v2 load drift-check's process commits after every batch: each commit
+    used to wake every consumer thread of the gateway's process, to find nothing."""
+    import subprocess
+    import sys
+    import threading
+
+    path = tmp_path / "bus.db"
+    bus = EmbeddedBus(path)
+    bus.create_topics(["t"], partitions=1)
+    wakes = 0
+    notify_all = bus._changed.notify_all
+
+    def counted() -> None:
+        nonlocal wakes
+        wakes += 1
+        notify_all()
+
+    bus._changed.notify_all = counted  # type: ignore[method-assign]
+    fd, env = bus.share()
+    with subprocess.Popen(
+        [sys.executable, "-c", _COMMITTER, str(path)],
+        env={**os.environ, **env},
+        pass_fds=(fd,),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            assert child.stdout is not None and child.stdin is not None
+            assert child.stdout.readline().strip() == "committed"
+            threading.Event().wait(0.2)  # ten looks of the watch after the last commit
+            assert wakes == 0
+            consumer = bus.consumer("parent", ["t"])
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            records = consumer.poll(10.0)
+            assert [r.value for r in records] == [b"from the child"]
+            assert wakes >= 1
+            assert child.wait(30) == 0
+        finally:
+            child.kill()
+            bus.close()
