@@ -23,7 +23,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _I8 = np.dtype("<i8")
 
 
-def _micros(value: Any) -> int:
+def micros(value: Any) -> int:
+    """Microseconds since the epoch of a datetime or ISO 8601 string (naive: UTC)."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if not isinstance(value, datetime):
@@ -55,7 +56,7 @@ class RowTimes(Packed):
         array = np.asarray(times)
         if np.issubdtype(array.dtype, np.datetime64):
             return cls(array.astype("datetime64[us]").astype(np.int64))
-        return cls([_micros(v) for v in times])
+        return cls([micros(v) for v in times])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RowTimes:

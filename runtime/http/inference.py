@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from driftline.events.codec import random_id
+from driftline.events.times import micros
 from driftline.functions.ml.serving import SMALL_ROWS, ModelServer, Served
 from driftline.runtime.errors import DriftlineError, UnknownModelError, UnknownVersionError
 from driftline.runtime.http import oip
@@ -120,17 +121,19 @@ def _output_type(served: Served) -> str:
     return "BYTES" if "string" in kind else "INT64"
 
 
-def _event_time(request: oip.InferenceRequest) -> datetime:
+def _event_time(request: oip.InferenceRequest) -> int:
+    """When the request's rows happened, in microseconds since the epoch (what the capture
+    carries): ``parameters.event_time`` (naive: UTC), else now."""
     value = (request.parameters or {}).get("event_time")
     if value is None:
-        return datetime.now(UTC)
+        return time.time_ns() // 1000
     try:
         when = datetime.fromisoformat(str(value))
     except ValueError:
         raise bad_request(
             f"parameters.event_time {value!r} is not an ISO 8601 time", Reason.BAD_DATA
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return micros(when)
 
 
 _INFER_BODY: dict[str, Any] = {
