@@ -78,7 +78,8 @@ class EmbeddedBus(Bus):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
+        self._sleepers: set[_EmbeddedConsumer] = set()
+        """Polls waiting for records, each on a condition of its own (on ``_lock``)."""
         self._topics: dict[str, int] = {}
         self._ends: dict[TopicPartition, int] = {}
         if not self._shared:  # the file's owner: ends as the records say (older files)
@@ -167,7 +168,7 @@ class EmbeddedBus(Bus):
         if version != self._version:
             self._version = version
             if self._reload():
-                self._changed.notify_all()
+                self._wake()
 
     def _reload(self) -> bool:
         """Topics and ends as the file has them: two small tables, so that catching up
@@ -272,7 +273,16 @@ class EmbeddedBus(Bus):
                 self._ends.clear()  # give the offsets (and any topic made here) back
                 self._reload()
                 raise
-            self._changed.notify_all()
+            self._wake({r[0] for r in rows})
+
+    def _wake(self, topics: set[str] | None = None) -> None:
+        """Wake the polls waiting on any of ``topics`` (None: every poll); with the lock
+        held. A poll is woken only for its own topics: under captured /v2 load the capture
+        appends twenty times a second, and waking every consumer thread of the process for
+        each append cost the thread that serves requests the interpreter each time."""
+        for sleeper in self._sleepers:
+            if topics is None or not topics.isdisjoint(sleeper.topics):
+                sleeper._woken.notify()
 
     # -- consuming ------------------------------------------------------------------------
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
@@ -328,7 +338,7 @@ class EmbeddedBus(Bus):
             if self._closed:
                 return
             self._closed = True
-            self._changed.notify_all()
+            self._wake()
             self._db.close()
             os.close(self._lock_file)
 
@@ -401,6 +411,7 @@ class _EmbeddedConsumer(Consumer):
         self._positions: dict[TopicPartition, int] = {}
         self._paused: set[TopicPartition] = set()
         self._closed = False
+        self._woken = threading.Condition(bus._lock)
 
     def _refresh(self) -> None:
         if self._generation == self._group.generation:
@@ -426,7 +437,13 @@ class _EmbeddedConsumer(Consumer):
                 remaining = deadline - time.monotonic()
                 if records or remaining <= 0:
                     return records
-                self._bus._changed.wait(min(remaining, 0.1))
+                # woken by records on its topics, a catch-up with another process or a
+                # close; a rebalance is seen within a tenth of a second
+                self._bus._sleepers.add(self)
+                try:
+                    self._woken.wait(min(remaining, 0.1))
+                finally:
+                    self._bus._sleepers.discard(self)
 
     def _fetch(self, max_records: int) -> list[Record]:
         out: list[Record] = []

@@ -212,14 +212,14 @@ def test_another_process_wakes_polls_here_with_records_not_with_commits(tmp_path
     bus = EmbeddedBus(path)
     bus.create_topics(["t"], partitions=1)
     wakes = 0
-    notify_all = bus._changed.notify_all
+    wake = bus._wake
 
-    def counted() -> None:
+    def counted(topics: set[str] | None = None) -> None:
         nonlocal wakes
         wakes += 1
-        notify_all()
+        wake(topics)
 
-    bus._changed.notify_all = counted  # type: ignore[method-assign]
+    bus._wake = counted  # type: ignore[method-assign]
     fd, env = bus.share()
     with subprocess.Popen(
         [sys.executable, "-c", _COMMITTER, str(path)],
@@ -244,3 +244,37 @@ def test_another_process_wakes_polls_here_with_records_not_with_commits(tmp_path
         finally:
             child.kill()
             bus.close()
+
+
+def test_a_poll_is_woken_by_records_on_its_own_topics_only(tmp_path: Path) -> None:
+    """Each waiting poll has its own condition: appends elsewhere leave it asleep (under
+    captured /v2 load every append woke every consumer thread of the gateway's process)."""
+    import threading
+
+    bus = EmbeddedBus(tmp_path / "bus.db")
+    bus.create_topics(["mine", "other"], partitions=1)
+    consumer = bus.consumer("g", ["mine"])
+    woken = 0
+    notify = consumer._woken.notify
+
+    def counted(n: int = 1) -> None:
+        nonlocal woken
+        woken += 1
+        notify(n)
+
+    consumer._woken.notify = counted  # type: ignore[method-assign]
+    got: list = []
+    poller = threading.Thread(target=lambda: got.extend(consumer.poll(30.0)))
+    poller.start()
+    producer = bus.producer()
+    while consumer not in bus._sleepers:
+        threading.Event().wait(0.001)
+    for i in range(20):
+        producer.send("other", b"%d" % i)
+        producer.flush()
+    assert woken == 0 and not got
+    producer.send("mine", b"at last")
+    producer.flush()
+    poller.join(10)
+    assert [r.value for r in got] == [b"at last"] and woken >= 1
+    bus.close()
