@@ -170,6 +170,16 @@ class Settings(BaseSettings):
         "that process), so monitoring the captured /v2 traffic never holds the interpreter "
         "that serves it; false keeps it in the gateway's process.",
     )
+    monitor_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How much lower than the gateway's the CPU priority of drift-check's "
+        "process under `driftline up` is (its niceness, as `nice -n`): monitoring takes "
+        "the CPU that serving leaves first, so it does not lengthen /v2's tail on a busy "
+        "machine; on one kept busy it falls behind (the bus keeps what it has not read yet) "
+        "and catches up when the load drops. 0: the same priority as the gateway.",
+    )
     gil_switch_ms: float = Field(
         default=1.0,
         gt=0,

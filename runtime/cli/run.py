@@ -190,7 +190,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     if counts:
         plan = [[name] for name, n in counts.items() for _ in range(n)]
         refs = {s.spec.name: s.ref for s in selected}
-        replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose, refs=refs)
+        # monitoring yields the CPU to serving (settings.monitor_nice)
+        nice = {MONITOR: settings.monitor_nice}
+        replicas = ReplicaSet(plan, _child_args(args), verbose=args.verbose, refs=refs, nice=nice)
     return serve(
         settings,
         args.host,

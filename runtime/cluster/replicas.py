@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from driftline.runtime.errors import ConfigError
 
@@ -41,11 +42,16 @@ except OSError:
     _LIBC = None
 
 
-def _killed_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the thread that started it exits
-    (``prctl(PR_SET_PDEATHSIG)``; the replica set's thread lives as long as the parent)."""
-    assert _LIBC is not None
-    _LIBC.prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+def _before_exec(tied: bool, nice: int) -> None:
+    """In the child, before exec, while it has one thread: if ``tied``, SIGKILL when the
+    thread that started it exits (``prctl(PR_SET_PDEATHSIG)``; the replica set's thread
+    lives as long as the parent); ``nice`` steps lower CPU priority, which every thread
+    it starts inherits (Linux keeps a niceness per thread)."""
+    if tied:
+        assert _LIBC is not None
+        _LIBC.prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if nice:
+        os.nice(nice)
 
 
 # names the process a child runner stops with (driftline runner watches it)
@@ -101,11 +107,15 @@ class ReplicaSet:
         verbose: bool = False,
         python: str = sys.executable,
         refs: Mapping[str, str] | None = None,
+        nice: Mapping[str, int] | None = None,
     ):
         """``refs``: how a child's ``--functions`` names each function (``./shop.py:tag``
-        for a user function; a built-in's name by default)."""
+        for a user function; a built-in's name by default). ``nice``: how much lower the
+        CPU priority of a child running that function is (its niceness, set before it
+        starts, so that every thread it starts has it)."""
         self.children = [_Child(functions) for functions in plan]
         self.refs = dict(refs or {})
+        self.nice = dict(nice or {})
         self.common_args = list(common_args)
         self.verbose = verbose
         self.python = python
@@ -149,11 +159,13 @@ class ReplicaSet:
 
     def _spawn(self, child: _Child) -> None:
         env = {**os.environ, **self._env, PARENT_PID_ENV: str(os.getpid())}
+        tied = bool(self._pass_fds) and _LIBC is not None
+        nice = max((self.nice.get(f, 0) for f in child.functions), default=0)
         child.proc = subprocess.Popen(
             self.command(child.functions),
             env=env,
             pass_fds=self._pass_fds,
-            preexec_fn=_killed_with_parent if self._pass_fds and _LIBC is not None else None,
+            preexec_fn=partial(_before_exec, tied, nice) if tied or nice else None,
         )
         child.started = time.monotonic()
         log.info("replica pid %d: %s", child.proc.pid, ",".join(child.functions))

@@ -27,6 +27,12 @@ from tests.runtime.http.helpers import MODEL, new_home, start_up, stop_up, train
 pytestmark = pytest.mark.slow
 
 
+def _nice(pid: int, task: str) -> int:
+    """A thread's niceness (field 19 of its stat)."""
+    stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -99,6 +105,10 @@ def test_up_monitors_v2_in_a_child_that_dies_with_it(
             return float(match.group(1)) if match else -1.0
 
         wait_for(lambda: consumed() >= 2)  # its counters, from its heartbeats
+        # monitoring yields the CPU to serving: every thread of the child, ten steps nicer
+        assert {_nice(child, task) for task in os.listdir(f"/proc/{child}/task")} == {
+            os.getpriority(os.PRIO_PROCESS, up.pid) + 10
+        }
         up.send_signal(signal.SIGKILL)
         up.wait(10)
         wait_for(lambda: not _alive(child), timeout_s=5)
