@@ -30,10 +30,6 @@ from driftline.runtime.errors import BusError, ConfigError
 # names the descriptor of a parent's lock on the bus file (EmbeddedBus.share)
 _LOCK_FD_ENV = "DRIFTLINE_EMBEDDED_BUS_LOCK_FD"
 log = logging.getLogger("driftline.bus.embedded")
-_TABLES_AS_JSON = (
-    "SELECT (SELECT json_group_array(json_array(name, partitions)) FROM topics),"
-    " (SELECT json_group_array(json_array(topic, partition, next)) FROM ends)"
-)
 _WATCH_S = 0.02
 """How often a process sharing the file looks for what the others committed."""
 
@@ -175,16 +171,13 @@ class EmbeddedBus(Bus):
                 self._wake()
 
     def _reload(self) -> bool:
-        """Topics and ends as the file has them (two small tables, so that catching up
-        after each commit of another process costs one query, not one per partition);
-        whether any had moved. Each table comes back as one JSON row: sqlite3 lets go of
-        the interpreter for every row it steps, and each time it is taken back from the
-        thread serving requests."""
-        topics_json, ends_json = self._db.execute(_TABLES_AS_JSON).fetchone()
-        topics = dict(json.loads(topics_json))
+        """Topics and ends as the file has them: two small tables, so that catching up
+        after each commit of another process costs two queries, not one per partition.
+        Whether any had moved."""
+        topics = dict(self._db.execute("SELECT name, partitions FROM topics"))
         moved = topics != self._topics
         self._topics = topics
-        for topic, partition, end in json.loads(ends_json):
+        for topic, partition, end in self._db.execute("SELECT topic, partition, next FROM ends"):
             tp = TopicPartition(topic, partition)
             if self._ends.get(tp) != end:
                 self._ends[tp] = end
